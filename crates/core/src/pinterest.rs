@@ -1,0 +1,331 @@
+//! Pinterest wire types, batch building and response classification.
+//!
+//! [`classify`] turns one HTTP answer to `POST /v5/ad_accounts/{id}/events` into a
+//! [`BatchOutcome`], once, so the delivery worker only acts on data: per-event results (from a
+//! 200 or from a 422's `details`), a retry with its delay, an authorisation failure that stops
+//! the account, or an invalid request that must be split to find the bad event.
+//! [`retry_delay`] is the retry schedule.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Most events Pinterest takes in one request.
+pub const MAX_BATCH: usize = 1000;
+
+/// `ConversionApiResponse`: the 200 body, and the `details` of a 422.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiResponse {
+    pub num_events_received: i64,
+    pub num_events_processed: i64,
+    pub events: Vec<EventResult>,
+}
+
+/// One entry of `events[]`, in request order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventResult {
+    pub status: EventStatus,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    #[serde(default)]
+    pub warning_message: Option<String>,
+}
+
+/// `processed` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    Processed,
+    Failed,
+}
+
+/// Pinterest's `Error` body (400, 401, 403, 429, 503, default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: i64,
+    pub message: String,
+}
+
+/// Pinterest's `DetailedError` body (422).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetailedError {
+    pub code: i64,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+/// Builds `{"data":[...]}` from events already serialised as JSON objects. The outbox keeps
+/// each event as the exact JSON Pinterest receives, so a batch is a concatenation.
+pub fn batch_body<'a>(events: impl IntoIterator<Item = &'a str>) -> String {
+    let mut body = String::from("{\"data\":[");
+    for (i, e) in events.into_iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(e);
+    }
+    body.push_str("]}");
+    body
+}
+
+/// What became of one event in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Pinterest processed it; a warning is kept for the operator.
+    Delivered { warning: Option<String> },
+    /// Pinterest refused it; re-sending the same bytes cannot help.
+    Failed { message: String },
+}
+
+/// What to do after one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Per-event results, one per event sent, in order.
+    PerEvent(Vec<EventOutcome>),
+    /// Nothing was recorded; send the same events again later. `after` is Pinterest's
+    /// `Retry-After` when it gave one.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+        rate_limited: bool,
+    },
+    /// The token or its rights are wrong (401/403): stop this ad account until an operator
+    /// acts; retrying the same token will not help.
+    AuthFailed { status: u16, message: String },
+    /// The request as a whole was refused (400). With more than one event the worker splits
+    /// the batch to isolate the offending event; a single event is failed with the message.
+    Invalid { message: String },
+}
+
+/// Classifies an answer. `sent` is how many events the request carried; `retry_after` is the
+/// raw `Retry-After` header if any.
+pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], sent: usize) -> BatchOutcome {
+    let message = || error_message(body, status);
+    match status {
+        200..=299 => match serde_json::from_slice::<ApiResponse>(body) {
+            Ok(r) => per_event(r, sent).unwrap_or_else(|| all_delivered(sent)),
+            // A 2xx without a readable body still means Pinterest took the request; sending
+            // again would double-count, so the events count as delivered.
+            Err(_) => all_delivered(sent),
+        },
+        422 => {
+            let per = serde_json::from_slice::<DetailedError>(body)
+                .ok()
+                .and_then(|d| serde_json::from_value::<ApiResponse>(d.details).ok())
+                .and_then(|r| per_event(r, sent));
+            match per {
+                Some(outcome) => outcome,
+                None => {
+                    let m = message();
+                    BatchOutcome::PerEvent(vec![EventOutcome::Failed { message: m }; sent])
+                }
+            }
+        }
+        401 | 403 => BatchOutcome::AuthFailed {
+            status,
+            message: message(),
+        },
+        400 | 404 | 405 | 413 | 415 => BatchOutcome::Invalid { message: message() },
+        429 => BatchOutcome::Retry {
+            after: retry_after.and_then(parse_retry_after),
+            reason: format!("rate limited: {}", message()),
+            rate_limited: true,
+        },
+        _ => BatchOutcome::Retry {
+            after: retry_after.and_then(parse_retry_after),
+            reason: format!("HTTP {status}: {}", message()),
+            rate_limited: false,
+        },
+    }
+}
+
+/// Parses `Retry-After` given in seconds. (The HTTP-date form is not used by Pinterest's
+/// documented answers; it is ignored and the backoff schedule applies instead.)
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The retry schedule, front-loaded into the first hour: 11 tries within about 56 minutes
+/// (the first send plus 10 retries), then 5 more spread over 6.5 hours, 16 in all (about 7.4
+/// hours) before an event is dead-lettered. The
+/// event's age bound (7 days) ends it earlier if it applies. `attempt` counts failed attempts
+/// so far (1 after the first failure); `jitter` in `[0, 1)` spreads each delay by ±20 %.
+/// Returns `None` when the event should not be tried again.
+pub fn retry_delay(attempt: u32, jitter: f64) -> Option<Duration> {
+    const SCHEDULE_SECS: [u64; 15] = [
+        5, 15, 30, 60, 120, 240, 480, 600, 900, 900, 1800, 3600, 3600, 7200, 7200,
+    ];
+    let base = *SCHEDULE_SECS.get(attempt.checked_sub(1)? as usize)?;
+    let factor = 0.8 + 0.4 * jitter.clamp(0.0, 1.0);
+    Some(Duration::from_millis(
+        (base as f64 * 1000.0 * factor) as u64,
+    ))
+}
+
+/// The number of attempts after which an event is dead-lettered.
+pub const MAX_ATTEMPTS: u32 = 16;
+
+fn per_event(r: ApiResponse, sent: usize) -> Option<BatchOutcome> {
+    if r.events.len() != sent {
+        return None;
+    }
+    Some(BatchOutcome::PerEvent(
+        r.events
+            .into_iter()
+            .map(|e| match e.status {
+                EventStatus::Processed => EventOutcome::Delivered {
+                    warning: e.warning_message.filter(|w| !w.is_empty()),
+                },
+                EventStatus::Failed => EventOutcome::Failed {
+                    message: e
+                        .error_message
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| "failed without a message".to_owned()),
+                },
+            })
+            .collect(),
+    ))
+}
+
+fn all_delivered(sent: usize) -> BatchOutcome {
+    BatchOutcome::PerEvent(vec![EventOutcome::Delivered { warning: None }; sent])
+}
+
+fn error_message(body: &[u8], status: u16) -> String {
+    match serde_json::from_slice::<ApiError>(body) {
+        Ok(e) => format!("{} (code {})", e.message, e.code),
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            if text.is_empty() {
+                format!("HTTP {status} with an empty body")
+            } else {
+                text.chars().take(300).collect()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(status: u16, retry_after: Option<&str>, body: &str, sent: usize, want: BatchOutcome) {
+        assert_eq!(classify(status, retry_after, body.as_bytes(), sent), want);
+    }
+
+    #[test]
+    fn a_200_yields_one_outcome_per_event_in_order() {
+        check(
+            200,
+            None,
+            r#"{"num_events_received":2,"num_events_processed":1,"events":[
+                {"status":"processed","error_message":null,"warning_message":"odd field"},
+                {"status":"failed","error_message":"bad hash","warning_message":null}]}"#,
+            2,
+            BatchOutcome::PerEvent(vec![
+                EventOutcome::Delivered {
+                    warning: Some("odd field".into()),
+                },
+                EventOutcome::Failed {
+                    message: "bad hash".into(),
+                },
+            ]),
+        );
+    }
+
+    #[test]
+    fn a_422_is_read_from_its_details() {
+        let body = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/pinterest/events-response.422-observed.json"
+        ));
+        let BatchOutcome::PerEvent(v) = classify(422, None, body.as_bytes(), 1) else {
+            panic!("expected per-event outcome");
+        };
+        assert!(
+            matches!(&v[0], EventOutcome::Failed { message } if message.contains("event_timestamp"))
+        );
+    }
+
+    #[test]
+    fn a_422_without_details_fails_every_event_with_the_message() {
+        check(
+            422,
+            None,
+            r#"{"code":1,"message":"nope"}"#,
+            2,
+            BatchOutcome::PerEvent(vec![
+                EventOutcome::Failed {
+                    message: "nope (code 1)".into()
+                };
+                2
+            ]),
+        );
+    }
+
+    #[test]
+    fn rate_limits_and_server_errors_are_retried() {
+        check(
+            429,
+            Some("7"),
+            r#"{"code":8,"message":"slow down"}"#,
+            3,
+            BatchOutcome::Retry {
+                after: Some(Duration::from_secs(7)),
+                reason: "rate limited: slow down (code 8)".into(),
+                rate_limited: true,
+            },
+        );
+        assert!(matches!(
+            classify(503, None, b"", 1),
+            BatchOutcome::Retry {
+                rate_limited: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(500, None, b"oops", 1),
+            BatchOutcome::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn auth_failures_and_bad_requests_are_not_retried() {
+        assert!(matches!(
+            classify(
+                401,
+                None,
+                br#"{"code":2,"message":"Authentication failed."}"#,
+                1
+            ),
+            BatchOutcome::AuthFailed { status: 401, .. }
+        ));
+        assert!(matches!(
+            classify(403, None, b"", 1),
+            BatchOutcome::AuthFailed { status: 403, .. }
+        ));
+        assert!(matches!(
+            classify(400, None, br#"{"code":1,"message":"bad"}"#, 5),
+            BatchOutcome::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn the_schedule_is_front_loaded_and_bounded() {
+        let mid: Vec<u64> = (1..MAX_ATTEMPTS)
+            .map(|a| retry_delay(a, 0.5).unwrap().as_secs())
+            .collect();
+        let first_hour: u64 = mid.iter().take(10).sum();
+        assert!(first_hour < 3600, "{first_hour}");
+        assert_eq!(retry_delay(MAX_ATTEMPTS, 0.5), None);
+        assert_eq!(retry_delay(0, 0.5), None);
+        assert_eq!(retry_delay(1, 0.0), Some(Duration::from_secs(4)));
+        assert_eq!(retry_delay(1, 1.0), Some(Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn batch_body_concatenates_events() {
+        assert_eq!(batch_body(["{\"a\":1}", "{}"]), "{\"data\":[{\"a\":1},{}]}");
+    }
+}
