@@ -1,0 +1,205 @@
+//! `landing_site`: the page URL for `event_source_url`, and the Pinterest click id (`epik`) in
+//! its query string.
+//!
+//! Shopify stores the first page of the session as a path plus query (`/products/x?epik=...`),
+//! sometimes as a full URL. Many values are not storefront pages at all: `/password` (the
+//! store was locked), `/online_store_preview`, `/wallets/checkouts.json` (accelerated
+//! checkouts); those give no URL. Preview and session tokens are removed from the query, and
+//! so is `key`, which grants access on some Shopify pages.
+
+/// Paths that are not storefront pages a buyer landed on.
+const NOT_PAGES: &[&str] = &["/password", "/online_store_preview", "/wallets"];
+
+/// Query parameters that are tokens, not attribution: theme previews (`_bt`,
+/// `preview_theme_id`, `_ab`, `_fd`, `_sc`) and access keys (`key`).
+const TOKEN_PARAMS: &[&str] = &["_bt", "preview_theme_id", "_ab", "_fd", "_sc", "key"];
+
+/// `landing_site` as an absolute URL, or `None` when it is empty, not a storefront page, or
+/// relative while the shop's domain is unknown. A relative path gets `https://<shop_domain>`.
+pub(super) fn event_source_url(landing_site: &str, shop_domain: Option<&str>) -> Option<String> {
+    let s = landing_site.trim();
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    let (origin, rest) = if let Some(after) = strip_scheme(s) {
+        let authority_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        if authority_end == 0 {
+            return None;
+        }
+        let split = s.len() - after.len() + authority_end;
+        (s[..split].to_owned(), &s[split..])
+    } else if (s.starts_with('/') && !s.starts_with("//")) || s.starts_with('?') {
+        (format!("https://{}", host(shop_domain?)?), s)
+    } else {
+        return None;
+    };
+    let rest = rest.split('#').next().unwrap_or("");
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    let lower = path.to_ascii_lowercase();
+    if NOT_PAGES
+        .iter()
+        .any(|p| lower == *p || lower.starts_with(&format!("{p}/")))
+    {
+        return None;
+    }
+    let kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            !pair.is_empty()
+                && !TOKEN_PARAMS.contains(&percent_decode(name).as_deref().unwrap_or(name))
+        })
+        .collect();
+    let mut url = origin;
+    url.push_str(path);
+    if !kept.is_empty() {
+        url.push('?');
+        url.push_str(&kept.join("&"));
+    }
+    Some(url)
+}
+
+/// The `epik` query parameter of `landing_site`, percent-decoded. `None` if absent, empty, or
+/// not UTF-8 once decoded.
+pub(super) fn epik(landing_site: &str) -> Option<String> {
+    let query = landing_site.split('#').next()?.split_once('?')?.1;
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        if name != "epik" {
+            return None;
+        }
+        let value = percent_decode(value)?;
+        let value = value.trim();
+        (!value.is_empty()).then(|| value.to_owned())
+    })
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept as it is. `+` is kept:
+/// the click id is a token, not form data.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(h) = bytes.get(i + 1..i + 3)
+            && let Ok(text) = std::str::from_utf8(h)
+            && let Ok(b) = u8::from_str_radix(text, 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn strip_scheme(s: &str) -> Option<&str> {
+    ["https://", "http://"].iter().find_map(|scheme| {
+        s.get(..scheme.len())
+            .filter(|p| p.eq_ignore_ascii_case(scheme))
+            .map(|_| &s[scheme.len()..])
+    })
+}
+
+/// The host of a configured shop domain, tolerating a scheme and a trailing slash.
+fn host(domain: &str) -> Option<&str> {
+    let d = domain.trim();
+    let d = strip_scheme(d).unwrap_or(d).trim_end_matches('/');
+    let ok = !d.is_empty()
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    ok.then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(landing: &str) -> Option<String> {
+        event_source_url(landing, Some("shop.example"))
+    }
+
+    #[test]
+    fn relative_pages_get_the_shop_domain() {
+        assert_eq!(
+            url("/products/mug?utm_source=pinterest").as_deref(),
+            Some("https://shop.example/products/mug?utm_source=pinterest")
+        );
+        assert_eq!(url("/").as_deref(), Some("https://shop.example/"));
+        assert_eq!(
+            url("?epik=abc").as_deref(),
+            Some("https://shop.example/?epik=abc")
+        );
+        assert_eq!(event_source_url("/products/mug", None), None);
+        assert_eq!(
+            event_source_url("/a", Some("https://shop.example/")).as_deref(),
+            Some("https://shop.example/a")
+        );
+    }
+
+    #[test]
+    fn absolute_urls_are_kept() {
+        assert_eq!(
+            url("http://www.example.com?source=abc").as_deref(),
+            Some("http://www.example.com/?source=abc")
+        );
+        assert_eq!(
+            url("HTTPS://Shop.example/a#frag").as_deref(),
+            Some("HTTPS://Shop.example/a")
+        );
+        assert_eq!(url("https://"), None);
+        assert_eq!(url("www.example.com/a"), None);
+        assert_eq!(url("//evil.example/a"), None);
+    }
+
+    #[test]
+    fn noise_pages_give_no_url() {
+        for noise in [
+            "/password",
+            "/Password?x=1",
+            "/online_store_preview",
+            "/wallets/checkouts.json",
+            "https://shop.example/password",
+            "",
+            "   ",
+            "/a b",
+        ] {
+            assert_eq!(url(noise), None, "{noise}");
+        }
+        assert!(url("/passwords-and-keys").is_some());
+    }
+
+    #[test]
+    fn preview_and_access_tokens_are_removed() {
+        assert_eq!(
+            url("/?_bt=eyJfcmFpbHMi&utm_source=pin&_ab=0&_fd=0&_sc=1&preview_theme_id=1")
+                .as_deref(),
+            Some("https://shop.example/?utm_source=pin")
+        );
+        assert_eq!(
+            url("/pages/x?key=secret").as_deref(),
+            Some("https://shop.example/pages/x")
+        );
+    }
+
+    #[test]
+    fn epik_is_read_and_percent_decoded() {
+        assert_eq!(
+            epik("/?utm_source=pinterest&epik=dj0yJnU9%3D%3D&x=1").as_deref(),
+            Some("dj0yJnU9==")
+        );
+        assert_eq!(epik("/?epik="), None);
+        assert_eq!(epik("/?xepik=a"), None);
+        assert_eq!(epik("/products/a"), None);
+        assert_eq!(epik("/?epik=%FF"), None);
+        assert_eq!(epik("/?epik=a%2"), Some("a%2".to_owned()));
+    }
+}
