@@ -1,0 +1,137 @@
+//! The gateway as one value: [`App::build`] wires store, client, delivery and routes from a
+//! [`Config`]; [`App::run`] serves on a listener the caller supplies until `shutdown` fires.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Config, StoreUrl};
+use crate::delivery::{Delivery, now_ms};
+use crate::metrics::Metrics;
+use crate::outbox::SharedOutbox;
+use crate::outbox::sqlite::SqliteOutbox;
+use crate::pinterest_client::PinterestClient;
+use crate::routes;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub outbox: SharedOutbox,
+    pub metrics: Arc<Metrics>,
+    pub delivery: Arc<Delivery>,
+    /// Ids of the configured ad accounts.
+    pub accounts: Arc<HashSet<String>>,
+    /// Where `POST /v1/events` goes: the first configured account.
+    pub default_account: Option<String>,
+}
+
+/// The assembled gateway.
+#[derive(Debug)]
+pub struct App {
+    state: AppState,
+    /// The embedded store's owner lock, held for the life of the app.
+    _owner_lock: Option<File>,
+}
+
+impl App {
+    /// Opens the store (taking its owner lock), ends leases left by a previous process, and
+    /// wires everything. The config must already be validated.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let (outbox, lock): (SharedOutbox, _) = match config.store_url()? {
+            StoreUrl::Sqlite(path) => {
+                let lock = SqliteOutbox::lock_owner(&path)?;
+                let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)
+                    .with_context(|| format!("while opening the store {}", path.display()))?;
+                (Arc::new(outbox), Some(lock))
+            }
+        };
+        // We are the only owner: anything still leased belongs to a process that is gone.
+        let released = outbox.release_leases(now_ms()).await?;
+        if released > 0 {
+            tracing::info!(
+                events = released,
+                "Released events claimed by a previous run"
+            );
+        }
+        let client = PinterestClient::new(&config.pinterest_api_base, config.request_timeout())?;
+        let metrics = Arc::new(Metrics::default());
+        let accounts = config.all_accounts();
+        let delivery = Arc::new(Delivery::new(
+            Arc::clone(&outbox),
+            client,
+            Arc::clone(&metrics),
+            config.delivery.clone(),
+            config.ingest.max_event_age_secs,
+            &accounts,
+        ));
+        let state = AppState {
+            default_account: accounts.first().map(|a| a.id.clone()),
+            accounts: Arc::new(accounts.into_iter().map(|a| a.id).collect()),
+            config: Arc::new(config),
+            outbox,
+            metrics,
+            delivery,
+        };
+        Ok(App {
+            state,
+            _owner_lock: lock,
+        })
+    }
+
+    /// Shared state (tests, demo and bench reach the outbox and delivery through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Every route.
+    pub fn router(&self) -> Router {
+        let max_body = self.state.config.ingest.max_body_bytes;
+        Router::new()
+            .route("/v1/events", post(routes::ingest::post_default))
+            .route(
+                "/v1/ad_accounts/{ad_account_id}/events",
+                post(routes::ingest::post_account),
+            )
+            .route("/admin/dead-letters", get(routes::admin::list_dead))
+            .route("/admin/dead-letters/retry", post(routes::admin::retry_dead))
+            .route("/admin/dead-letters/drop", post(routes::admin::drop_dead))
+            .route("/healthz", get(routes::health::healthz))
+            .route("/readyz", get(routes::health::readyz))
+            .route("/metrics", get(routes::health::metrics))
+            .layer(DefaultBodyLimit::max(max_body))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves HTTP on `listener` and runs delivery until `shutdown` completes; then stops
+    /// accepting, lets in-flight requests finish, and stops the workers.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let workers = self.state.delivery.spawn(stopped);
+        let router = self.router();
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("while serving HTTP")?;
+        let _ = stop.send(true);
+        for w in workers {
+            let _ = w.await;
+        }
+        tracing::info!("pincapi stopped");
+        Ok(())
+    }
+}

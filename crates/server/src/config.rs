@@ -1,0 +1,454 @@
+//! Configuration: one [`Config`], loaded by [`load`] from built-in defaults, an optional TOML
+//! file and `PINCAPI_*` environment variables, later layers winning.
+//!
+//! Everything is parsed into real types at load; a missing or malformed setting fails with the
+//! key's name. Secrets are [`Secret`]s: their `Debug`, `Display` and `Serialize` print a mask.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The real Pinterest API; the default for `pinterest_api_base`.
+pub const PINTEREST_API_BASE: &str = "https://api.pinterest.com/v5";
+
+/// A secret string (token, key). Never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no secret was configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A mask that shows only whether it is set and its length class.
+    pub fn masked(&self) -> String {
+        if self.0.is_empty() {
+            "(not set)".to_owned()
+        } else {
+            format!("****** ({} characters)", self.0.chars().count())
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.masked())
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lossy_string(d).map(Secret)
+    }
+}
+
+/// One Pinterest ad account the gateway delivers to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// The ad account id: digits only, at most 18.
+    #[serde(deserialize_with = "lossy_string")]
+    pub id: String,
+    /// Its conversion access token (or an OAuth token with `ads:write`).
+    pub token: Secret,
+    /// Send every request with `?test=true`: Pinterest checks but does not record the events.
+    #[serde(default)]
+    pub test: bool,
+    /// Calls per minute to Pinterest for this account; defaults to `delivery.max_calls_per_minute`.
+    #[serde(default)]
+    pub max_calls_per_minute: Option<u32>,
+}
+
+/// Delivery worker settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Events per request, 1..=1000.
+    pub batch_size: usize,
+    /// Call budget per ad account per minute; Pinterest allows 5,000.
+    pub max_calls_per_minute: u32,
+    /// Requests in flight per ad account.
+    pub concurrency: usize,
+    /// Timeout of one request to Pinterest, seconds.
+    pub request_timeout_secs: u64,
+    /// How long a claimed batch stays reserved before another worker may take it, seconds.
+    pub lease_secs: u64,
+    /// How often an idle worker looks for due events it was not told about, milliseconds
+    /// (scheduled retries; events written by another process).
+    pub poll_interval_ms: u64,
+    /// How long an account stopped by a 401/403 waits before it tries again, seconds.
+    pub auth_retry_secs: u64,
+    /// Multiplies every retry delay; 1.0 in production. Tests set it small.
+    pub retry_scale: f64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            batch_size: 1000,
+            max_calls_per_minute: 4000,
+            concurrency: 2,
+            request_timeout_secs: 30,
+            lease_secs: 120,
+            poll_interval_ms: 1000,
+            auth_retry_secs: 300,
+            retry_scale: 1.0,
+        }
+    }
+}
+
+/// Ingest API settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// ISO alpha-2 country used to complete phone numbers when an event names none.
+    pub default_country: Option<String>,
+    /// Oldest accepted event, seconds (Pinterest's window: 7 days).
+    pub max_event_age_secs: i64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 5 * 1024 * 1024,
+            default_country: None,
+            max_event_age_secs: pincapi_core::ingest::TimeWindow::DEFAULT_MAX_AGE,
+        }
+    }
+}
+
+/// SQLite durability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: an accepted event survives a power cut.
+    Full,
+    /// fsync at checkpoints only: an accepted event survives a crash of the process.
+    Normal,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (default) or, later, `postgres://...`.
+    pub store: String,
+    /// SQLite durability: `full` (default) or `normal`.
+    pub sqlite_synchronous: Synchronous,
+    /// Bearer key for `POST /v1/events`.
+    pub api_key: Secret,
+    /// Bearer key for admin endpoints.
+    pub admin_key: Secret,
+    /// Pinterest API base URL, ending in `/v5`.
+    pub pinterest_api_base: String,
+    /// Single-account shorthand: the ad account id.
+    #[serde(deserialize_with = "lossy_opt_string")]
+    pub ad_account_id: Option<String>,
+    /// Single-account shorthand: its token.
+    pub pinterest_token: Secret,
+    /// Single-account shorthand: test mode.
+    pub test: bool,
+    /// Further ad accounts.
+    pub accounts: Vec<AccountConfig>,
+    pub delivery: DeliveryConfig,
+    pub ingest: IngestConfig,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log: String,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: "sqlite://pincapi.db".to_owned(),
+            sqlite_synchronous: Synchronous::Full,
+            api_key: Secret::default(),
+            admin_key: Secret::default(),
+            pinterest_api_base: PINTEREST_API_BASE.to_owned(),
+            ad_account_id: None,
+            pinterest_token: Secret::default(),
+            test: false,
+            accounts: Vec::new(),
+            delivery: DeliveryConfig::default(),
+            ingest: IngestConfig::default(),
+            log: "info".to_owned(),
+            log_format: "text".to_owned(),
+        }
+    }
+}
+
+/// Where the store lives, parsed from `store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+}
+
+impl Config {
+    /// All ad accounts: the single-account shorthand first, then `accounts`.
+    pub fn all_accounts(&self) -> Vec<AccountConfig> {
+        let mut v = Vec::new();
+        if let Some(id) = &self.ad_account_id {
+            v.push(AccountConfig {
+                id: id.clone(),
+                token: self.pinterest_token.clone(),
+                test: self.test,
+                max_calls_per_minute: None,
+            });
+        }
+        v.extend(self.accounts.iter().cloned());
+        v
+    }
+
+    /// The store location.
+    pub fn store_url(&self) -> anyhow::Result<StoreUrl> {
+        parse_store_url(&self.store)
+    }
+
+    /// Checks what the types cannot: ids, ranges, required settings for `serve`. Errors name
+    /// the key.
+    pub fn validate(&self, serving: bool) -> anyhow::Result<()> {
+        self.store_url()?;
+        let base = self.pinterest_api_base.trim_end_matches('/');
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            bail!("pinterest_api_base: must be an http(s) URL, e.g. {PINTEREST_API_BASE}");
+        }
+        let accounts = self.all_accounts();
+        if serving && accounts.is_empty() {
+            bail!(
+                "ad_account_id: no Pinterest ad account configured; set PINCAPI_AD_ACCOUNT_ID and \
+                 PINCAPI_PINTEREST_TOKEN, or [[accounts]] in the config file"
+            );
+        }
+        if self.ad_account_id.is_none() && !self.pinterest_token.is_empty() {
+            bail!("ad_account_id: pinterest_token is set but ad_account_id is not");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in accounts.iter().enumerate() {
+            let key = if self.ad_account_id.is_some() && i == 0 {
+                "ad_account_id".to_owned()
+            } else {
+                format!(
+                    "accounts[{}].id",
+                    i - usize::from(self.ad_account_id.is_some())
+                )
+            };
+            if a.id.is_empty() || a.id.len() > 18 || !a.id.bytes().all(|b| b.is_ascii_digit()) {
+                bail!("{key}: must be digits only, at most 18 (Pinterest's ad account id)");
+            }
+            if !seen.insert(a.id.clone()) {
+                bail!("{key}: ad account {} is configured twice", a.id);
+            }
+            if a.token.is_empty() {
+                let tkey = if key == "ad_account_id" {
+                    "pinterest_token".to_owned()
+                } else {
+                    key.replace(".id", ".token")
+                };
+                bail!("{tkey}: no Pinterest token for ad account {}", a.id);
+            }
+        }
+        if serving && self.api_key.is_empty() {
+            bail!("api_key: set PINCAPI_API_KEY (the bearer key clients send to /v1/events)");
+        }
+        let d = &self.delivery;
+        if !(1..=pincapi_core::pinterest::MAX_BATCH).contains(&d.batch_size) {
+            bail!("delivery.batch_size: must be 1..=1000");
+        }
+        if d.max_calls_per_minute == 0 || d.max_calls_per_minute > 5000 {
+            bail!("delivery.max_calls_per_minute: must be 1..=5000 (Pinterest's limit)");
+        }
+        if d.concurrency == 0 || d.concurrency > 64 {
+            bail!("delivery.concurrency: must be 1..=64");
+        }
+        if !(d.retry_scale > 0.0 && d.retry_scale <= 10.0) {
+            bail!("delivery.retry_scale: must be in (0, 10]");
+        }
+        if let Some(c) = &self.ingest.default_country
+            && pincapi_core::normalize::calling_code(c).is_none()
+        {
+            bail!("ingest.default_country: {c:?} is not an ISO 3166 alpha-2 country code");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format: must be text or json");
+        }
+        Ok(())
+    }
+
+    /// Request timeout as a Duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.delivery.request_timeout_secs)
+    }
+}
+
+/// Parses `sqlite://PATH` (or `sqlite:PATH`).
+pub fn parse_store_url(s: &str) -> anyhow::Result<StoreUrl> {
+    if let Some(rest) = s
+        .strip_prefix("sqlite://")
+        .or_else(|| s.strip_prefix("sqlite:"))
+    {
+        if rest.is_empty() {
+            bail!("store: sqlite:// needs a file path, e.g. sqlite://pincapi.db");
+        }
+        return Ok(StoreUrl::Sqlite(PathBuf::from(rest)));
+    }
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        bail!("store: PostgreSQL is not supported by this build yet; use sqlite://PATH");
+    }
+    bail!("store: must be sqlite://PATH, got an unsupported scheme")
+}
+
+/// Loads the configuration: defaults, then `file` (if given, it must exist), then `PINCAPI_*`
+/// variables. Nested keys use `__`, e.g. `PINCAPI_DELIVERY__BATCH_SIZE=500`.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    // Defaults come from `#[serde(default)]` (Config::default()), not from a serialised
+    // Config: serialising would write the secrets' masks in as values.
+    let mut fig = Figment::new();
+    if let Some(path) = file {
+        if !path.exists() {
+            bail!("config file {} does not exist", path.display());
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig.merge(
+        Env::prefixed("PINCAPI_")
+            .ignore(&["config", "shared_dir"])
+            .split("__"),
+    );
+    let config: Config = fig.extract().map_err(|e| {
+        let key = e.path.join(".");
+        let key = if key.is_empty() {
+            "config".to_owned()
+        } else {
+            key
+        };
+        anyhow::anyhow!("{key}: {}", e.kind)
+    })?;
+    Ok(config)
+}
+
+/// Loads from an explicit TOML string (tests and `check-config`); no environment.
+pub fn from_toml(toml: &str) -> anyhow::Result<Config> {
+    Figment::from(Toml::string(toml))
+        .extract()
+        .context("while reading the configuration")
+}
+
+/// A string, or a number or boolean taken as its text: environment values such as
+/// `549755885175` reach us as numbers.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lossy {
+    S(String),
+    U(u64),
+    I(i64),
+    F(f64),
+    B(bool),
+}
+
+impl Lossy {
+    fn into_string(self) -> String {
+        match self {
+            Lossy::S(s) => s,
+            Lossy::U(u) => u.to_string(),
+            Lossy::I(i) => i.to_string(),
+            Lossy::F(f) => f.to_string(),
+            Lossy::B(b) => b.to_string(),
+        }
+    }
+}
+
+fn lossy_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Lossy::deserialize(d)
+        .map(Lossy::into_string)
+        .map_err(|_| serde::de::Error::custom("expected a string"))
+}
+
+fn lossy_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<Lossy>::deserialize(d)
+        .map(|v| v.map(Lossy::into_string).filter(|s| !s.is_empty()))
+        .map_err(|_| serde::de::Error::custom("expected a string"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("pina_very_secret");
+        assert!(!format!("{s:?} {s}").contains("very_secret"));
+        assert!(!serde_json::to_string(&s).unwrap().contains("very_secret"));
+    }
+
+    #[test]
+    fn a_bad_setting_names_its_key() {
+        let err = from_toml("[delivery]\nbatch_size = \"many\"").unwrap_err();
+        assert!(format!("{err:#}").contains("batch_size"), "{err:#}");
+        let c = from_toml("ad_account_id = \"12x\"\npinterest_token = \"t\"").unwrap();
+        let err = c.validate(false).unwrap_err().to_string();
+        assert!(err.starts_with("ad_account_id:"), "{err}");
+    }
+
+    #[test]
+    fn serve_needs_an_account_and_an_api_key() {
+        let c = Config::default();
+        assert!(
+            c.validate(true)
+                .unwrap_err()
+                .to_string()
+                .starts_with("ad_account_id")
+        );
+        let c = from_toml("ad_account_id = 549755885175\npinterest_token = \"t\"").unwrap();
+        assert_eq!(c.all_accounts()[0].id, "549755885175");
+        assert!(
+            c.validate(true)
+                .unwrap_err()
+                .to_string()
+                .starts_with("api_key")
+        );
+    }
+
+    #[test]
+    fn store_urls_parse() {
+        assert_eq!(
+            parse_store_url("sqlite://data/p.db").unwrap(),
+            StoreUrl::Sqlite("data/p.db".into())
+        );
+        assert!(parse_store_url("mysql://x").is_err());
+    }
+}

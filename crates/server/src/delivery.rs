@@ -1,0 +1,537 @@
+//! The delivery worker: claim due events, send them to Pinterest in batches, settle each one.
+//!
+//! One loop per ad account and concurrency slot, so a failing account never stalls another.
+//! [`Delivery::deliver_once`] is one round (claim → send → settle) and is public so tests
+//! and the benchmark can drain the outbox without sleeping. Only this module settles rows.
+//!
+//! Outcomes, decided by `pincapi_core::pinterest::classify`:
+//! - processed → `delivered` (a warning is kept); failed → dead letter with Pinterest's message;
+//! - 429, 5xx, timeouts, connection errors → retried on the schedule of
+//!   `pincapi_core::pinterest::retry_delay` (or after `Retry-After`), dead-lettered when it ends;
+//! - 401/403 → the account stops; its events wait, uncounted, and the account tries again
+//!   every `delivery.auth_retry_secs`, logging an operator-facing error each time;
+//! - 400 → the batch is split in halves until the offending event is alone, which is
+//!   dead-lettered with Pinterest's message; the others are delivered.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pincapi_core::pinterest::{self, BatchOutcome, EventOutcome};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{AccountConfig, DeliveryConfig, Secret};
+use crate::metrics::Metrics;
+use crate::outbox::{ClaimedEvent, Settlement, SharedOutbox, StoreError};
+use crate::pinterest_client::PinterestClient;
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    pub claimed: usize,
+    pub delivered: usize,
+    pub failed: usize,
+    pub retried: usize,
+    pub requests: usize,
+}
+
+/// A rolling one-minute call budget: at most `limit` calls in any 60 seconds.
+#[derive(Debug)]
+struct CallBudget {
+    limit: usize,
+    calls: VecDeque<i64>,
+}
+
+impl CallBudget {
+    /// Takes a call slot if one is free at `now_ms`; otherwise says when one frees up.
+    fn take(&mut self, now_ms: i64) -> Result<(), i64> {
+        while self.calls.front().is_some_and(|t| *t <= now_ms - 60_000) {
+            self.calls.pop_front();
+        }
+        if self.calls.len() < self.limit {
+            self.calls.push_back(now_ms);
+            Ok(())
+        } else {
+            Err(self.calls.front().map_or(now_ms, |t| t + 60_000))
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Account {
+    id: String,
+    token: Secret,
+    test: bool,
+    budget: Mutex<CallBudget>,
+    /// Unix ms before which the account sends nothing (auth stop or Retry-After).
+    paused_until: AtomicI64,
+    auth_blocked: AtomicBool,
+    wake: Notify,
+}
+
+/// The delivery engine for all configured accounts.
+#[derive(Debug)]
+pub struct Delivery {
+    outbox: SharedOutbox,
+    client: PinterestClient,
+    metrics: Arc<Metrics>,
+    config: DeliveryConfig,
+    max_event_age_secs: i64,
+    accounts: HashMap<String, Arc<Account>>,
+}
+
+impl Delivery {
+    /// Builds the engine. `accounts` must be validated already.
+    pub fn new(
+        outbox: SharedOutbox,
+        client: PinterestClient,
+        metrics: Arc<Metrics>,
+        config: DeliveryConfig,
+        max_event_age_secs: i64,
+        accounts: &[AccountConfig],
+    ) -> Delivery {
+        let accounts = accounts
+            .iter()
+            .map(|a| {
+                let limit = a
+                    .max_calls_per_minute
+                    .unwrap_or(config.max_calls_per_minute);
+                (
+                    a.id.clone(),
+                    Arc::new(Account {
+                        id: a.id.clone(),
+                        token: a.token.clone(),
+                        test: a.test,
+                        budget: Mutex::new(CallBudget {
+                            limit: limit.max(1) as usize,
+                            calls: VecDeque::new(),
+                        }),
+                        paused_until: AtomicI64::new(0),
+                        auth_blocked: AtomicBool::new(false),
+                        wake: Notify::new(),
+                    }),
+                )
+            })
+            .collect();
+        Delivery {
+            outbox,
+            client,
+            metrics,
+            config,
+            max_event_age_secs,
+            accounts,
+        }
+    }
+
+    /// Tells the account's workers that events are waiting.
+    pub fn wake(&self, ad_account_id: &str) {
+        if let Some(a) = self.accounts.get(ad_account_id) {
+            a.wake.notify_one();
+        }
+    }
+
+    /// Whether the account is stopped by an authorisation failure.
+    pub fn is_auth_blocked(&self, ad_account_id: &str) -> bool {
+        self.accounts
+            .get(ad_account_id)
+            .is_some_and(|a| a.auth_blocked.load(Ordering::Relaxed))
+    }
+
+    /// Starts the worker loops; they end when `shutdown` turns true.
+    pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for account in self.accounts.values() {
+            for _ in 0..self.config.concurrency {
+                let me = Arc::clone(self);
+                let account = Arc::clone(account);
+                let shutdown = shutdown.clone();
+                handles.push(tokio::spawn(async move {
+                    me.run_account(account, shutdown).await;
+                }));
+            }
+        }
+        handles
+    }
+
+    async fn run_account(&self, account: Arc<Account>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let wait = match self.round(&account).await {
+                Ok(r) if r.claimed >= self.config.batch_size => {
+                    // More may be waiting: let a sibling loop start on it while this one
+                    // goes round again at once.
+                    account.wake.notify_one();
+                    Duration::ZERO
+                }
+                Ok(_) => self.idle_wait(&account).await,
+                Err(e) => {
+                    tracing::error!(ad_account_id = %account.id, error = %e, "Delivery round failed on the store");
+                    Duration::from_secs(1)
+                }
+            };
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = account.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// How long an idle loop may sleep: until the next scheduled retry or pause end, bounded
+    /// by the poll interval.
+    async fn idle_wait(&self, account: &Account) -> Duration {
+        let now = now_ms();
+        let poll = self.config.poll_interval_ms as i64;
+        let mut until = now + poll;
+        let paused = account.paused_until.load(Ordering::Relaxed);
+        if paused > now {
+            until = until.max(paused.min(now + poll));
+        }
+        if let Ok(Some(next)) = self.outbox.next_due(&account.id).await {
+            until = until.min(next.max(paused));
+        }
+        Duration::from_millis((until - now).clamp(0, poll) as u64)
+    }
+
+    /// One round for one account: claim up to a batch, send, settle. Returns what happened.
+    pub async fn deliver_once(&self, ad_account_id: &str) -> Result<Round, StoreError> {
+        match self.accounts.get(ad_account_id) {
+            Some(a) => self.round(a).await,
+            None => Ok(Round::default()),
+        }
+    }
+
+    async fn round(&self, account: &Account) -> Result<Round, StoreError> {
+        let mut round = Round::default();
+        let now = now_ms();
+        if account.paused_until.load(Ordering::Relaxed) > now {
+            return Ok(round);
+        }
+        let lease = self.config.lease_secs as i64 * 1000;
+        let claimed = self
+            .outbox
+            .claim(&account.id, self.config.batch_size, now, lease)
+            .await?;
+        round.claimed = claimed.len();
+        if claimed.is_empty() {
+            return Ok(round);
+        }
+        let oldest = now / 1000 - self.max_event_age_secs;
+        let (too_old, sendable): (Vec<_>, Vec<_>) =
+            claimed.into_iter().partition(|e| e.event_time < oldest);
+        let mut settlements = Vec::new();
+        for e in &too_old {
+            self.count(account, e, "pincapi_events_dead_lettered_total");
+            settlements.push(Settlement::Dead {
+                id: e.id,
+                reason: format!(
+                    "not sent: older than {} days, outside Pinterest's window",
+                    self.max_event_age_secs / 86400
+                ),
+            });
+        }
+        round.failed += too_old.len();
+        // Test events (Shopify test orders sent in test mode) go in requests of their own.
+        let (test, live): (Vec<_>, Vec<_>) =
+            sendable.into_iter().partition(|e| e.test || account.test);
+        for (group, is_test) in [(live, false), (test, true)] {
+            if !group.is_empty() {
+                self.send_group(account, group, is_test, &mut round, &mut settlements)
+                    .await;
+            }
+        }
+        self.outbox.settle(settlements).await?;
+        Ok(round)
+    }
+
+    /// Sends a group, splitting it on a 400 until the offending events are isolated.
+    async fn send_group(
+        &self,
+        account: &Account,
+        group: Vec<ClaimedEvent>,
+        test: bool,
+        round: &mut Round,
+        settlements: &mut Vec<Settlement>,
+    ) {
+        let mut work = vec![group];
+        while let Some(batch) = work.pop() {
+            self.wait_for_budget(account).await;
+            let body = pinterest::batch_body(batch.iter().map(|e| e.payload.as_str()));
+            round.requests += 1;
+            let outcome = match self
+                .client
+                .send_events(&account.id, &account.token, test, body)
+                .await
+            {
+                Ok(answer) => {
+                    self.metrics.inc(
+                        "pincapi_pinterest_requests_total",
+                        &[
+                            ("ad_account_id", &account.id),
+                            ("status", &answer.status.to_string()),
+                        ],
+                        1,
+                    );
+                    pinterest::classify(
+                        answer.status,
+                        answer.retry_after.as_deref(),
+                        &answer.body,
+                        batch.len(),
+                    )
+                }
+                Err(e) => {
+                    self.metrics.inc(
+                        "pincapi_pinterest_requests_total",
+                        &[("ad_account_id", &account.id), ("status", "0")],
+                        1,
+                    );
+                    BatchOutcome::Retry {
+                        after: None,
+                        reason: e.to_string(),
+                        rate_limited: false,
+                    }
+                }
+            };
+            if !matches!(outcome, BatchOutcome::AuthFailed { .. })
+                && account.auth_blocked.swap(false, Ordering::Relaxed)
+            {
+                tracing::info!(ad_account_id = %account.id, "Pinterest accepts the token again; delivery resumed");
+                self.metrics.set(
+                    "pincapi_account_blocked",
+                    &[("ad_account_id", &account.id)],
+                    0.0,
+                );
+            }
+            match outcome {
+                BatchOutcome::PerEvent(outcomes) => {
+                    let sent_at = now_ms();
+                    for (e, o) in batch.iter().zip(outcomes) {
+                        match o {
+                            EventOutcome::Delivered { warning } => {
+                                round.delivered += 1;
+                                self.count(account, e, "pincapi_events_delivered_total");
+                                if let Some(w) = &warning {
+                                    self.count(account, e, "pincapi_events_warned_total");
+                                    tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, warning = %w, "Pinterest processed an event with a warning");
+                                }
+                                self.observe_lag(account, e, sent_at);
+                                settlements.push(Settlement::Delivered {
+                                    id: e.id,
+                                    sent_at_ms: sent_at,
+                                    warning,
+                                });
+                            }
+                            EventOutcome::Failed { message } => {
+                                round.failed += 1;
+                                self.count(account, e, "pincapi_events_failed_total");
+                                self.count(account, e, "pincapi_events_dead_lettered_total");
+                                tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, event_name = %e.event_name, reason = %message, "Pinterest refused an event; dead-lettered");
+                                settlements.push(Settlement::Dead {
+                                    id: e.id,
+                                    reason: format!("Pinterest: {message}"),
+                                });
+                            }
+                        }
+                    }
+                }
+                BatchOutcome::Retry {
+                    after,
+                    reason,
+                    rate_limited,
+                } => {
+                    let now = now_ms();
+                    if let Some(after) = after {
+                        let until = now + after.as_millis() as i64;
+                        account.paused_until.fetch_max(until, Ordering::Relaxed);
+                    }
+                    let label = if rate_limited {
+                        "rate_limited"
+                    } else {
+                        "unavailable"
+                    };
+                    tracing::warn!(ad_account_id = %account.id, events = batch.len(), reason = %reason, "Pinterest did not take the batch; will retry");
+                    for e in &batch {
+                        // A rate-limit wait is Pinterest asking us to slow down, not a failure
+                        // of the event: it does not use up the event's attempts.
+                        let counted = !rate_limited;
+                        let attempt = e.attempts + u32::from(counted);
+                        let delay = match after {
+                            Some(a) if rate_limited || attempt < pinterest::MAX_ATTEMPTS => {
+                                Some(a.as_millis() as i64)
+                            }
+                            _ => pinterest::retry_delay(attempt.max(1), rand::random::<f64>())
+                                .map(|d| (d.as_millis() as f64 * self.config.retry_scale) as i64),
+                        };
+                        match delay {
+                            Some(d) => {
+                                round.retried += 1;
+                                self.metrics.inc(
+                                    "pincapi_events_retried_total",
+                                    &[
+                                        ("ad_account_id", &account.id),
+                                        ("event_name", e.event_name.as_str()),
+                                        ("reason", label),
+                                    ],
+                                    1,
+                                );
+                                settlements.push(Settlement::Retry {
+                                    id: e.id,
+                                    next_attempt_at_ms: now + d,
+                                    error: reason.clone(),
+                                    counted,
+                                });
+                            }
+                            None => {
+                                round.failed += 1;
+                                self.count(account, e, "pincapi_events_dead_lettered_total");
+                                settlements.push(Settlement::Dead {
+                                    id: e.id,
+                                    reason: format!(
+                                        "gave up after {attempt} attempts; last error: {reason}"
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                }
+                BatchOutcome::AuthFailed { status, message } => {
+                    let until = now_ms() + self.config.auth_retry_secs as i64 * 1000;
+                    account.paused_until.fetch_max(until, Ordering::Relaxed);
+                    account.auth_blocked.store(true, Ordering::Relaxed);
+                    self.metrics.set(
+                        "pincapi_account_blocked",
+                        &[("ad_account_id", &account.id)],
+                        1.0,
+                    );
+                    tracing::error!(
+                        ad_account_id = %account.id,
+                        status,
+                        reason = %message,
+                        retry_in_secs = self.config.auth_retry_secs,
+                        "Pinterest refused the token for this ad account. Delivery for it is stopped; \
+                         its events are kept. Check the conversion token and that it belongs to this ad account"
+                    );
+                    for e in &batch {
+                        round.retried += 1;
+                        self.metrics.inc(
+                            "pincapi_events_retried_total",
+                            &[
+                                ("ad_account_id", &account.id),
+                                ("event_name", e.event_name.as_str()),
+                                ("reason", "auth"),
+                            ],
+                            1,
+                        );
+                        settlements.push(Settlement::Retry {
+                            id: e.id,
+                            next_attempt_at_ms: until,
+                            error: format!("HTTP {status}: {message}"),
+                            counted: false,
+                        });
+                    }
+                    // Nothing else in this round can succeed with this token.
+                    for rest in work.drain(..) {
+                        for e in rest {
+                            settlements.push(Settlement::Retry {
+                                id: e.id,
+                                next_attempt_at_ms: until,
+                                error: format!("HTTP {status}: {message}"),
+                                counted: false,
+                            });
+                        }
+                    }
+                }
+                BatchOutcome::Invalid { message } => {
+                    if batch.len() > 1 {
+                        tracing::warn!(ad_account_id = %account.id, events = batch.len(), reason = %message, "Pinterest refused the request as invalid; splitting the batch to find the event");
+                        let mut batch = batch;
+                        let second = batch.split_off(batch.len() / 2);
+                        work.push(second);
+                        work.push(batch);
+                    } else {
+                        for e in &batch {
+                            round.failed += 1;
+                            self.count(account, e, "pincapi_events_failed_total");
+                            self.count(account, e, "pincapi_events_dead_lettered_total");
+                            tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, reason = %message, "Pinterest refused an event as invalid; dead-lettered");
+                            settlements.push(Settlement::Dead {
+                                id: e.id,
+                                reason: format!("Pinterest: {message}"),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn wait_for_budget(&self, account: &Account) {
+        loop {
+            let now = now_ms();
+            let next = match account.budget.lock() {
+                Ok(mut b) => b.take(now),
+                Err(_) => return,
+            };
+            match next {
+                Ok(()) => return,
+                Err(at) => {
+                    tokio::time::sleep(Duration::from_millis((at - now).max(1) as u64)).await
+                }
+            }
+        }
+    }
+
+    fn count(&self, account: &Account, e: &ClaimedEvent, name: &'static str) {
+        self.metrics.inc(
+            name,
+            &[
+                ("ad_account_id", &account.id),
+                ("event_name", e.event_name.as_str()),
+            ],
+            1,
+        );
+    }
+
+    fn observe_lag(&self, account: &Account, e: &ClaimedEvent, sent_at_ms: i64) {
+        let l = [("ad_account_id", account.id.as_str())];
+        let lag = (sent_at_ms as f64 / 1000.0 - e.event_time as f64).max(0.0);
+        self.metrics.observe("pincapi_send_lag_seconds", &l, lag, 1);
+        let delay = ((sent_at_ms - e.received_at_ms) as f64 / 1000.0).max(0.0);
+        self.metrics
+            .observe("pincapi_queue_delay_seconds", &l, delay, 1);
+    }
+}
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_call_budget_allows_at_most_the_limit_in_any_minute() {
+        let mut b = CallBudget {
+            limit: 2,
+            calls: VecDeque::new(),
+        };
+        assert!(b.take(0).is_ok());
+        assert!(b.take(10).is_ok());
+        assert_eq!(b.take(20), Err(60_000));
+        assert!(b.take(60_000).is_ok());
+        assert_eq!(b.take(60_001), Err(60_010));
+    }
+}

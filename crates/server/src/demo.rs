@@ -1,0 +1,234 @@
+//! `pincapi demo`: the gateway on embedded defaults with the sandbox in-process, fed a
+//! realistic stream of shop traffic, so a newcomer sees events reach "Pinterest" without any
+//! credentials.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::app::App;
+use crate::config::{Config, Secret};
+use crate::sandbox::{Sandbox, SandboxOptions};
+
+/// The ad account id the demo uses (any digits work with the sandbox).
+pub const DEMO_AD_ACCOUNT: &str = "549755885175";
+/// The ingest key the demo prints.
+pub const DEMO_API_KEY: &str = "demo-ingest-key";
+/// The admin key the demo prints.
+pub const DEMO_ADMIN_KEY: &str = "demo-admin-key";
+
+/// Options of `pincapi demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Address of the gateway.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the in-process Pinterest sandbox (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub sandbox_listen: SocketAddr,
+    /// Store file.
+    #[arg(long, default_value = "pincapi-demo.db")]
+    pub store: PathBuf,
+    /// Shoppers to simulate.
+    #[arg(long, default_value_t = 40)]
+    pub visitors: usize,
+    /// Stop once every sample event has reached the sandbox (for scripts and tests).
+    #[arg(long)]
+    pub exit_when_delivered: bool,
+}
+
+/// Runs the demo until `shutdown` (or until delivered, with `--exit-when-delivered`).
+pub async fn run(
+    args: DemoArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let sandbox = Sandbox::new(SandboxOptions {
+        token: Some("demo-conversion-token".into()),
+        ..SandboxOptions::default()
+    });
+    let sandbox_listener = tokio::net::TcpListener::bind(args.sandbox_listen)
+        .await
+        .with_context(|| format!("cannot bind the sandbox to {}", args.sandbox_listen))?;
+    let sandbox_addr = sandbox_listener.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sandbox_task = {
+        let sandbox = sandbox.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = sandbox
+                .serve(sandbox_listener, async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+        })
+    };
+
+    let config = Config {
+        listen: args.listen,
+        store: format!("sqlite://{}", args.store.display()),
+        api_key: Secret::new(DEMO_API_KEY),
+        admin_key: Secret::new(DEMO_ADMIN_KEY),
+        pinterest_api_base: format!("http://{sandbox_addr}/v5"),
+        ad_account_id: Some(DEMO_AD_ACCOUNT.into()),
+        pinterest_token: Secret::new("demo-conversion-token"),
+        log: "info".into(),
+        ..Config::default()
+    };
+    config.validate(true)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen: cannot bind {} (try --listen 127.0.0.1:0)",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let app = App::build(config).await?;
+    let gateway = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(app.run(listener, async move {
+            let _ = rx.changed().await;
+        }))
+    };
+
+    println!("pincapi demo");
+    println!(
+        "  gateway   http://{addr}   (ingest key: {DEMO_API_KEY}, admin key: {DEMO_ADMIN_KEY})"
+    );
+    println!("  sandbox   http://{sandbox_addr}/v5   (stands in for api.pinterest.com)");
+    println!("  store     {}", args.store.display());
+
+    let events = sample_traffic(args.visitors, now_secs());
+    let client = reqwest::Client::new();
+    let mut accepted = 0usize;
+    for chunk in events.chunks(100) {
+        let resp = client
+            .post(format!("http://{addr}/v1/events"))
+            .bearer_auth(DEMO_API_KEY)
+            .json(&json!({ "data": chunk }))
+            .send()
+            .await
+            .context("while sending sample events to the gateway")?;
+        let body: Value = resp
+            .json()
+            .await
+            .context("while reading the gateway's answer")?;
+        accepted += body["accepted"].as_u64().unwrap_or(0) as usize;
+    }
+    println!(
+        "Sent {} sample events ({accepted} accepted); waiting for delivery...",
+        events.len()
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let processed = sandbox.stats().events_processed as usize;
+        if processed >= accepted {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            println!(
+                "Only {processed} of {accepted} events reached the sandbox after 60 s; see the log above."
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = sandbox.stats();
+    println!(
+        "Delivered: the sandbox processed {} events in {} requests ({} failed).",
+        stats.events_processed, stats.requests, stats.events_failed
+    );
+    println!("Look at:");
+    println!(
+        "  http://{sandbox_addr}/sandbox/events    what Pinterest received (hashed match keys)"
+    );
+    println!("  http://{sandbox_addr}/sandbox/requests  every request and answer");
+    println!("  http://{addr}/metrics                 Prometheus metrics");
+    println!("  http://{addr}/readyz                  readiness");
+
+    if !args.exit_when_delivered {
+        println!("Press Ctrl-C to stop.");
+        shutdown.await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = gateway.await;
+    let _ = sandbox_task.await;
+    Ok(())
+}
+
+/// A realistic mix of shop events in the ingest shape, with raw match keys: every visitor
+/// views pages, some add to cart, some buy. Purchases carry email, phone and address; about
+/// a third of visitors arrive from a Pinterest ad with a click id.
+pub fn sample_traffic(visitors: usize, now: i64) -> Vec<Value> {
+    const PRODUCTS: [(&str, &str, &str); 5] = [
+        ("8001", "Rose Glow Serum", "24.00"),
+        ("8002", "Linen Throw", "89.50"),
+        ("8003", "Ceramic Vase", "42.00"),
+        ("8004", "Silk Scarf", "55.00"),
+        ("8005", "Clay Mask", "18.75"),
+    ];
+    const AGENTS: [&str; 3] = [
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.0 Safari/605.1.15",
+        "Mozilla/5.0 (Linux; Android 15) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Mobile Safari/537.36",
+    ];
+    let mut rng = rand::rng();
+    let run: u32 = rng.random();
+    let mut out = Vec::new();
+    for v in 0..visitors {
+        let ip = format!("198.51.100.{}", v % 250 + 1);
+        let ua = AGENTS[v % AGENTS.len()];
+        let click = (v % 3 == 0).then(|| format!("dj0yJnU9{run:08x}{v:04}"));
+        let (pid, name, price) = PRODUCTS[v % PRODUCTS.len()];
+        let t = now - 60 + (v as i64 % 50);
+        let base_user = json!({
+            "client_ip_address": ip, "client_user_agent": ua, "click_id": click,
+        });
+        let url = format!("https://demo-shop.example/products/{pid}");
+        out.push(json!({
+            "event_name": "page_visit", "action_source": "web", "event_time": t,
+            "event_id": format!("pv-{run:08x}-{v}"), "event_source_url": url,
+            "user_data": base_user,
+            "custom_data": {"content_ids": [pid]},
+        }));
+        if v % 5 < 3 {
+            out.push(json!({
+                "event_name": "add_to_cart", "action_source": "web", "event_time": t + 5,
+                "event_id": format!("atc-{run:08x}-{v}"), "event_source_url": url,
+                "user_data": base_user,
+                "custom_data": {"currency": "USD", "value": price, "content_ids": [pid],
+                    "contents": [{"id": pid, "item_price": price, "quantity": 1, "item_name": name}],
+                    "num_items": 1},
+            }));
+        }
+        if v % 5 == 0 {
+            let order_id = format!("{}", 5_550_000 + v);
+            out.push(json!({
+                "event_name": "checkout", "action_source": "web", "event_time": t + 9,
+                "event_id": format!("order-{order_id}-{run:08x}"),
+                "event_source_url": "https://demo-shop.example/checkout/thank-you",
+                "user_data": {
+                    "em": format!(" Shopper{v}@Example.com "), "ph": "(415) 555-01{v:02}",
+                    "fn": "Avery", "ln": "Lee", "ct": "San Francisco", "st": "CA",
+                    "zp": "94103-1234", "country": "US", "external_id": format!("cust-{v}"),
+                    "client_ip_address": ip, "client_user_agent": ua, "click_id": click,
+                },
+                "custom_data": {"currency": "USD", "value": price, "order_id": order_id,
+                    "content_ids": [pid], "num_items": 1,
+                    "contents": [{"id": pid, "item_price": price, "quantity": 1, "item_name": name}]},
+            }));
+        }
+    }
+    out
+}
+
+fn now_secs() -> i64 {
+    crate::delivery::now_ms() / 1000
+}

@@ -1,0 +1,14 @@
+//! pincapi: the gateway around `pincapi-core` — sources, outbox, delivery, Pinterest client,
+//! sandbox, and the command line.
+
+pub mod app;
+pub mod bench;
+pub mod check;
+pub mod config;
+pub mod delivery;
+pub mod demo;
+pub mod metrics;
+pub mod outbox;
+pub mod pinterest_client;
+pub mod routes;
+pub mod sandbox;

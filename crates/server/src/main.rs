@@ -1,0 +1,319 @@
+//! The `pincapi` command: serve the gateway, run the sandbox or the demo, and operator tools.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use pincapi::config::{self, Config, StoreUrl};
+use pincapi::outbox::sqlite::SqliteOutbox;
+use pincapi::outbox::{Outbox, Selection};
+use pincapi::sandbox::{Sandbox, SandboxOptions};
+use pincapi_core::normalize::{self, HashedField};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pincapi",
+    version,
+    about = "Server-side Pinterest conversions next to the Pinterest Tag"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// TOML configuration file (environment variables PINCAPI_* override it).
+    #[arg(long, short, env = "PINCAPI_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Run the local Pinterest sandbox (a stand-in for https://api.pinterest.com/v5).
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        /// Accept only this bearer token (default: any non-empty token).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Run the gateway on embedded defaults with the sandbox in-process and send sample traffic.
+    Demo(pincapi::demo::DemoArgs),
+    /// Print the SHA-256 Pinterest receives for a user_data value.
+    Hash {
+        /// The user_data key: em, ph, fn, ln, ge, db, ct, st, zp, country, external_id, hashed_maids.
+        field: String,
+        /// The raw value.
+        value: String,
+        /// ISO country for phones and postcodes, e.g. US.
+        #[arg(long)]
+        country: Option<String>,
+        /// Also print the normalised value (it is personal data: mind your terminal history).
+        #[arg(long)]
+        show_normalized: bool,
+    },
+    /// Print the effective configuration (secrets masked) and test each token with a ?test=true call.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Do not call Pinterest.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Inspect and act on the dead-letter table.
+    Deadletter {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+    /// Measure ingest and delivery throughput on this machine.
+    Bench(pincapi::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadAction {
+    /// List dead letters, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back in the queue.
+    Retry {
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Give up on dead letters for good.
+    Drop {
+        #[arg(long = "id")]
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(c) => {
+            let config = config::load(c.config.as_deref())?;
+            init_tracing(&config);
+            config.validate(true)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("listen: cannot bind {}", config.listen))?;
+            let addr = listener.local_addr()?;
+            let app = pincapi::app::App::build(config).await?;
+            // One plain line on stdout so scripts and tests that bind port 0 learn the address.
+            println!("pincapi listening on http://{addr}");
+            app.run(listener, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox { listen, token } => {
+            init_tracing(&Config::default());
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot bind {listen}"))?;
+            let addr = listener.local_addr()?;
+            println!(
+                "Pinterest sandbox on http://{addr}/v5 (requests: http://{addr}/sandbox/requests)"
+            );
+            println!("Point the gateway at it: PINCAPI_PINTEREST_API_BASE=http://{addr}/v5");
+            let sandbox = Sandbox::new(SandboxOptions {
+                token,
+                ..SandboxOptions::default()
+            });
+            sandbox.serve(listener, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            pincapi::demo::run(args, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Hash {
+            field,
+            value,
+            country,
+            show_normalized,
+        } => Ok(hash(&field, &value, country.as_deref(), show_normalized)),
+        Command::CheckConfig { config, offline } => check_config(config, offline).await,
+        Command::Deadletter { config, action } => deadletter(config, action).await,
+        Command::Bench(args) => {
+            pincapi::bench::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn hash(field: &str, value: &str, country: Option<&str>, show: bool) -> ExitCode {
+    let Some(f) = HashedField::from_key(field) else {
+        let keys: Vec<&str> = HashedField::ALL.iter().map(|f| f.key()).collect();
+        eprintln!("error: unknown field {field:?}; one of {}", keys.join(", "));
+        return ExitCode::from(2);
+    };
+    match normalize::hash(f, value, country) {
+        Ok(h) => {
+            if show && let Ok(n) = normalize::normalize(f, value, country) {
+                eprintln!("normalized: {n}");
+            }
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {field}: {e}; nothing to send");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn check_config(c: ConfigArg, offline: bool) -> anyhow::Result<ExitCode> {
+    let config = config::load(c.config.as_deref())?;
+    let valid = config.validate(false);
+    println!("{}", serde_json::to_string_pretty(&config)?);
+    if let Err(e) = valid {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if offline {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let accounts = config.all_accounts();
+    if accounts.is_empty() {
+        eprintln!("note: no ad account configured; nothing to test");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = pincapi::pinterest_client::PinterestClient::new(
+        &config.pinterest_api_base,
+        config.request_timeout(),
+    )?;
+    let mut ok = true;
+    for a in &accounts {
+        match pincapi::check::token(&client, a).await {
+            Ok(msg) => println!("ad account {}: {msg}", a.id),
+            Err(msg) => {
+                ok = false;
+                println!("ad account {}: FAILED: {msg}", a.id);
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode> {
+    let config = config::load(c.config.as_deref())?;
+    let StoreUrl::Sqlite(path) = config.store_url()?;
+    if !path.exists() {
+        anyhow::bail!("store: {} does not exist", path.display());
+    }
+    let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)?;
+    let selection = |ids: Vec<i64>, all: bool| -> anyhow::Result<Selection> {
+        match (all, ids.is_empty()) {
+            (true, _) => Ok(Selection::All),
+            (false, false) => Ok(Selection::Ids(ids)),
+            (false, true) => anyhow::bail!("say which: --id N (repeatable) or --all"),
+        }
+    };
+    match action {
+        DeadAction::List { limit, json } => {
+            let rows = outbox.dead_letters(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:>8}  {:<18}  {:<18}  {:<24}  {:>3}  reason",
+                    "id", "ad_account", "event_name", "event_id", "try"
+                );
+                for r in rows {
+                    println!(
+                        "{:>8}  {:<18}  {:<18}  {:<24}  {:>3}  {}",
+                        r.id, r.ad_account_id, r.event_name, r.event_id, r.attempts, r.reason
+                    );
+                }
+            }
+        }
+        DeadAction::Retry { ids, all } => {
+            let n = outbox
+                .retry_dead(selection(ids, all)?, pincapi::delivery::now_ms())
+                .await?;
+            println!(
+                "{n} dead letters queued again; a running gateway sends them within its poll interval"
+            );
+        }
+        DeadAction::Drop { ids, all } => {
+            let n = outbox.drop_dead(selection(ids, all)?).await?;
+            println!("{n} dead letters dropped");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

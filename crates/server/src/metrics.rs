@@ -1,0 +1,311 @@
+//! Prometheus metrics: counters, gauges and histograms kept in memory and rendered in the
+//! text exposition format at `GET /metrics`.
+//!
+//! Small on purpose: a handful of series labelled by ad account and event name, updated once
+//! per request or batch (never per byte), so one mutex is plenty.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// A metric's name, type and help text.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "pincapi_events_ingested_total",
+        kind: "counter",
+        help: "Events accepted and stored durably, by source.",
+    },
+    Family {
+        name: "pincapi_events_duplicate_total",
+        kind: "counter",
+        help: "Events not stored because the (ad account, event_id) was already stored.",
+    },
+    Family {
+        name: "pincapi_events_rejected_total",
+        kind: "counter",
+        help: "Events refused at ingest because of invalid input.",
+    },
+    Family {
+        name: "pincapi_events_delivered_total",
+        kind: "counter",
+        help: "Events Pinterest processed.",
+    },
+    Family {
+        name: "pincapi_events_failed_total",
+        kind: "counter",
+        help: "Events Pinterest refused (status failed); each goes to the dead-letter table.",
+    },
+    Family {
+        name: "pincapi_events_retried_total",
+        kind: "counter",
+        help: "Events put back for another attempt, by reason.",
+    },
+    Family {
+        name: "pincapi_events_dead_lettered_total",
+        kind: "counter",
+        help: "Events moved to the dead-letter table.",
+    },
+    Family {
+        name: "pincapi_events_warned_total",
+        kind: "counter",
+        help: "Events Pinterest processed with a warning.",
+    },
+    Family {
+        name: "pincapi_pinterest_requests_total",
+        kind: "counter",
+        help: "Requests to Pinterest's events endpoint, by HTTP status (0 = no answer).",
+    },
+    Family {
+        name: "pincapi_queue_depth",
+        kind: "gauge",
+        help: "Events waiting to be delivered.",
+    },
+    Family {
+        name: "pincapi_dead_letters",
+        kind: "gauge",
+        help: "Events in the dead-letter table.",
+    },
+    Family {
+        name: "pincapi_account_blocked",
+        kind: "gauge",
+        help: "1 while an ad account is stopped by an authorisation failure (401/403).",
+    },
+    Family {
+        name: "pincapi_send_lag_seconds",
+        kind: "histogram",
+        help: "Time from event_time to delivery. Past 3600 s Pinterest counts the event as offline.",
+    },
+    Family {
+        name: "pincapi_queue_delay_seconds",
+        kind: "histogram",
+        help: "Time from acceptance by the gateway to delivery.",
+    },
+];
+
+const BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0,
+    86400.0, 604800.0,
+];
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    counters: BTreeMap<(&'static str, Labels), u64>,
+    gauges: BTreeMap<(&'static str, Labels), f64>,
+    histograms: BTreeMap<(&'static str, Labels), Histogram>,
+}
+
+/// The metric registry.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn labels(l: &[(&'static str, &str)]) -> Labels {
+    l.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+impl Metrics {
+    /// Adds `by` to a counter.
+    pub fn inc(&self, name: &'static str, l: &[(&'static str, &str)], by: u64) {
+        if by == 0 {
+            return;
+        }
+        if let Ok(mut g) = self.inner.lock() {
+            *g.counters.entry((name, labels(l))).or_default() += by;
+        }
+    }
+
+    /// Sets a gauge.
+    pub fn set(&self, name: &'static str, l: &[(&'static str, &str)], v: f64) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.gauges.insert((name, labels(l)), v);
+        }
+    }
+
+    /// Replaces every series of a gauge at once (used for values read from the store, so a
+    /// series that dropped to nothing disappears instead of going stale).
+    pub fn replace_gauge(&self, name: &'static str, series: Vec<(Labels, f64)>) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.gauges.retain(|(n, _), _| *n != name);
+            for (l, v) in series {
+                g.gauges.insert((name, l), v);
+            }
+        }
+    }
+
+    /// Records `v` in a histogram `n` times.
+    pub fn observe(&self, name: &'static str, l: &[(&'static str, &str)], v: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Ok(mut g) = self.inner.lock() {
+            let h = g.histograms.entry((name, labels(l))).or_default();
+            if h.counts.is_empty() {
+                h.counts = vec![0; BUCKETS.len()];
+            }
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if v <= *b {
+                    h.counts[i] += n;
+                }
+            }
+            h.sum += v * n as f64;
+            h.count += n;
+        }
+    }
+
+    /// The current value of a counter (tests and the dashboard).
+    pub fn counter(&self, name: &str, l: &[(&'static str, &str)]) -> u64 {
+        let want = labels(l);
+        self.inner
+            .lock()
+            .map(|g| {
+                g.counters
+                    .iter()
+                    .filter(|((n, ls), _)| *n == name && want.iter().all(|w| ls.contains(w)))
+                    .map(|(_, v)| *v)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Renders everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let Ok(g) = self.inner.lock() else {
+            return String::new();
+        };
+        let mut out = String::new();
+        for fam in FAMILIES {
+            let _ = writeln!(out, "# HELP {} {}", fam.name, fam.help);
+            let _ = writeln!(out, "# TYPE {} {}", fam.name, fam.kind);
+            match fam.kind {
+                "counter" => {
+                    for ((n, l), v) in &g.counters {
+                        if *n == fam.name {
+                            let _ = writeln!(out, "{}{} {}", n, fmt_labels(l, None), v);
+                        }
+                    }
+                }
+                "gauge" => {
+                    for ((n, l), v) in &g.gauges {
+                        if *n == fam.name {
+                            let _ = writeln!(out, "{}{} {}", n, fmt_labels(l, None), v);
+                        }
+                    }
+                }
+                _ => {
+                    for ((n, l), h) in &g.histograms {
+                        if *n != fam.name {
+                            continue;
+                        }
+                        for (i, b) in BUCKETS.iter().enumerate() {
+                            let le = format!("{b}");
+                            let _ = writeln!(
+                                out,
+                                "{n}_bucket{} {}",
+                                fmt_labels(l, Some(&le)),
+                                h.counts[i]
+                            );
+                        }
+                        let _ =
+                            writeln!(out, "{n}_bucket{} {}", fmt_labels(l, Some("+Inf")), h.count);
+                        let _ = writeln!(out, "{n}_sum{} {}", fmt_labels(l, None), h.sum);
+                        let _ = writeln!(out, "{n}_count{} {}", fmt_labels(l, None), h.count);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn fmt_labels(l: &Labels, le: Option<&str>) -> String {
+    if l.is_empty() && le.is_none() {
+        return String::new();
+    }
+    let mut s = String::from("{");
+    let mut first = true;
+    let le_pair = le.map(|v| ("le", v.to_owned()));
+    for (k, v) in l.iter().chain(le_pair.iter()) {
+        if !first {
+            s.push(',');
+        }
+        first = false;
+        let _ = write!(s, "{k}=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => s.push_str("\\\\"),
+                '"' => s.push_str("\\\""),
+                '\n' => s.push_str("\\n"),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+    }
+    s.push('}');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let m = Metrics::default();
+        m.inc(
+            "pincapi_events_delivered_total",
+            &[("ad_account_id", "1"), ("event_name", "checkout")],
+            3,
+        );
+        m.set("pincapi_account_blocked", &[("ad_account_id", "1")], 1.0);
+        m.observe(
+            "pincapi_send_lag_seconds",
+            &[("ad_account_id", "1")],
+            4.0,
+            2,
+        );
+        let text = m.render();
+        assert!(text.contains(
+            "pincapi_events_delivered_total{ad_account_id=\"1\",event_name=\"checkout\"} 3"
+        ));
+        assert!(text.contains("pincapi_account_blocked{ad_account_id=\"1\"} 1"));
+        assert!(text.contains("pincapi_send_lag_seconds_bucket{ad_account_id=\"1\",le=\"5\"} 2"));
+        assert!(text.contains("pincapi_send_lag_seconds_bucket{ad_account_id=\"1\",le=\"2\"} 0"));
+        assert!(text.contains("pincapi_send_lag_seconds_count{ad_account_id=\"1\"} 2"));
+        assert_eq!(
+            m.counter(
+                "pincapi_events_delivered_total",
+                &[("event_name", "checkout")]
+            ),
+            3
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.inc("pincapi_events_rejected_total", &[("source", "a\"b\\c")], 1);
+        assert!(m.render().contains("source=\"a\\\"b\\\\c\""));
+    }
+}

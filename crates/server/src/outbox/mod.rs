@@ -1,0 +1,228 @@
+//! The outbox: the durable queue every accepted event passes through on its way to Pinterest.
+//!
+//! [`Outbox`] is the one trait the rest of the server talks to; [`sqlite::SqliteOutbox`] is
+//! the embedded implementation. An event is stored once per (ad account, event_id): a repeat
+//! is reported as [`Enqueued::Duplicate`] and never sent twice. Rows hold only what Pinterest
+//! receives (hashed match keys, raw IP/user agent/click id), never raw PII.
+//!
+//! An event's life: `pending` (due at `next_attempt_at`) → claimed by a worker under a lease →
+//! settled as `delivered`, back to `pending` for a retry, or `dead` (dead-letter table view);
+//! an operator can retry a dead event or drop it (`dropped`).
+
+pub mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pincapi_core::event::EventName;
+use serde::Serialize;
+
+/// Where an event came from. Stored as a bit in `sources` so one event can remember every
+/// source that saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `POST /v1/events`.
+    Api,
+    /// A Shopify webhook.
+    Webhook,
+    /// The Shopify Admin API reconciliation poller.
+    Poller,
+    /// The browser collector (`POST /collect`).
+    Collector,
+    /// A mirror of a Pinterest Tag call made in the browser.
+    TagMirror,
+    /// `pincapi demo`.
+    Demo,
+}
+
+impl Source {
+    /// Every source.
+    pub const ALL: [Source; 6] = [
+        Source::Api,
+        Source::Webhook,
+        Source::Poller,
+        Source::Collector,
+        Source::TagMirror,
+        Source::Demo,
+    ];
+
+    /// The label used in tables, logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Webhook => "webhook",
+            Source::Poller => "poller",
+            Source::Collector => "collector",
+            Source::TagMirror => "tag_mirror",
+            Source::Demo => "demo",
+        }
+    }
+
+    /// The bit of this source in a `sources` set.
+    pub fn bit(self) -> i64 {
+        1 << (self as i64)
+    }
+
+    /// The sources in a bit set.
+    pub fn from_bits(bits: i64) -> Vec<Source> {
+        Source::ALL
+            .into_iter()
+            .filter(|s| bits & s.bit() != 0)
+            .collect()
+    }
+}
+
+/// An event ready to be stored: already strict, hashed and serialised.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub ad_account_id: String,
+    pub event_id: String,
+    pub event_name: EventName,
+    /// Unix seconds.
+    pub event_time: i64,
+    /// Unix milliseconds when the gateway accepted it.
+    pub received_at_ms: i64,
+    pub source: Source,
+    /// `MatchKeys` bits, for coverage statistics.
+    pub match_keys: u32,
+    /// Send with `?test=true`.
+    pub test: bool,
+    /// The event as Pinterest receives it (JSON object).
+    pub payload: String,
+}
+
+/// What `enqueue` did with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enqueued {
+    Accepted,
+    Duplicate,
+}
+
+/// An event claimed for sending.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    /// Row id, used to settle.
+    pub id: i64,
+    pub event_id: String,
+    pub event_name: EventName,
+    pub event_time: i64,
+    pub received_at_ms: i64,
+    pub attempts: u32,
+    pub test: bool,
+    pub payload: String,
+}
+
+/// How one claimed event ends this round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// Pinterest processed it.
+    Delivered {
+        id: i64,
+        sent_at_ms: i64,
+        warning: Option<String>,
+    },
+    /// Try again at `next_attempt_at_ms`. `counted` says whether this round counts as an
+    /// attempt (a rate-limit wait or an auth stop does not).
+    Retry {
+        id: i64,
+        next_attempt_at_ms: i64,
+        error: String,
+        counted: bool,
+    },
+    /// Give up: the event goes to the dead-letter table with the reason.
+    Dead { id: i64, reason: String },
+}
+
+/// A dead-lettered event as operators see it. No payload: it is not needed to decide, and
+/// it keeps the listing small.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub ad_account_id: String,
+    pub event_id: String,
+    pub event_name: String,
+    pub event_time: i64,
+    pub attempts: u32,
+    pub reason: String,
+}
+
+/// Which dead letters an operator action applies to.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    All,
+    Ids(Vec<i64>),
+}
+
+/// Queue depth for one (account, event name).
+#[derive(Debug, Clone, Serialize)]
+pub struct Depth {
+    pub ad_account_id: String,
+    pub event_name: String,
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// Failures of the store itself (not of the data).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store query failed: {0}")]
+    Query(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Query(e.to_string())
+    }
+}
+
+/// The durable queue. All times are Unix milliseconds unless named otherwise.
+#[async_trait]
+pub trait Outbox: Send + Sync + fmt::Debug {
+    /// Stores events durably (the call returns after the commit) and says, per event, whether
+    /// it was new or a repeat of an (account, event_id) already stored. A repeat records its
+    /// source on the stored event.
+    async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError>;
+
+    /// Claims up to `limit` due events of one account, oldest first, leasing them until
+    /// `now + lease_ms`; no other claim returns them before the lease ends or they are settled.
+    async fn claim(
+        &self,
+        ad_account_id: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedEvent>, StoreError>;
+
+    /// Records the outcome of claimed events.
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), StoreError>;
+
+    /// The earliest `next_attempt_at` of a pending event of the account, if any.
+    async fn next_due(&self, ad_account_id: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Ends every lease now. Called by the single owner of an embedded store at start, so
+    /// events claimed by a process that died are sent without waiting out the lease.
+    async fn release_leases(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Pending and dead counts per (account, event name).
+    async fn depth(&self) -> Result<Vec<Depth>, StoreError>;
+
+    /// Dead letters, newest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Puts dead letters back in the queue with a fresh attempt count; returns how many.
+    async fn retry_dead(&self, which: Selection, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Drops dead letters for good (they stay as `dropped` for de-duplication); returns how many.
+    async fn drop_dead(&self, which: Selection) -> Result<u64, StoreError>;
+
+    /// Whether the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A shared outbox.
+pub type SharedOutbox = Arc<dyn Outbox>;

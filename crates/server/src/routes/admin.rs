@@ -1,0 +1,96 @@
+//! Admin endpoints (bearer `admin_key`): the dead-letter table.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, bearer_matches};
+use crate::app::AppState;
+use crate::delivery::now_ms;
+use crate::outbox::Selection;
+
+/// `?limit=` for listings.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+}
+
+/// Body of retry/drop: `{"ids": [..]}` or `{"all": true}`.
+#[derive(Debug, Deserialize)]
+pub struct SelectionBody {
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    #[serde(default)]
+    pub all: bool,
+}
+
+impl SelectionBody {
+    fn selection(self) -> Result<Selection, ApiError> {
+        match (self.all, self.ids.is_empty()) {
+            (true, true) => Ok(Selection::All),
+            (false, false) => Ok(Selection::Ids(self.ids)),
+            _ => Err(ApiError::bad_request(
+                "invalid_selection",
+                "send either {\"ids\": [...]} or {\"all\": true}",
+            )),
+        }
+    }
+}
+
+fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if bearer_matches(headers, &state.config.admin_key) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// `GET /admin/dead-letters`.
+pub async fn list_dead(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    check(&state, &headers)?;
+    let rows = state
+        .outbox
+        .dead_letters(q.limit.unwrap_or(100).min(10_000))
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(json!({ "dead_letters": rows })))
+}
+
+/// `POST /admin/dead-letters/retry`.
+pub async fn retry_dead(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<SelectionBody>,
+) -> Result<Json<Value>, ApiError> {
+    check(&state, &headers)?;
+    let n = state
+        .outbox
+        .retry_dead(body.selection()?, now_ms())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    for a in state.accounts.iter() {
+        state.delivery.wake(a);
+    }
+    Ok(Json(json!({ "retried": n })))
+}
+
+/// `POST /admin/dead-letters/drop`.
+pub async fn drop_dead(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<SelectionBody>,
+) -> Result<Json<Value>, ApiError> {
+    check(&state, &headers)?;
+    let n = state
+        .outbox
+        .drop_dead(body.selection()?)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(json!({ "dropped": n })))
+}

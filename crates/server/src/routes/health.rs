@@ -1,0 +1,69 @@
+//! `GET /healthz`, `GET /readyz` and `GET /metrics`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::app::AppState;
+
+/// The process is up.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// The process can do its work: the store answers. Lists accounts stopped by a 401/403.
+pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let blocked: Vec<&String> = state
+        .accounts
+        .iter()
+        .filter(|a| state.delivery.is_auth_blocked(a))
+        .collect();
+    match state.outbox.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "store": "ok", "auth_blocked_accounts": blocked})),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "Readiness check failed: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not_ready", "store": "unavailable"})),
+            )
+        }
+    }
+}
+
+/// Prometheus text. Queue depth is read from the store at scrape time.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Ok(depth) = state.outbox.depth().await {
+        let series = |f: fn(&crate::outbox::Depth) -> u64| {
+            depth
+                .iter()
+                .map(|d| {
+                    (
+                        vec![
+                            ("ad_account_id", d.ad_account_id.clone()),
+                            ("event_name", d.event_name.clone()),
+                        ],
+                        f(d) as f64,
+                    )
+                })
+                .collect()
+        };
+        state
+            .metrics
+            .replace_gauge("pincapi_queue_depth", series(|d| d.pending));
+        state
+            .metrics
+            .replace_gauge("pincapi_dead_letters", series(|d| d.dead));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}

@@ -1,0 +1,269 @@
+//! `POST /v1/events` and `POST /v1/ad_accounts/{id}/events`: the ingest API.
+//!
+//! One event, or `{"data": [...]}` with up to 1000, in Pinterest's shape with user_data raw or
+//! pre-hashed. Each event is checked on its own: the good ones are stored durably before the
+//! answer, the bad ones are listed by index with the field and the reason. Handlers never call
+//! Pinterest.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use pincapi_core::ingest::{FieldIssue, IngestEvent, TimeWindow};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::{ApiError, bearer_matches};
+use crate::app::AppState;
+use crate::delivery::now_ms;
+use crate::outbox::{Enqueued, NewEvent, Source};
+
+/// Most events in one ingest request, as at Pinterest.
+pub const MAX_EVENTS: usize = pincapi_core::pinterest::MAX_BATCH;
+
+/// One rejected or warned event.
+#[derive(Debug, Serialize)]
+pub struct IndexedIssue {
+    pub index: usize,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The answer to an ingest request.
+#[derive(Debug, Serialize, Default)]
+pub struct IngestResponse {
+    /// Events stored now.
+    pub accepted: usize,
+    /// Events already stored earlier (same ad account and event_id); not stored again.
+    pub duplicates: usize,
+    /// Events refused; see `errors`.
+    pub rejected: usize,
+    /// Per-index problems of refused events.
+    pub errors: Vec<IndexedIssue>,
+    /// Per-index problems with keys that were dropped from accepted events.
+    pub warnings: Vec<IndexedIssue>,
+}
+
+/// `POST /v1/events`: to the default (first configured) ad account.
+pub async fn post_default(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let Some(account) = state.default_account.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_account",
+            "no Pinterest ad account is configured",
+        ));
+    };
+    ingest(&state, &headers, &account, &body).await
+}
+
+/// `POST /v1/ad_accounts/{id}/events`: to a named configured ad account.
+pub async fn post_account(
+    State(state): State<AppState>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    if !state.accounts.contains(&account) {
+        // Checked after auth inside `ingest` would leak which accounts exist; check auth first.
+        if !bearer_matches(&headers, &state.config.api_key) {
+            return Err(ApiError::unauthorized());
+        }
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_ad_account",
+            "this ad account is not configured in the gateway",
+        ));
+    }
+    ingest(&state, &headers, &account, &body).await
+}
+
+async fn ingest(
+    state: &AppState,
+    headers: &HeaderMap,
+    account: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if !bearer_matches(headers, &state.config.api_key) {
+        return Err(ApiError::unauthorized());
+    }
+    let raw_events = split_events(body)?;
+    let window = TimeWindow {
+        now: now_ms() / 1000,
+        max_age: state.config.ingest.max_event_age_secs,
+        max_future_skew: TimeWindow::DEFAULT_MAX_FUTURE_SKEW,
+    };
+    let country = state.config.ingest.default_country.as_deref();
+    let received_at_ms = now_ms();
+
+    let mut resp = IngestResponse::default();
+    let mut new_events = Vec::with_capacity(raw_events.len());
+    for (index, raw) in raw_events.iter().enumerate() {
+        let de = &mut serde_json::Deserializer::from_str(raw.get());
+        let parsed: Result<IngestEvent, _> = serde_path_to_error::deserialize(de);
+        let ev = match parsed {
+            Ok(ev) => ev,
+            Err(e) => {
+                resp.errors.push(IndexedIssue {
+                    index,
+                    field: path_name(&e.path().to_string()),
+                    reason: serde_reason(e.inner()),
+                });
+                continue;
+            }
+        };
+        match ev.into_event(&window, country) {
+            Ok(accepted) => {
+                push_issues(&mut resp.warnings, index, accepted.warnings);
+                let event = accepted.event;
+                new_events.push(NewEvent {
+                    ad_account_id: account.to_owned(),
+                    event_id: event.event_id.as_str().to_owned(),
+                    event_name: event.event_name,
+                    event_time: event.event_time.secs(),
+                    received_at_ms,
+                    source: Source::Api,
+                    match_keys: event.user_data.match_keys().0,
+                    test: false,
+                    payload: event.to_json(),
+                });
+            }
+            Err(issues) => push_issues(&mut resp.errors, index, issues),
+        }
+    }
+    resp.rejected = raw_events.len() - new_events.len();
+    state.metrics.inc(
+        "pincapi_events_rejected_total",
+        &[("source", Source::Api.as_str())],
+        resp.rejected as u64,
+    );
+
+    let mut counts: BTreeMap<(&'static str, Enqueued), u64> = BTreeMap::new();
+    if !new_events.is_empty() {
+        let names: Vec<&'static str> = new_events.iter().map(|e| e.event_name.as_str()).collect();
+        let outcomes = state.outbox.enqueue(new_events).await.map_err(|e| {
+            tracing::error!(error = %e, "Could not store events");
+            ApiError::unavailable(
+                "the event store is unavailable; nothing from this request was stored",
+            )
+        })?;
+        for (name, outcome) in names.into_iter().zip(outcomes) {
+            match outcome {
+                Enqueued::Accepted => resp.accepted += 1,
+                Enqueued::Duplicate => resp.duplicates += 1,
+            }
+            *counts.entry((name, outcome)).or_default() += 1;
+        }
+        if resp.accepted > 0 {
+            state.delivery.wake(account);
+        }
+    }
+    for ((name, outcome), n) in counts {
+        let metric = match outcome {
+            Enqueued::Accepted => "pincapi_events_ingested_total",
+            Enqueued::Duplicate => "pincapi_events_duplicate_total",
+        };
+        state.metrics.inc(
+            metric,
+            &[
+                ("ad_account_id", account),
+                ("event_name", name),
+                ("source", Source::Api.as_str()),
+            ],
+            n,
+        );
+    }
+    let status = if resp.accepted + resp.duplicates > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((status, Json(resp)).into_response())
+}
+
+/// Splits a body into its raw events: a single event object or `{"data": [...]}`. Events
+/// stay raw here so each is parsed once, on its own, with its own errors.
+fn split_events(body: &[u8]) -> Result<Vec<Box<RawValue>>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8 text"))?;
+    let top: std::collections::HashMap<String, Box<RawValue>> = serde_json::from_str(text)
+        .map_err(|e| {
+            if e.is_syntax() || e.is_eof() {
+                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+            } else {
+                ApiError::bad_request(
+                    "invalid_shape",
+                    "the body must be one event object or {\"data\": [events]}",
+                )
+            }
+        })?;
+    let events = match top.get("data") {
+        Some(data) => {
+            if top.len() > 1 {
+                return Err(ApiError::bad_request(
+                    "invalid_shape",
+                    "a batch must have only the key \"data\"",
+                ));
+            }
+            serde_json::from_str::<Vec<Box<RawValue>>>(data.get()).map_err(|_| {
+                ApiError::bad_request("invalid_shape", "data: must be an array of event objects")
+            })?
+        }
+        None => vec![RawValue::from_string(text.to_owned()).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        })?],
+    };
+    if events.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_shape",
+            "data: must hold at least one event",
+        ));
+    }
+    if events.len() > MAX_EVENTS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!(
+                "data: at most {MAX_EVENTS} events per request, got {}",
+                events.len()
+            ),
+        ));
+    }
+    Ok(events)
+}
+
+fn push_issues(out: &mut Vec<IndexedIssue>, index: usize, issues: Vec<FieldIssue>) {
+    out.extend(issues.into_iter().map(|i| IndexedIssue {
+        index,
+        field: i.field,
+        reason: i.reason,
+    }));
+}
+
+/// serde_path_to_error prints the root as `.`; say `event` instead.
+fn path_name(p: &str) -> String {
+    if p == "." || p.is_empty() {
+        "event".to_owned()
+    } else {
+        p.to_owned()
+    }
+}
+
+/// serde's messages carry a "at line 1 column 57" suffix that means nothing to a caller who
+/// sent a batch; drop it.
+fn serde_reason(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.find(" at line ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
