@@ -553,6 +553,29 @@ impl ConversionEvent {
     }
 }
 
+/// Merges what `incoming` knows into the stored event JSON `stored` (both as Pinterest
+/// receives them) and returns the merged JSON, or `None` when either does not parse or
+/// nothing changes. Used when the browser and the server report the same action under one
+/// event_id before it is sent: match keys are unioned, and custom data, the source URL and
+/// raw browser keys are filled in where the stored event has none. The stored event's name,
+/// time and id win.
+pub fn merge_payload(stored: &str, incoming: &str) -> Option<String> {
+    let mut base: ConversionEvent = serde_json::from_str(stored).ok()?;
+    let other: ConversionEvent = serde_json::from_str(incoming).ok()?;
+    let before = base.clone();
+    base.user_data.merge(&other.user_data);
+    if base.custom_data.is_none() {
+        base.custom_data = other.custom_data;
+    }
+    if base.event_source_url.is_none() {
+        base.event_source_url = other.event_source_url;
+    }
+    if base.opt_out.is_none() {
+        base.opt_out = other.opt_out;
+    }
+    (base != before).then(|| base.to_json())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,6 +627,37 @@ mod tests {
     fn currency_is_upper_cased() {
         assert_eq!(Currency::parse("usd").unwrap().as_str(), "USD");
         assert!(Currency::parse("US").is_err());
+    }
+
+    #[test]
+    fn merge_payload_fills_what_the_stored_event_lacks() {
+        let mut server = ConversionEvent::new(
+            EventName::Checkout,
+            ActionSource::Web,
+            EventTime::from_secs(1_764_000_000).unwrap(),
+            EventId::parse("order-1").unwrap(),
+            UserData {
+                em: vec![Sha256Hex::of("a@b.co")],
+                ..UserData::default()
+            },
+        );
+        let mut browser = server.clone();
+        browser.user_data = UserData {
+            click_id: Some("epik".into()),
+            ..UserData::default()
+        };
+        browser.event_source_url = Some("https://shop.example/thank-you".into());
+        server.custom_data = Some(CustomData {
+            value: Some(Money::parse("10.00").unwrap()),
+            ..CustomData::default()
+        });
+        let merged = merge_payload(&server.to_json(), &browser.to_json()).unwrap();
+        let merged: ConversionEvent = serde_json::from_str(&merged).unwrap();
+        assert_eq!(merged.user_data.em.len(), 1);
+        assert_eq!(merged.user_data.click_id.as_deref(), Some("epik"));
+        assert_eq!(merged.custom_data, server.custom_data);
+        assert!(merged.event_source_url.is_some());
+        assert_eq!(merge_payload(&server.to_json(), &server.to_json()), None);
     }
 
     #[test]

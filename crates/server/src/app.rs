@@ -107,6 +107,8 @@ impl App {
             .route("/healthz", get(routes::health::healthz))
             .route("/readyz", get(routes::health::readyz))
             .route("/metrics", get(routes::health::metrics))
+            .merge(crate::shopify::routes())
+            .merge(crate::browser::routes())
             .layer(DefaultBodyLimit::max(max_body))
             .with_state(self.state.clone())
     }
@@ -119,7 +121,8 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
-        let workers = self.state.delivery.spawn(stopped);
+        let mut workers = self.state.delivery.spawn(stopped.clone());
+        workers.extend(crate::shopify::spawn_background(&self.state, stopped));
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");

@@ -136,6 +136,11 @@ pub struct IngestConfig {
     pub default_country: Option<String>,
     /// Oldest accepted event, seconds (Pinterest's window: 7 days).
     pub max_event_age_secs: i64,
+    /// How long a purchase (`checkout`) reported by the browser or by Shopify waits before its
+    /// first send, so the other side's report of the same event_id can be merged into it
+    /// (the webhook's email and address, the browser's click id, IP and user agent). Seconds;
+    /// 60 keeps the send far inside Pinterest's one-hour real-time limit.
+    pub merge_window_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -144,6 +149,7 @@ impl Default for IngestConfig {
             max_body_bytes: 5 * 1024 * 1024,
             default_country: None,
             max_event_age_secs: pincapi_core::ingest::TimeWindow::DEFAULT_MAX_AGE,
+            merge_window_secs: 60,
         }
     }
 }
@@ -185,6 +191,17 @@ pub struct Config {
     pub accounts: Vec<AccountConfig>,
     pub delivery: DeliveryConfig,
     pub ingest: IngestConfig,
+    /// Single-shop shorthand: the Shopify webhook signing secret.
+    pub shopify_webhook_secret: Secret,
+    /// Single-shop shorthand: the shop's `*.myshopify.com` domain.
+    pub shopify_shop_domain: Option<String>,
+    /// The Pinterest Tag id the browser side loads.
+    #[serde(deserialize_with = "lossy_opt_string")]
+    pub tag_id: Option<String>,
+    /// Origins allowed to call the browser collector, comma-separated.
+    pub allowed_origins: Option<String>,
+    pub shopify: crate::shopify::config::ShopifyConfig,
+    pub browser: crate::browser::config::BrowserConfig,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -206,6 +223,12 @@ impl Default for Config {
             accounts: Vec::new(),
             delivery: DeliveryConfig::default(),
             ingest: IngestConfig::default(),
+            shopify_webhook_secret: Secret::default(),
+            shopify_shop_domain: None,
+            tag_id: None,
+            allowed_origins: None,
+            shopify: Default::default(),
+            browser: Default::default(),
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod browser;
 pub mod check;
 pub mod config;
 pub mod delivery;
@@ -12,3 +13,4 @@ pub mod outbox;
 pub mod pinterest_client;
 pub mod routes;
 pub mod sandbox;
+pub mod shopify;

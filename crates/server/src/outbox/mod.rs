@@ -89,6 +89,9 @@ pub struct NewEvent {
     pub match_keys: u32,
     /// Send with `?test=true`.
     pub test: bool,
+    /// How long to wait before the first send, so that the other side of a browser/server
+    /// pair can arrive and be merged (0 for most events).
+    pub hold_ms: i64,
     /// The event as Pinterest receives it (JSON object).
     pub payload: String,
 }
@@ -97,7 +100,12 @@ pub struct NewEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Enqueued {
+    /// Stored as a new event.
     Accepted,
+    /// The same (ad account, event_id) was stored and not yet sent: its match keys and
+    /// missing details were merged into it. Still one event at Pinterest.
+    Merged,
+    /// The same (ad account, event_id) was already stored and is sent or being sent.
     Duplicate,
 }
 
@@ -185,7 +193,7 @@ impl From<rusqlite::Error> for StoreError {
 pub trait Outbox: Send + Sync + fmt::Debug {
     /// Stores events durably (the call returns after the commit) and says, per event, whether
     /// it was new or a repeat of an (account, event_id) already stored. A repeat records its
-    /// source on the stored event.
+    /// source on the stored event, and is merged into it while it waits unsent.
     async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError>;
 
     /// Claims up to `limit` due events of one account, oldest first, leasing them until

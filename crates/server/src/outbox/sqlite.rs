@@ -173,7 +173,7 @@ impl Outbox for SqliteOutbox {
             let mut insert = conn.prepare_cached(
                 "INSERT INTO events (ad_account_id, event_id, event_name, event_time, received_at,
                     source, sources, match_keys, test, payload_version, payload, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?5)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT (ad_account_id, event_id) DO NOTHING",
             )?;
             let mut out = Vec::with_capacity(events.len());
@@ -190,20 +190,12 @@ impl Outbox for SqliteOutbox {
                     e.test,
                     PAYLOAD_VERSION,
                     e.payload,
+                    e.received_at_ms + e.hold_ms.max(0),
                 ])?;
                 if n == 1 {
                     out.push(Enqueued::Accepted);
                 } else {
-                    conn.prepare_cached(
-                        "UPDATE events SET sources = sources | ?3
-                         WHERE ad_account_id = ?1 AND event_id = ?2",
-                    )?
-                    .execute(params![
-                        e.ad_account_id,
-                        e.event_id,
-                        e.source.bit()
-                    ])?;
-                    out.push(Enqueued::Duplicate);
+                    out.push(record_repeat(conn, e)?);
                 }
             }
             Ok(out)
@@ -412,6 +404,31 @@ impl Outbox for SqliteOutbox {
         })
         .await
     }
+}
+
+/// A repeat of a stored event: remember its source, and merge it in while the stored event
+/// waits unsent (not delivered, not claimed by a worker).
+fn record_repeat(conn: &Connection, e: &NewEvent) -> Result<Enqueued, StoreError> {
+    let (id, state, leased, payload): (i64, String, bool, String) = conn
+        .prepare_cached(
+            "SELECT id, state, lease_until IS NOT NULL, payload FROM events
+             WHERE ad_account_id = ?1 AND event_id = ?2",
+        )?
+        .query_row(params![e.ad_account_id, e.event_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    conn.prepare_cached("UPDATE events SET sources = sources | ?2 WHERE id = ?1")?
+        .execute(params![id, e.source.bit()])?;
+    if state != "pending" || leased {
+        return Ok(Enqueued::Duplicate);
+    }
+    if let Some(merged) = pincapi_core::event::merge_payload(&payload, &e.payload) {
+        conn.prepare_cached(
+            "UPDATE events SET payload = ?2, match_keys = match_keys | ?3 WHERE id = ?1",
+        )?
+        .execute(params![id, merged, e.match_keys])?;
+    }
+    Ok(Enqueued::Merged)
 }
 
 fn update_selection(

@@ -38,7 +38,8 @@ pub struct IndexedIssue {
 pub struct IngestResponse {
     /// Events stored now.
     pub accepted: usize,
-    /// Events already stored earlier (same ad account and event_id); not stored again.
+    /// Events already stored earlier (same ad account and event_id); not stored again. While
+    /// the stored event is unsent, a repeat's extra match keys are merged into it.
     pub duplicates: usize,
     /// Events refused; see `errors`.
     pub rejected: usize,
@@ -134,6 +135,7 @@ async fn ingest(
                     source: Source::Api,
                     match_keys: event.user_data.match_keys().0,
                     test: false,
+                    hold_ms: 0,
                     payload: event.to_json(),
                 });
             }
@@ -159,7 +161,7 @@ async fn ingest(
         for (name, outcome) in names.into_iter().zip(outcomes) {
             match outcome {
                 Enqueued::Accepted => resp.accepted += 1,
-                Enqueued::Duplicate => resp.duplicates += 1,
+                Enqueued::Duplicate | Enqueued::Merged => resp.duplicates += 1,
             }
             *counts.entry((name, outcome)).or_default() += 1;
         }
@@ -170,7 +172,7 @@ async fn ingest(
     for ((name, outcome), n) in counts {
         let metric = match outcome {
             Enqueued::Accepted => "pincapi_events_ingested_total",
-            Enqueued::Duplicate => "pincapi_events_duplicate_total",
+            Enqueued::Duplicate | Enqueued::Merged => "pincapi_events_duplicate_total",
         };
         state.metrics.inc(
             metric,
