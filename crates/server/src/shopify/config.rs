@@ -1,8 +1,430 @@
-//! `[shopify]` configuration.
+//! `[shopify]` configuration: the shops the gateway serves, and how each is resolved into a
+//! [`Shop`] (its secrets, its ad account, its Admin API access and its mapping options).
+//!
+//! Two ways to configure shops, which can be combined:
+//!
+//! - the single-shop shorthand: `PINCAPI_SHOPIFY_WEBHOOK_SECRET` and
+//!   `PINCAPI_SHOPIFY_SHOP_DOMAIN` (top-level `shopify_webhook_secret`, `shopify_shop_domain`),
+//!   plus `[shopify] access_token` / `admin_api_base` for its poller. It maps to one shop on the
+//!   first configured ad account with the default mapping options;
+//! - `[[shopify.shops]]`, one table per shop, each routed to its own ad account:
+//!
+//! ```toml
+//! [[shopify.shops]]
+//! domain = "example.myshopify.com"
+//! secrets = ["new-secret", "old-secret"]   # one, or two during a rotation
+//! ad_account_id = "549755885175"           # default: the first configured account
+//! access_token = "shpat_..."               # Admin API token: turns the poller on
+//! # admin_api_base = "https://example.myshopify.com/admin/api/2026-01"
+//! purchase_topic = "orders/create"         # or "orders/paid"
+//! content_ids = "variant_id"               # product_id | variant_id | sku
+//! value = "subtotal"                       # subtotal | total
+//! currency = "shop"                        # shop | presentment
+//! test_orders = "ignore"                   # ignore | send_as_test
+//! ```
 
+use std::time::Duration;
+
+use anyhow::bail;
+use pincapi_core::shopify::{
+    ContentIdScheme, CurrencySource, MapOptions, TestOrders, Topic, ValueSource,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{Config, Secret};
+
+/// The Admin API version the poller asks for unless a shop's `admin_api_base` names another.
+pub const ADMIN_API_VERSION: &str = "2026-01";
+
+/// Largest webhook body accepted by default: 4 MiB. Shopify's order payloads grow by a few KB
+/// per line item, so this holds orders with well over a thousand lines; a body over the limit
+/// is answered 413 (Shopify retries it, and the poller still finds the order).
+pub const DEFAULT_MAX_WEBHOOK_BYTES: usize = 4 * 1024 * 1024;
+
 /// Shopify settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ShopifyConfig {}
+pub struct ShopifyConfig {
+    /// Shops, each with its own secrets and ad account.
+    pub shops: Vec<ShopConfig>,
+    /// Single-shop shorthand: the Admin API access token of `shopify_shop_domain` (turns on its
+    /// poller).
+    pub access_token: Secret,
+    /// Single-shop shorthand: the Admin API base URL of `shopify_shop_domain`.
+    pub admin_api_base: Option<String>,
+    /// How often the poller asks each shop's Admin API for orders, milliseconds (5 minutes).
+    pub poll_interval_ms: u64,
+    /// How far behind the newest order it has seen the poller starts its next query, seconds
+    /// (10 minutes): Shopify's `created_at_min` is second-granular and orders can become
+    /// visible late, so the windows overlap; the outbox dedupes what is seen twice.
+    pub poll_overlap_secs: u64,
+    /// Orders per Admin API page, 1..=250 (Shopify's maximum, the default).
+    pub poll_page_size: usize,
+    /// Largest webhook body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// The gateway's public base URL (e.g. `https://t.shop.example`): the custom pixel mirrors
+    /// each Tag event to `<gateway_url>/collect`. Unset: no mirroring.
+    pub gateway_url: Option<String>,
+}
+
+impl Default for ShopifyConfig {
+    fn default() -> Self {
+        ShopifyConfig {
+            shops: Vec::new(),
+            access_token: Secret::default(),
+            admin_api_base: None,
+            poll_interval_ms: 5 * 60 * 1000,
+            poll_overlap_secs: 10 * 60,
+            poll_page_size: 250,
+            max_body_bytes: DEFAULT_MAX_WEBHOOK_BYTES,
+            gateway_url: None,
+        }
+    }
+}
+
+/// One shop in `[[shopify.shops]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopConfig {
+    /// The shop's `*.myshopify.com` domain, as Shopify sends it in `X-Shopify-Shop-Domain`.
+    pub domain: String,
+    /// Webhook signing secrets: the app's client secret, or the key shown in the Shopify admin
+    /// for webhooks created there. Two during a rotation; either verifies.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// The ad account this shop's events go to; default: the first configured account.
+    #[serde(default)]
+    pub ad_account_id: Option<String>,
+    /// Admin API base URL; default `https://{domain}/admin/api/2026-01`.
+    #[serde(default)]
+    pub admin_api_base: Option<String>,
+    /// Admin API access token (`read_orders`); without it the shop has no poller.
+    #[serde(default)]
+    pub access_token: Secret,
+    /// The order topic that counts as the purchase: `orders/create` (default) or `orders/paid`.
+    #[serde(default = "default_purchase_topic")]
+    pub purchase_topic: Topic,
+    #[serde(default)]
+    pub content_ids: ContentIdScheme,
+    #[serde(default)]
+    pub value: ValueSource,
+    #[serde(default)]
+    pub currency: CurrencySource,
+    #[serde(default)]
+    pub test_orders: TestOrders,
+    /// The storefront's domain, for making a relative `landing_site` absolute; default: `domain`.
+    #[serde(default)]
+    pub storefront_domain: Option<String>,
+    /// `partner_name` on every event; default none.
+    #[serde(default)]
+    pub partner_name: Option<String>,
+    /// `checkouts/*` become `initiate_checkout` (default true).
+    #[serde(default = "yes")]
+    pub checkouts: bool,
+    /// `carts/*` become `add_to_cart` when they name a buyer (default true).
+    #[serde(default = "yes")]
+    pub carts: bool,
+    /// `customers/create` becomes `signup` (default true).
+    #[serde(default = "yes")]
+    pub customers: bool,
+}
+
+fn default_purchase_topic() -> Topic {
+    Topic::OrdersCreate
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ShopConfig {
+    /// A shop with the default options.
+    pub fn new(domain: impl Into<String>) -> ShopConfig {
+        ShopConfig {
+            domain: domain.into(),
+            secrets: Vec::new(),
+            ad_account_id: None,
+            admin_api_base: None,
+            access_token: Secret::default(),
+            purchase_topic: Topic::OrdersCreate,
+            content_ids: ContentIdScheme::default(),
+            value: ValueSource::default(),
+            currency: CurrencySource::default(),
+            test_orders: TestOrders::default(),
+            storefront_domain: None,
+            partner_name: None,
+            checkouts: true,
+            carts: true,
+            customers: true,
+        }
+    }
+}
+
+/// A shop resolved from the configuration: everything a webhook or the poller needs.
+#[derive(Debug, Clone)]
+pub struct Shop {
+    /// Normalised domain (lower case, no scheme, no trailing slash).
+    pub domain: String,
+    pub secrets: Vec<Secret>,
+    pub ad_account_id: String,
+    /// Without a trailing slash.
+    pub admin_api_base: String,
+    pub access_token: Secret,
+    pub purchase_topic: Topic,
+    pub options: MapOptions,
+}
+
+impl Shop {
+    /// Whether the poller runs for this shop.
+    pub fn polls(&self) -> bool {
+        !self.access_token.is_empty()
+    }
+}
+
+impl ShopifyConfig {
+    /// The poll interval as a Duration (at least 10 ms, so a zero cannot spin).
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(10))
+    }
+
+    /// Checks the Shopify settings against the rest of the configuration; errors name the key.
+    /// (`Config::validate` does not call this yet; see the `shopify` module docs.)
+    pub fn validate(config: &Config) -> anyhow::Result<()> {
+        shops(config).map(|_| ())
+    }
+}
+
+/// Normalises a shop domain as Shopify sends it: trimmed, lower case, without `https://` and
+/// a trailing slash.
+pub fn normalize_domain(d: &str) -> String {
+    let d = d.trim().to_ascii_lowercase();
+    let d = d
+        .strip_prefix("https://")
+        .or_else(|| d.strip_prefix("http://"))
+        .unwrap_or(&d);
+    d.trim_end_matches('/').to_owned()
+}
+
+/// Every configured shop, resolved and checked: the shorthand first, then `shopify.shops`.
+pub fn shops(config: &Config) -> anyhow::Result<Vec<Shop>> {
+    let accounts: Vec<String> = config.all_accounts().into_iter().map(|a| a.id).collect();
+    let mut out: Vec<Shop> = Vec::new();
+    let sc = &config.shopify;
+    match (
+        &config.shopify_shop_domain,
+        config.shopify_webhook_secret.is_empty(),
+    ) {
+        (Some(domain), false) => {
+            let mut shop = ShopConfig::new(domain.clone());
+            shop.secrets = vec![config.shopify_webhook_secret.clone()];
+            shop.access_token = sc.access_token.clone();
+            shop.admin_api_base = sc.admin_api_base.clone();
+            out.push(resolve(&shop, &accounts, "shopify_shop_domain")?);
+        }
+        (Some(_), true) => bail!(
+            "shopify_webhook_secret: shopify_shop_domain is set but the webhook secret is not; \
+             set PINCAPI_SHOPIFY_WEBHOOK_SECRET"
+        ),
+        (None, false) => bail!(
+            "shopify_shop_domain: the Shopify webhook secret is set but not the shop's domain; \
+             set PINCAPI_SHOPIFY_SHOP_DOMAIN (e.g. example.myshopify.com)"
+        ),
+        (None, true) => {
+            if !sc.access_token.is_empty() {
+                bail!(
+                    "shopify.access_token: set for the single-shop shorthand, which is not configured"
+                );
+            }
+        }
+    }
+    for (i, shop) in sc.shops.iter().enumerate() {
+        let resolved = resolve(shop, &accounts, &format!("shopify.shops[{i}]"))?;
+        if out.iter().any(|s| s.domain == resolved.domain) {
+            bail!(
+                "shopify.shops[{i}].domain: shop {} is configured twice",
+                resolved.domain
+            );
+        }
+        out.push(resolved);
+    }
+    if !(1..=250).contains(&sc.poll_page_size) {
+        bail!("shopify.poll_page_size: must be 1..=250 (Shopify's maximum page)");
+    }
+    if sc.max_body_bytes < 1024 {
+        bail!("shopify.max_body_bytes: must be at least 1024");
+    }
+    if let Some(url) = &sc.gateway_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        bail!("shopify.gateway_url: must be an http(s) URL, e.g. https://t.shop.example");
+    }
+    Ok(out)
+}
+
+/// The resolved shop for a webhook's shop domain, if it is configured. `Err` when it is
+/// configured but unusable (e.g. routed to an ad account that does not exist).
+pub fn find_shop(config: &Config, domain: &str) -> Result<Option<Shop>, String> {
+    let domain = normalize_domain(domain);
+    let accounts: Vec<String> = config.all_accounts().into_iter().map(|a| a.id).collect();
+    if let Some(d) = &config.shopify_shop_domain
+        && normalize_domain(d) == domain
+    {
+        let mut shop = ShopConfig::new(d.clone());
+        if !config.shopify_webhook_secret.is_empty() {
+            shop.secrets = vec![config.shopify_webhook_secret.clone()];
+        }
+        shop.access_token = config.shopify.access_token.clone();
+        shop.admin_api_base = config.shopify.admin_api_base.clone();
+        return resolve(&shop, &accounts, "shopify_shop_domain")
+            .map(Some)
+            .map_err(|e| e.to_string());
+    }
+    for (i, shop) in config.shopify.shops.iter().enumerate() {
+        if normalize_domain(&shop.domain) == domain {
+            return resolve(shop, &accounts, &format!("shopify.shops[{i}]"))
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
+    }
+    Ok(None)
+}
+
+fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> anyhow::Result<Shop> {
+    let domain = normalize_domain(&shop.domain);
+    if domain.is_empty() || domain.contains('/') || domain.contains(' ') {
+        bail!("{key}.domain: must be a shop domain like example.myshopify.com");
+    }
+    if shop.secrets.is_empty() || shop.secrets.len() > 2 {
+        bail!(
+            "{key}.secrets: give one webhook signing secret, or two during a rotation \
+             (found {})",
+            shop.secrets.len()
+        );
+    }
+    if shop.secrets.iter().any(Secret::is_empty) {
+        bail!("{key}.secrets: a secret is empty");
+    }
+    let ad_account_id = match &shop.ad_account_id {
+        Some(id) => {
+            if !accounts.contains(id) {
+                bail!(
+                    "{key}.ad_account_id: ad account {id} is not configured; it must be one of \
+                     ad_account_id or [[accounts]]"
+                );
+            }
+            id.clone()
+        }
+        None => match accounts.first() {
+            Some(id) => id.clone(),
+            None => bail!("{key}.ad_account_id: no Pinterest ad account is configured"),
+        },
+    };
+    if !matches!(shop.purchase_topic, Topic::OrdersCreate | Topic::OrdersPaid) {
+        bail!("{key}.purchase_topic: must be orders/create or orders/paid");
+    }
+    let admin_api_base = shop
+        .admin_api_base
+        .clone()
+        .unwrap_or_else(|| format!("https://{domain}/admin/api/{ADMIN_API_VERSION}"));
+    let admin_api_base = admin_api_base.trim_end_matches('/').to_owned();
+    if !(admin_api_base.starts_with("https://") || admin_api_base.starts_with("http://")) {
+        bail!("{key}.admin_api_base: must be an http(s) URL ending in /admin/api/<version>");
+    }
+    let options = MapOptions {
+        content_ids: shop.content_ids,
+        value: shop.value,
+        currency: shop.currency,
+        test_orders: shop.test_orders,
+        shop_domain: Some(
+            shop.storefront_domain
+                .as_deref()
+                .map(normalize_domain)
+                .unwrap_or_else(|| domain.clone()),
+        ),
+        partner_name: shop.partner_name.clone(),
+        checkouts: shop.checkouts,
+        carts: shop.carts,
+        customers: shop.customers,
+    };
+    Ok(Shop {
+        domain,
+        secrets: shop.secrets.clone(),
+        ad_account_id,
+        admin_api_base,
+        access_token: shop.access_token.clone(),
+        purchase_topic: shop.purchase_topic,
+        options,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::from_toml;
+
+    const BASE: &str = "ad_account_id = \"111\"\npinterest_token = \"t\"\n\
+                        [[accounts]]\nid = \"222\"\ntoken = \"t2\"\n";
+
+    #[test]
+    fn the_shorthand_maps_to_one_shop_on_the_first_account() {
+        let c = from_toml(&format!(
+            "shopify_webhook_secret = \"s\"\nshopify_shop_domain = \"Shop.MyShopify.com\"\n{BASE}"
+        ))
+        .unwrap();
+        let shops = shops(&c).unwrap();
+        assert_eq!(shops.len(), 1);
+        assert_eq!(shops[0].domain, "shop.myshopify.com");
+        assert_eq!(shops[0].ad_account_id, "111");
+        assert_eq!(
+            shops[0].admin_api_base,
+            "https://shop.myshopify.com/admin/api/2026-01"
+        );
+        assert!(!shops[0].polls());
+        assert!(
+            find_shop(&c, "https://shop.myshopify.com/")
+                .unwrap()
+                .is_some()
+        );
+        assert!(find_shop(&c, "other.myshopify.com").unwrap().is_none());
+    }
+
+    #[test]
+    fn shops_route_to_their_account_and_bad_settings_name_the_key() {
+        let c = from_toml(&format!(
+            "{BASE}[[shopify.shops]]\ndomain = \"a.myshopify.com\"\nsecrets = [\"x\", \"y\"]\n\
+             ad_account_id = \"222\"\ntest_orders = \"send_as_test\"\ncontent_ids = \"sku\"\n"
+        ))
+        .unwrap();
+        let s = &shops(&c).unwrap()[0];
+        assert_eq!(s.ad_account_id, "222");
+        assert_eq!(s.secrets.len(), 2);
+        assert_eq!(s.options.test_orders, TestOrders::SendAsTest);
+        assert_eq!(s.options.content_ids, ContentIdScheme::Sku);
+
+        for (extra, key) in [
+            (
+                "[[shopify.shops]]\ndomain = \"a.myshopify.com\"\nsecrets = [\"x\"]\nad_account_id = \"999\"\n",
+                "shopify.shops[0].ad_account_id",
+            ),
+            (
+                "[[shopify.shops]]\ndomain = \"a.myshopify.com\"\nsecrets = []\n",
+                "shopify.shops[0].secrets",
+            ),
+            (
+                "[[shopify.shops]]\ndomain = \"a.myshopify.com\"\nsecrets = [\"1\", \"2\", \"3\"]\n",
+                "shopify.shops[0].secrets",
+            ),
+            (
+                "[[shopify.shops]]\ndomain = \"a.myshopify.com\"\nsecrets = [\"x\"]\npurchase_topic = \"orders/updated\"\n",
+                "shopify.shops[0].purchase_topic",
+            ),
+        ] {
+            let c = from_toml(&format!("{BASE}{extra}")).unwrap();
+            let err = ShopifyConfig::validate(&c).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
+        let c = from_toml(&format!("shopify_webhook_secret = \"s\"\n{BASE}")).unwrap();
+        let err = ShopifyConfig::validate(&c).unwrap_err().to_string();
+        assert!(err.starts_with("shopify_shop_domain"), "{err}");
+    }
+}

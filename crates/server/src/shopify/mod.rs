@@ -1,20 +1,140 @@
 //! Shopify source: signed webhooks in, reconciliation against the Admin API, the custom
 //! pixel for the browser side.
+//!
+//! Every order becomes at most one Pinterest `checkout`, whichever path sees it first:
+//!
+//! - `webhook`: `POST /webhooks/shopify` verifies the HMAC, maps the payload with the core
+//!   (`pincapi_core::shopify::map`), and stores the delivery, the event and the order's ledger
+//!   row in one transaction before answering 200;
+//! - `poller`: every few minutes, lists the shop's recent orders from the Admin API and stores
+//!   those the webhooks missed through the same mapping and the same store call
+//!   (`record::Recorder`); `pincapi shopify backfill --since` runs it from a date;
+//! - `pixel`: the custom pixel that runs the Pinterest Tag in Shopify's checkout with the same
+//!   purchase `event_id` as the server, `"order-<order id digits>"`.
+//!
+//! The outbox holds one event per (ad account, event_id), so a retried webhook, a second
+//! subscription, the poller and the browser can all report an order and Pinterest still gets
+//! one event. `standin` is a local Admin API for tests and `pincapi shopify standin`.
+//!
+//! `GET /admin/shopify/ledger` (admin key) lists the order ledger: each order seen with its
+//! outcome (`sent`, `skipped` or `ignored`, with the reason), and cancellations and refunds.
+//!
+//! Wiring still owned elsewhere: `Config::validate` should call
+//! [`config::ShopifyConfig::validate`] so a bad `[shopify]` section stops `serve` at start; until
+//! it does, `spawn_background` logs the problem and webhooks for an unusable shop answer 503.
 
+pub mod cli;
 pub mod config;
+pub mod pixel;
+pub mod poller;
+pub mod record;
+pub mod standin;
+pub mod webhook;
 
+use std::time::Duration;
+
+use axum::Json;
 use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::AppState;
+use crate::outbox::ShopifyLedger;
+use crate::routes::{ApiError, bearer_matches};
+
+/// How long webhook ids are kept to recognise Shopify's retries (which end after 4 hours).
+const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Routes this source adds to the gateway.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/webhooks/shopify", post(webhook::receive))
+        .route("/admin/shopify/ledger", get(ledger))
 }
 
-/// Background tasks this source runs while the gateway serves (the reconciliation poller).
-pub fn spawn_background(_state: &AppState, _stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    Vec::new()
+/// Background tasks this source runs while the gateway serves: one reconciliation poller per
+/// shop with an Admin API access token, and the pruning of old webhook ids.
+pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let shops = match config::shops(&state.config) {
+        Ok(shops) => shops,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "The Shopify configuration is unusable; no Shopify poller runs");
+            return Vec::new();
+        }
+    };
+    if shops.is_empty() {
+        return Vec::new();
+    }
+    let mut tasks = Vec::new();
+    let recorder = record::Recorder {
+        outbox: state.outbox.clone(),
+        metrics: state.metrics.clone(),
+        delivery: Some(state.delivery.clone()),
+        max_event_age_secs: state.config.ingest.max_event_age_secs,
+        merge_window_ms: (state.config.ingest.merge_window_secs as i64).saturating_mul(1000),
+    };
+    let sc = &state.config.shopify;
+    for shop in shops.into_iter().filter(config::Shop::polls) {
+        let domain = shop.domain.clone();
+        match poller::Reconciler::new(shop, recorder.clone(), sc, state.config.request_timeout()) {
+            Ok(r) => tasks.push(tokio::spawn(poller::run_loop(
+                r,
+                sc.poll_interval(),
+                stop.clone(),
+            ))),
+            Err(e) => {
+                tracing::error!(shop = %domain, error = %format!("{e:#}"), "Could not start the Shopify poller")
+            }
+        }
+    }
+    tasks.push(tokio::spawn(prune_deliveries(state.clone(), stop)));
+    tasks
+}
+
+/// Forgets webhook ids older than [`DELIVERY_MEMORY`], hourly.
+async fn prune_deliveries(state: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        let before = crate::delivery::now_ms() - DELIVERY_MEMORY.as_millis() as i64;
+        match state.outbox.prune_shopify_deliveries(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deliveries = n, "Forgot old Shopify webhook ids"),
+            Err(e) => tracing::warn!(error = %e, "Could not prune old Shopify webhook ids"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// `?shop=&limit=` of the ledger listing.
+#[derive(Debug, Deserialize)]
+pub struct LedgerQuery {
+    pub shop: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /admin/shopify/ledger`: the order ledger, newest first (admin key).
+async fn ledger(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LedgerQuery>,
+) -> Result<Json<ShopifyLedger>, ApiError> {
+    if !bearer_matches(&headers, &state.config.admin_key) {
+        return Err(ApiError::unauthorized());
+    }
+    let shop = q.shop.as_deref().map(config::normalize_domain);
+    let ledger = state
+        .outbox
+        .shopify_ledger(shop, q.limit.unwrap_or(100).min(10_000))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "Could not read the Shopify order ledger");
+            ApiError::unavailable("the event store is unavailable")
+        })?;
+    Ok(Json(ledger))
 }

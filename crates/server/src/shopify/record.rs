@@ -1,0 +1,287 @@
+//! The one path from a mapped Shopify payload to the store, shared by the webhook and the
+//! poller: [`decide`] turns the core's [`Mapped`] into what to store and what to answer, and
+//! [`Recorder::store`] writes it in one transaction and keeps the metrics.
+
+use std::sync::Arc;
+
+use pincapi_core::event::EventName;
+use pincapi_core::ingest::TimeWindow;
+use pincapi_core::shopify::{LedgerKind, Mapped, OrderFacts, Topic};
+use serde::Serialize;
+
+use super::config::Shop;
+use crate::delivery::Delivery;
+use crate::metrics::Metrics;
+use crate::outbox::{
+    Enqueued, NewEvent, OrderOutcome, SharedOutbox, ShopifyAdjustment, ShopifyDelivery,
+    ShopifyOrder, ShopifyRecord, ShopifyStored, Source, StoreError,
+};
+
+/// What the gateway answers about one payload (and the poller reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// An event was stored for Pinterest.
+    Accepted,
+    /// The delivery was processed before (same webhook id): nothing stored.
+    Duplicate,
+    /// Not a conversion (a test order, `orders/updated`, a topic turned off, ...).
+    Ignored,
+    /// A conversion that cannot be sent (no match key, too old).
+    Skipped,
+    /// A cancellation or refund, recorded in the order ledger.
+    Recorded,
+}
+
+impl Status {
+    /// The label used in answers, the delivery table and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Accepted => "accepted",
+            Status::Duplicate => "duplicate",
+            Status::Ignored => "ignored",
+            Status::Skipped => "skipped",
+            Status::Recorded => "recorded",
+        }
+    }
+}
+
+/// What to store for one payload, and what to say about it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub status: Status,
+    pub reason: Option<String>,
+    pub event: Option<NewEvent>,
+    pub order: Option<ShopifyOrder>,
+    pub adjustment: Option<ShopifyAdjustment>,
+    /// The event is older than Pinterest's window and is not sent.
+    pub too_old: bool,
+}
+
+impl Decision {
+    /// Whether anything would be written. An ignored payload with no ledger row (an
+    /// `orders/updated`, a turned-off topic) writes nothing, not even its delivery: it costs
+    /// no fsync, and a retry of it is ignored again anyway.
+    pub fn stores_anything(&self) -> bool {
+        self.event.is_some() || self.order.is_some() || self.adjustment.is_some()
+    }
+
+    /// The event id, when there is an event.
+    pub fn event_id(&self) -> Option<&str> {
+        self.event.as_ref().map(|e| e.event_id.as_str())
+    }
+}
+
+/// Decides what one mapped payload becomes. `topic` is the topic it arrived on (the poller
+/// passes the shop's purchase topic); `now_ms` is the receive time.
+pub fn decide(
+    shop: &Shop,
+    topic: Topic,
+    mapped: Mapped,
+    source: Source,
+    now_ms: i64,
+    max_event_age_secs: i64,
+    merge_window_ms: i64,
+) -> Decision {
+    let ledger_row =
+        |facts: &OrderFacts, outcome: OrderOutcome, reason: Option<String>| ShopifyOrder {
+            order_id: facts.order_id.clone(),
+            ad_account_id: shop.ad_account_id.clone(),
+            created_at: facts.created_at,
+            test: facts.test,
+            value: facts.value.as_ref().map(|m| m.as_str().to_owned()),
+            currency: facts.currency.as_ref().map(|c| c.as_str().to_owned()),
+            source_name: facts.source_name.clone(),
+            outcome,
+            reason,
+            event_id: None,
+            source,
+        };
+    let nothing = |status: Status, reason: String| Decision {
+        status,
+        reason: Some(reason),
+        event: None,
+        order: None,
+        adjustment: None,
+        too_old: false,
+    };
+    match mapped {
+        Mapped::Event {
+            mut event,
+            test,
+            order,
+        } => {
+            let window = TimeWindow {
+                now: now_ms / 1000,
+                max_age: max_event_age_secs,
+                max_future_skew: TimeWindow::DEFAULT_MAX_FUTURE_SKEW,
+            };
+            match window.check(event.event_time) {
+                Ok(t) => event.event_time = t,
+                Err(why) => {
+                    let too_old = event.event_time.secs() < window.now;
+                    let reason = if too_old {
+                        format!("too old, not sent: event_time {why}")
+                    } else {
+                        format!("not sent: event_time {why}")
+                    };
+                    let mut d = nothing(Status::Skipped, reason.clone());
+                    d.order = order
+                        .as_ref()
+                        .map(|f| ledger_row(f, OrderOutcome::Skipped, Some(reason)));
+                    d.too_old = too_old;
+                    return d;
+                }
+            }
+            let event_id = event.event_id.as_str().to_owned();
+            // A purchase waits a little before its first send so the browser's report of the
+            // same event_id can be merged into it (see `ingest.merge_window_secs`).
+            let hold_ms = if event.event_name == EventName::Checkout {
+                merge_window_ms
+            } else {
+                0
+            };
+            let new_event = NewEvent {
+                ad_account_id: shop.ad_account_id.clone(),
+                event_id: event_id.clone(),
+                event_name: event.event_name,
+                event_time: event.event_time.secs(),
+                received_at_ms: now_ms,
+                source,
+                match_keys: event.user_data.match_keys().0,
+                test,
+                hold_ms,
+                payload: event.to_json(),
+            };
+            let order = order.as_ref().map(|f| {
+                let mut row = ledger_row(f, OrderOutcome::Sent, None);
+                row.event_id = Some(event_id.clone());
+                row
+            });
+            Decision {
+                status: Status::Accepted,
+                reason: test.then(|| "a test order, sent with Pinterest's test flag".to_owned()),
+                event: Some(new_event),
+                order,
+                adjustment: None,
+                too_old: false,
+            }
+        }
+        Mapped::Skipped { reason, order } => {
+            let reason = reason.to_string();
+            let mut d = nothing(Status::Skipped, reason.clone());
+            d.order = order
+                .as_ref()
+                .map(|f| ledger_row(f, OrderOutcome::Skipped, Some(reason)));
+            d
+        }
+        Mapped::Ignored { reason, order } => {
+            let mut d = nothing(Status::Ignored, reason.clone());
+            // Only the purchase topic speaks for the order: an `orders/updated` that is
+            // ignored says nothing about whether the purchase was sent.
+            if topic == shop.purchase_topic {
+                d.order = order
+                    .as_ref()
+                    .map(|f| ledger_row(f, OrderOutcome::Ignored, Some(reason)));
+            }
+            d
+        }
+        Mapped::Ledger(entry) => {
+            let kind = match entry.kind {
+                LedgerKind::Cancelled => "cancelled",
+                LedgerKind::Refunded => "refunded",
+            };
+            let mut d = nothing(
+                Status::Recorded,
+                format!(
+                    "order {} {kind}, recorded in the order ledger",
+                    entry.order_id
+                ),
+            );
+            d.adjustment = Some(ShopifyAdjustment {
+                order_id: entry.order_id,
+                kind: kind.to_owned(),
+                at: entry.at,
+                amount: entry.amount.map(|m| m.as_str().to_owned()),
+                currency: entry.currency.map(|c| c.as_str().to_owned()),
+                reason: entry.reason,
+                test: entry.test,
+            });
+            d
+        }
+    }
+}
+
+/// Stores decisions and counts them: what the webhook handler and the poller share.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub outbox: SharedOutbox,
+    pub metrics: Arc<Metrics>,
+    /// Woken after an enqueue; `None` in CLI commands, whose events a running gateway picks up
+    /// within its poll interval.
+    pub delivery: Option<Arc<Delivery>>,
+    pub max_event_age_secs: i64,
+    pub merge_window_ms: i64,
+}
+
+impl Recorder {
+    /// Stores each `(decision, delivery)` of one shop atomically (a duplicate delivery stores
+    /// nothing) and returns, per decision, what the store did.
+    pub async fn store(
+        &self,
+        shop: &Shop,
+        items: Vec<(Decision, Option<ShopifyDelivery>)>,
+        received_at_ms: i64,
+    ) -> Result<Vec<ShopifyStored>, StoreError> {
+        let records: Vec<ShopifyRecord> = items
+            .iter()
+            .map(|(d, delivery)| ShopifyRecord {
+                shop: shop.domain.clone(),
+                delivery: delivery.clone(),
+                event: d.event.clone(),
+                order: d.order.clone(),
+                adjustment: d.adjustment.clone(),
+                received_at_ms,
+            })
+            .collect();
+        let stored = self.outbox.record_shopify(records).await?;
+        let mut wake = false;
+        for ((d, _), s) in items.iter().zip(&stored) {
+            let ShopifyStored::Stored(enqueued) = s else {
+                continue;
+            };
+            if let (Some(e), Some(outcome)) = (&d.event, enqueued) {
+                let metric = match outcome {
+                    Enqueued::Accepted => {
+                        wake = true;
+                        "pincapi_events_ingested_total"
+                    }
+                    Enqueued::Merged | Enqueued::Duplicate => "pincapi_events_duplicate_total",
+                };
+                self.metrics.inc(
+                    metric,
+                    &[
+                        ("ad_account_id", &e.ad_account_id),
+                        ("event_name", e.event_name.as_str()),
+                        ("source", e.source.as_str()),
+                    ],
+                    1,
+                );
+            }
+            if let Some(o) = &d.order {
+                self.metrics.inc(
+                    "pincapi_shopify_orders_total",
+                    &[
+                        ("source", o.source.as_str()),
+                        ("outcome", o.outcome.as_str()),
+                    ],
+                    1,
+                );
+            }
+        }
+        if wake && let Some(delivery) = &self.delivery {
+            delivery.wake(&shop.ad_account_id);
+        }
+        Ok(stored)
+    }
+}

@@ -1,0 +1,1198 @@
+//! Shopify end to end: signed webhooks into the sandbox, the Admin API stand-in and the
+//! reconciliation poller, the order ledger, `pincapi map shopify`, `pincapi shopify backfill`,
+//! and the custom pixel run for real with node.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use pincapi::config::{Config, Secret};
+use pincapi::outbox::sqlite::count_states;
+use pincapi::sandbox::SandboxOptions;
+use pincapi::shopify::config::ShopConfig;
+use pincapi::shopify::standin::ShopifyStandin;
+use pincapi::shopify::webhook::sign;
+use pincapi_core::shopify::{TestOrders, purchase_event_id};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::watch;
+
+use crate::helpers::*;
+
+const SHOP: &str = "pincapi-test.myshopify.com";
+const SECRET: &str = "shpss_test_webhook_secret";
+const ADMIN_TOKEN: &str = "shpat_test_admin_token";
+const TAG_ID: &str = "2612345678901";
+/// The id of Shopify's sample order, which the pixel test also uses.
+const DOCS_ORDER_ID: u64 = 820_982_911_946_154_508;
+
+const DOCS_ORDER: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/shopify/orders-create.shopify-docs-2026-07.json"
+));
+const REST_REFUND: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/shopify/rest-refund.shopify-python-api.json"
+));
+
+fn testdata(name: &str) -> String {
+    format!(
+        "{}/../../testdata/shopify/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A running Admin API stand-in.
+struct Standin {
+    addr: SocketAddr,
+    standin: ShopifyStandin,
+    _stop: watch::Sender<bool>,
+}
+
+impl Standin {
+    async fn start() -> Standin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let standin = ShopifyStandin::new(ADMIN_TOKEN);
+        let (stop, mut rx) = watch::channel(false);
+        let s = standin.clone();
+        tokio::spawn(async move {
+            let _ = s
+                .serve(listener, async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+        });
+        Standin {
+            addr,
+            standin,
+            _stop: stop,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}/admin/api/2026-01", self.addr)
+    }
+
+    fn add(&self, order: &Value) {
+        self.standin.add(order.clone()).unwrap();
+    }
+
+    /// Requests the poller has made so far.
+    fn polls(&self) -> usize {
+        self.standin.requests().len()
+    }
+}
+
+fn rfc3339(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap()
+        .format(&Rfc3339)
+        .unwrap()
+}
+
+/// Shopify's sample order (a test order, cancelled and voided, from 2021) made into a real
+/// sale: not a test, not cancelled, paid, created three minutes ago, with its own id.
+fn sale(id: u64) -> Value {
+    let mut o: Value = serde_json::from_str(DOCS_ORDER).unwrap();
+    let created = rfc3339(now() - 180);
+    o["id"] = json!(id);
+    o["admin_graphql_api_id"] = json!(format!("gid://shopify/Order/{id}"));
+    o["test"] = json!(false);
+    o["cancelled_at"] = Value::Null;
+    o["cancel_reason"] = Value::Null;
+    o["closed_at"] = Value::Null;
+    o["financial_status"] = json!("paid");
+    o["created_at"] = json!(created);
+    o["processed_at"] = json!(created);
+    o["updated_at"] = json!(created);
+    o
+}
+
+fn shop(standin: Option<&Standin>) -> ShopConfig {
+    let mut s = ShopConfig::new(SHOP);
+    s.secrets = vec![Secret::new(SECRET)];
+    if let Some(st) = standin {
+        s.access_token = Secret::new(ADMIN_TOKEN);
+        s.admin_api_base = Some(st.base());
+    }
+    s
+}
+
+/// The gateway with one shop (polling `standin` when given), sending purchases at once and
+/// polling every 50 ms, two orders a page.
+async fn shopify_app(standin: Option<&Standin>, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let shop = shop(standin);
+    spawn_app_with(SandboxOptions::default(), move |c| {
+        c.ingest.merge_window_secs = 0;
+        c.shopify.shops = vec![shop];
+        c.shopify.poll_interval_ms = 50;
+        c.shopify.poll_page_size = 2;
+        tweak(c);
+        pincapi::shopify::config::ShopifyConfig::validate(c).expect("shopify config is valid");
+    })
+    .await
+}
+
+/// A delivery as Shopify sends it, signed with `secret`.
+struct Webhook<'a> {
+    topic: &'a str,
+    body: Vec<u8>,
+    secret: &'a str,
+    shop: &'a str,
+    webhook_id: String,
+    /// The newer header names, without `X-`.
+    unprefixed: bool,
+}
+
+impl<'a> Webhook<'a> {
+    fn new(topic: &'a str, body: &Value, webhook_id: &str) -> Webhook<'a> {
+        Webhook {
+            topic,
+            body: serde_json::to_vec(body).unwrap(),
+            secret: SECRET,
+            shop: SHOP,
+            webhook_id: webhook_id.to_owned(),
+            unprefixed: false,
+        }
+    }
+
+    fn raw(topic: &'a str, body: &[u8], webhook_id: &str) -> Webhook<'a> {
+        Webhook {
+            body: body.to_vec(),
+            ..Webhook::new(topic, &Value::Null, webhook_id)
+        }
+    }
+
+    async fn send(&self, app: &TestApp) -> (u16, Value) {
+        let p = if self.unprefixed { "" } else { "X-" };
+        let resp = app
+            .http
+            .post(app.url("/webhooks/shopify"))
+            .header("Content-Type", "application/json")
+            .header(format!("{p}Shopify-Topic"), self.topic)
+            .header(
+                format!("{p}Shopify-Hmac-Sha256"),
+                sign(&self.body, self.secret),
+            )
+            .header(format!("{p}Shopify-Shop-Domain"), self.shop)
+            .header(format!("{p}Shopify-Webhook-Id"), &self.webhook_id)
+            .header(format!("{p}Shopify-API-Version"), "2026-01")
+            .body(self.body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+async fn ledger(app: &TestApp) -> Value {
+    let (status, text) = app.get("/admin/shopify/ledger", Some(ADMIN_KEY)).await;
+    assert_eq!(status, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Rows in the outbox, by state.
+fn outbox_rows(app: &TestApp) -> i64 {
+    count_states(&app.db).unwrap().iter().map(|(_, n)| n).sum()
+}
+
+/// Waits until the poller has listed orders `n` more times.
+async fn wait_for_polls(standin: &Standin, n: usize) {
+    let target = standin.polls() + n;
+    wait_for(&format!("{n} more polls"), || async {
+        standin.polls() >= target
+    })
+    .await;
+}
+
+fn assert_valid_against_the_strict_schema(event: &Value) {
+    let schema = strict_schema();
+    let body = json!({ "data": [event] });
+    let errors: Vec<String> = schema
+        .iter_errors(&body)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "strict schema: {errors:?}\n{event}");
+}
+
+#[tokio::test]
+async fn the_same_webhook_twice_plus_the_poller_seeing_the_order_is_one_event_at_pinterest() {
+    let standin = Standin::start().await;
+    let order = sale(5_100_000_000_001);
+    standin.add(&order);
+    let app = shopify_app(Some(&standin), |_| {}).await;
+
+    let webhook = Webhook::new("orders/create", &order, "wh-create-1");
+    let (status, first) = webhook.send(&app).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "accepted");
+    assert_eq!(first["event_id"], "order-5100000000001");
+    let (status, second) = webhook.send(&app).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["status"], "duplicate");
+
+    app.wait_delivered(1).await;
+    // Let the poller see the order again after the delivery, more than once.
+    wait_for("the poller to have seen the order", || async {
+        ledger(&app).await["orders"][0]["sources"] == json!(["webhook", "poller"])
+    })
+    .await;
+    wait_for_polls(&standin, 3).await;
+
+    let l = ledger(&app).await;
+    assert_eq!(l["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(l["orders"][0]["outcome"], "sent");
+    assert_eq!(l["orders"][0]["event_id"], "order-5100000000001");
+    let sandbox = app.stop().await;
+    assert_eq!(sandbox.count_of("order-5100000000001"), 1);
+    let event = &sandbox.events()[0];
+    assert_eq!(event.ad_account_id, ACCOUNT);
+    assert!(!event.test);
+    assert_eq!(event.event["event_name"], "checkout");
+    assert_eq!(event.event["custom_data"]["value"], "404.95");
+    assert_valid_against_the_strict_schema(&event.event);
+}
+
+#[tokio::test]
+async fn orders_whose_webhooks_were_dropped_are_sent_once_by_the_poller_across_pages() {
+    let standin = Standin::start().await;
+    let ids: Vec<u64> = (1..=5).map(|i| 5_200_000_000_000 + i).collect();
+    for id in &ids {
+        standin.add(&sale(*id));
+    }
+    // Not an order to send: it must be listed (status=any) and ignored, not sent.
+    let mut cancelled = sale(5_200_000_000_099);
+    cancelled["cancelled_at"] = cancelled["created_at"].clone();
+    standin.add(&cancelled);
+    let app = shopify_app(Some(&standin), |_| {}).await;
+
+    app.wait_delivered(ids.len()).await;
+    // A sixth order appears after the first runs: the next run finds it.
+    let late = 5_200_000_000_006;
+    standin.add(&sale(late));
+    let sb = &app.sandbox;
+    wait_for("the late order", || async {
+        sb.count_of(&format!("order-{late}")) == 1
+    })
+    .await;
+    wait_for_polls(&standin, 6).await;
+
+    // Two orders a page: the poller followed the Link header's cursor.
+    let requests = standin.standin.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.query.as_deref().unwrap_or("").contains("page_info=")),
+        "{requests:?}"
+    );
+    assert!(requests.iter().all(|r| r.status == 200), "{requests:?}");
+    let first = requests[0].query.clone().unwrap();
+    assert!(first.contains("status=any") && first.contains("created_at_min="));
+
+    let l = ledger(&app).await;
+    let orders = l["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 7);
+    for o in orders {
+        assert_eq!(o["sources"], json!(["poller"]));
+        let expected = if o["order_id"] == "5200000000099" {
+            "ignored"
+        } else {
+            "sent"
+        };
+        assert_eq!(o["outcome"], expected, "{o}");
+    }
+    let sandbox = app.stop().await;
+    for id in ids.iter().chain([&late]) {
+        assert_eq!(sandbox.count_of(&format!("order-{id}")), 1, "order {id}");
+    }
+    assert_eq!(sandbox.count_of("order-5200000000099"), 0);
+    assert_eq!(sandbox.events().len(), 6);
+}
+
+#[tokio::test]
+async fn a_forged_or_missing_signature_and_an_unknown_shop_are_401_and_nothing_changes() {
+    let app = shopify_app(None, |_| {}).await;
+    let order = sale(5_300_000_000_001);
+
+    let mut forged = Webhook::new("orders/create", &order, "wh-forged");
+    forged.secret = "not-the-secret";
+    let (status, body) = forged.send(&app).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("Settings → Notifications → Webhooks"),
+        "{message}"
+    );
+    assert!(message.contains(SHOP), "{message}");
+
+    let mut unknown = Webhook::new("orders/create", &order, "wh-unknown");
+    unknown.shop = "someone-else.myshopify.com";
+    let (status, body) = unknown.send(&app).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unknown_shop");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("someone-else.myshopify.com is not configured")
+    );
+
+    // The body changed after signing: the signature covers the raw bytes.
+    let mut tampered = Webhook::new("orders/create", &order, "wh-tampered");
+    let signature = sign(&tampered.body, SECRET);
+    tampered.body.extend_from_slice(b" ");
+    let resp = app
+        .http
+        .post(app.url("/webhooks/shopify"))
+        .header("X-Shopify-Topic", "orders/create")
+        .header("X-Shopify-Hmac-Sha256", signature)
+        .header("X-Shopify-Shop-Domain", SHOP)
+        .body(tampered.body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let resp = app
+        .http
+        .post(app.url("/webhooks/shopify"))
+        .header("X-Shopify-Topic", "orders/create")
+        .header("X-Shopify-Shop-Domain", SHOP)
+        .body(serde_json::to_vec(&order).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Shopify-Hmac-Sha256")
+    );
+
+    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(ledger(&app).await, json!({"orders": [], "adjustments": []}));
+    let (_, metrics) = app.get("/metrics", None).await;
+    assert!(
+        metrics.contains(
+            "pincapi_shopify_webhooks_total{topic=\"orders/create\",outcome=\"unauthorized\"} 4"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn orders_updated_before_orders_create_is_ignored_and_the_create_is_still_sent() {
+    let app = shopify_app(None, |_| {}).await;
+    let order = sale(5_400_000_000_001);
+    let (status, body) = Webhook::new("orders/updated", &order, "wh-upd")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ignored");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("orders/updated is not a conversion")
+    );
+    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(ledger(&app).await["orders"], json!([]));
+
+    let (status, body) = Webhook::new("orders/create", &order, "wh-create")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "accepted");
+    assert_eq!(body["outbox"], "accepted");
+    app.wait_delivered(1).await;
+    assert_eq!(app.sandbox.count_of("order-5400000000001"), 1);
+}
+
+#[tokio::test]
+async fn a_1_mb_order_is_accepted_and_a_body_over_the_limit_is_413_with_nothing_stored() {
+    let app = shopify_app(None, |_| {}).await;
+    let mut order = sale(5_500_000_000_001);
+    let item = order["line_items"][0].clone();
+    let mut items = Vec::new();
+    let mut i = 0u64;
+    while serde_json::to_vec(&items).unwrap().len() < 1_050_000 {
+        let mut li = item.clone();
+        li["id"] = json!(900_000_000_000 + i);
+        li["variant_id"] = json!(40_000_000_000 + i);
+        items.push(li);
+        i += 1;
+    }
+    order["line_items"] = json!(items);
+    let webhook = Webhook::new("orders/create", &order, "wh-big");
+    assert!(webhook.body.len() > 1_000_000);
+    let (status, body) = webhook.send(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted");
+    app.wait_delivered(1).await;
+    let event = &app.sandbox.events()[0].event;
+    assert_eq!(
+        event["custom_data"]["contents"].as_array().unwrap().len(),
+        items.len()
+    );
+
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    let (status, body) = Webhook::raw("orders/create", &huge, "wh-huge")
+        .send(&app)
+        .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "too_large");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shopify.max_body_bytes")
+    );
+    assert_eq!(outbox_rows(&app), 1);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_or_not_the_topics_shape_is_400_and_nothing_is_stored() {
+    let app = shopify_app(None, |_| {}).await;
+    let (status, body) = Webhook::raw("orders/create", b"<html>not json</html>", "wh-html")
+        .send(&app)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_json");
+
+    let mut order = sale(5_600_000_000_001);
+    order["line_items"][1]["quantity"] = json!("two");
+    let (status, body) = Webhook::new("orders/create", &order, "wh-shape")
+        .send(&app)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_shape");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("line_items[1].quantity"), "{message}");
+
+    let (status, body) = Webhook::new("refunds/create", &json!({"id": 1}), "wh-refund")
+        .send(&app)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("order_id")
+    );
+
+    let resp = app
+        .http
+        .post(app.url("/webhooks/shopify"))
+        .header("X-Shopify-Hmac-Sha256", sign(b"{}", SECRET))
+        .header("X-Shopify-Shop-Domain", SHOP)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_topic");
+
+    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(ledger(&app).await, json!({"orders": [], "adjustments": []}));
+}
+
+#[tokio::test]
+async fn an_unknown_topic_is_200_ignored_so_shopify_stops_retrying() {
+    let app = shopify_app(None, |_| {}).await;
+    let (status, body) = Webhook::new("products/update", &json!({"id": 1}), "wh-product")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ignored");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not handle the topic")
+    );
+    assert_eq!(outbox_rows(&app), 0);
+}
+
+#[tokio::test]
+async fn each_shop_is_routed_to_its_own_ad_account_with_its_own_secret() {
+    const OTHER_ACCOUNT: &str = "549755885176";
+    const OTHER_SHOP: &str = "second-shop.myshopify.com";
+    let app = shopify_app(None, |c| {
+        c.accounts = vec![second_account(OTHER_ACCOUNT, "second-token")];
+        let mut other = ShopConfig::new(OTHER_SHOP);
+        other.secrets = vec![Secret::new("second-secret")];
+        other.ad_account_id = Some(OTHER_ACCOUNT.into());
+        c.shopify.shops.push(other);
+    })
+    .await;
+    let (status, _) = Webhook::new("orders/create", &sale(5_700_000_000_001), "a-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200);
+    let mut second = Webhook::new("orders/create", &sale(5_700_000_000_002), "b-1");
+    second.shop = OTHER_SHOP;
+    second.secret = "second-secret";
+    let (status, body) = second.send(&app).await;
+    assert_eq!(status, 200, "{body}");
+    // The first shop's secret does not open the second shop.
+    second.secret = SECRET;
+    second.webhook_id = "b-2".into();
+    assert_eq!(second.send(&app).await.0, 401);
+
+    app.wait_delivered(2).await;
+    let events = app.sandbox.events();
+    let account_of = |id: &str| {
+        events
+            .iter()
+            .find(|e| e.event["event_id"] == id)
+            .map(|e| e.ad_account_id.clone())
+            .unwrap()
+    };
+    assert_eq!(account_of("order-5700000000001"), ACCOUNT);
+    assert_eq!(account_of("order-5700000000002"), OTHER_ACCOUNT);
+}
+
+#[tokio::test]
+async fn the_old_and_the_new_secret_both_verify_during_a_rotation() {
+    let app = shopify_app(None, |c| {
+        c.shopify.shops[0].secrets = vec![Secret::new("new-secret"), Secret::new(SECRET)];
+    })
+    .await;
+    let old = Webhook::new("orders/create", &sale(5_800_000_000_001), "r-1");
+    assert_eq!(old.send(&app).await.0, 200);
+    let mut new = Webhook::new("orders/create", &sale(5_800_000_000_002), "r-2");
+    new.secret = "new-secret";
+    // Shopify's newer header names, without the X- prefix.
+    new.unprefixed = true;
+    let (status, body) = new.send(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted");
+    let mut neither = Webhook::new("orders/create", &sale(5_800_000_000_003), "r-3");
+    neither.secret = "retired-secret";
+    assert_eq!(neither.send(&app).await.0, 401);
+    app.wait_delivered(2).await;
+}
+
+#[tokio::test]
+async fn the_single_shop_shorthand_verifies_with_its_secret_and_sends_to_the_first_account() {
+    let app = spawn_app_with(SandboxOptions::default(), |c| {
+        c.ingest.merge_window_secs = 0;
+        c.shopify_webhook_secret = Secret::new(SECRET);
+        c.shopify_shop_domain = Some(SHOP.to_uppercase());
+    })
+    .await;
+    let (status, body) = Webhook::new("orders/create", &sale(5_850_000_000_001), "s-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_delivered(1).await;
+    assert_eq!(app.sandbox.events()[0].ad_account_id, ACCOUNT);
+}
+
+#[tokio::test]
+async fn test_orders_are_ignored_by_default_and_sent_with_the_test_flag_when_configured() {
+    let mut order = sale(5_900_000_000_001);
+    order["test"] = json!(true);
+
+    let app = shopify_app(None, |_| {}).await;
+    let (status, body) = Webhook::new("orders/create", &order, "t-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ignored");
+    assert!(body["reason"].as_str().unwrap().contains("test order"));
+    let l = ledger(&app).await;
+    assert_eq!(l["orders"][0]["outcome"], "ignored");
+    assert!(l["orders"][0]["test"].as_bool().unwrap());
+    assert!(
+        l["orders"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("test order")
+    );
+    assert_eq!(outbox_rows(&app), 0);
+    app.stop().await;
+
+    let app = shopify_app(None, |c| {
+        c.shopify.shops[0].test_orders = TestOrders::SendAsTest;
+    })
+    .await;
+    let (status, body) = Webhook::new("orders/create", &order, "t-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted");
+    app.wait_delivered(1).await;
+    let events = app.sandbox.events();
+    assert!(events[0].test);
+    let requests = app.sandbox.sandbox.requests();
+    assert_eq!(requests[0].query.as_deref(), Some("test=true"));
+}
+
+#[tokio::test]
+async fn cancellations_refunds_and_unmatchable_orders_are_recorded_in_the_ledger() {
+    let app = shopify_app(None, |_| {}).await;
+    let mut cancelled = sale(6_000_000_000_001);
+    cancelled["cancelled_at"] = json!(rfc3339(now() - 60));
+    cancelled["cancel_reason"] = json!("customer");
+    let (status, body) = Webhook::new("orders/cancelled", &cancelled, "c-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "recorded");
+
+    let refund: Value = serde_json::from_str::<Value>(REST_REFUND).unwrap()["refund"].clone();
+    let (status, body) = Webhook::new("refunds/create", &refund, "r-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "recorded");
+    // A second subscription delivers the same refund under another webhook id.
+    let (status, _) = Webhook::new("refunds/create", &refund, "r-2")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200);
+    // And Shopify retries the first delivery.
+    let (_, body) = Webhook::new("refunds/create", &refund, "r-1")
+        .send(&app)
+        .await;
+    assert_eq!(body["status"], "duplicate");
+
+    // No email, phone, IP or user agent: nothing Pinterest can match.
+    let mut anonymous = sale(6_000_000_000_002);
+    for key in [
+        "email",
+        "contact_email",
+        "customer",
+        "phone",
+        "browser_ip",
+        "client_details",
+    ] {
+        anonymous[key] = Value::Null;
+    }
+    let (status, body) = Webhook::new("orders/create", &anonymous, "a-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "skipped");
+
+    let l = ledger(&app).await;
+    let adjustments = l["adjustments"].as_array().unwrap();
+    assert_eq!(adjustments.len(), 2, "{l}");
+    let cancel = adjustments
+        .iter()
+        .find(|a| a["kind"] == "cancelled")
+        .unwrap();
+    assert_eq!(cancel["order_id"], "6000000000001");
+    assert_eq!(cancel["amount"], "404.95");
+    assert_eq!(cancel["currency"], "USD");
+    assert_eq!(cancel["reason"], "customer");
+    let refunded = adjustments
+        .iter()
+        .find(|a| a["kind"] == "refunded")
+        .unwrap();
+    assert_eq!(refunded["order_id"], "450789469");
+    assert_eq!(refunded["shop"], SHOP);
+    let orders = l["orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0]["order_id"], "6000000000002");
+    assert_eq!(orders[0]["outcome"], "skipped");
+    assert!(
+        orders[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot match it to a person")
+    );
+    assert_eq!(outbox_rows(&app), 0);
+}
+
+fn pincapi(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pincapi"));
+    cmd.args(args)
+        .env_clear()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("pincapi runs");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn map_shopify_prints_the_event_or_exits_non_zero_with_the_reason_nothing_would_be_sent() {
+    let out = pincapi(
+        &[
+            "map",
+            "shopify",
+            "orders/create",
+            &testdata("rest-order.shopify-python-api.json"),
+            "--any-age",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let event: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(event["event_id"], "order-450789469");
+    assert_eq!(event["event_name"], "checkout");
+    assert_eq!(event["user_data"]["em"].as_array().unwrap().len(), 1);
+    assert!(!text(&out.stdout).contains("bob.norman"), "hashes only");
+    assert_valid_against_the_strict_schema(&event);
+
+    // The same order without --any-age: from 2008, outside Pinterest's window.
+    let out = pincapi(
+        &[
+            "map",
+            "shopify",
+            "orders/create",
+            &testdata("rest-order.shopify-python-api.json"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("too old"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Shopify's sample is a test order (also cancelled and voided): nothing is sent.
+    let out = pincapi(
+        &[
+            "map",
+            "shopify",
+            "orders/create",
+            &testdata("orders-create.shopify-docs-2026-07.json"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(err.starts_with("not sent (ignored):"), "{err}");
+    assert!(err.contains("test order"), "{err}");
+
+    // A real sale on standard input.
+    let body = serde_json::to_vec(&sale(6_100_000_000_001)).unwrap();
+    let out = pincapi(&["map", "shopify", "orders/create", "-"], Some(&body));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let event: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(event["event_id"], "order-6100000000001");
+    assert_valid_against_the_strict_schema(&event);
+
+    let out = pincapi(&["map", "shopify", "orders/create", "-"], Some(b"nope"));
+    assert_eq!(out.status.code(), Some(2));
+    let out = pincapi(&["map", "shopify", "products/update", "-"], Some(b"{}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown topic"));
+}
+
+async fn run_cli(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pincapi(&args, None)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn backfill_queues_the_orders_the_webhooks_missed_and_reports_those_too_old_to_send() {
+    let standin = Standin::start().await;
+    let recent = [6_200_000_000_001u64, 6_200_000_000_002];
+    for id in recent {
+        standin.add(&sale(id));
+    }
+    let mut old = sale(6_200_000_000_003);
+    let ten_days_ago = rfc3339(now() - 10 * 86400);
+    old["created_at"] = json!(ten_days_ago);
+    old["processed_at"] = json!(ten_days_ago);
+    standin.add(&old);
+    let mut test_order = sale(6_200_000_000_004);
+    test_order["test"] = json!(true);
+    standin.add(&test_order);
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pincapi.db");
+    let config = dir.path().join("pincapi.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"sqlite://{}\"\nad_account_id = \"{ACCOUNT}\"\npinterest_token = \"t\"\n\
+             [shopify]\npoll_page_size = 3\n\
+             [[shopify.shops]]\ndomain = \"{SHOP}\"\nsecrets = [\"{SECRET}\"]\n\
+             access_token = \"{ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
+            db.display(),
+            standin.base()
+        ),
+    )
+    .unwrap();
+    let since = rfc3339(now() - 30 * 86400);
+    let args = |json: bool| {
+        let mut a = vec![
+            "shopify".to_owned(),
+            "backfill".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--since".into(),
+            since.clone(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let out = run_cli(args(false)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("4 orders since"), "{stdout}");
+    assert!(stdout.contains("2 queued"), "{stdout}");
+    assert!(stdout.contains("1 ignored"), "{stdout}");
+    assert!(
+        stdout.contains("order 6200000000003 created")
+            && stdout.contains("too old, not sent (outside Pinterest's 7-day window)"),
+        "{stdout}"
+    );
+    assert_eq!(count_states(&db).unwrap(), vec![("pending".to_owned(), 2)]);
+
+    // Running it again stores nothing new.
+    let out = run_cli(args(true)).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report[0]["sent"], 0);
+    assert_eq!(report[0]["already_stored"], 2);
+    assert_eq!(report[0]["too_old"][0]["order_id"], "6200000000003");
+    assert_eq!(count_states(&db).unwrap(), vec![("pending".to_owned(), 2)]);
+}
+
+#[tokio::test]
+async fn the_standin_paginates_like_shopify_and_refuses_a_wrong_token() {
+    let standin = Standin::start().await;
+    for i in 1..=5 {
+        standin.add(&sale(6_300_000_000_000 + i));
+    }
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/orders.json?status=any&limit=2&created_at_min={}",
+        standin.base(),
+        rfc3339(now() - 3600).replace('+', "%2B")
+    );
+    let resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let mut ids = Vec::new();
+    let mut next = Some(url);
+    let mut pages = 0;
+    while let Some(u) = next.take() {
+        let resp = http
+            .get(&u)
+            .header("X-Shopify-Access-Token", ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let link = resp
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: Value = resp.json().await.unwrap();
+        for o in body["orders"].as_array().unwrap() {
+            ids.push(o["id"].as_u64().unwrap());
+        }
+        pages += 1;
+        next = link.and_then(|l| {
+            l.split(", ")
+                .find(|p| p.ends_with("rel=\"next\""))
+                .map(|p| p[1..p.find('>').unwrap()].to_owned())
+        });
+        if let Some(n) = &next {
+            // A cursor cannot be combined with the filters, as at Shopify.
+            let resp = http
+                .get(format!("{n}&status=any"))
+                .header("X-Shopify-Access-Token", ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 400);
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        ids,
+        (1..=5)
+            .rev()
+            .map(|i| 6_300_000_000_000 + i)
+            .collect::<Vec<u64>>()
+    );
+}
+
+/// Renders the pixel with `pincapi shopify pixel`.
+async fn rendered_pixel(dir: &Path) -> std::path::PathBuf {
+    let out = run_cli(vec![
+        "shopify".into(),
+        "pixel".into(),
+        "--tag-id".into(),
+        TAG_ID.into(),
+        "--gateway-url".into(),
+        "https://t.shop.example/".into(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = dir.join("pixel.js");
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+/// Runs the pixel in node with `scenario`; returns what it did.
+async fn run_pixel(pixel: &Path, scenario: &Value) -> Value {
+    let scenario_path = pixel.with_file_name(format!("scenario-{}.json", rand_suffix()));
+    std::fs::write(&scenario_path, serde_json::to_vec(scenario).unwrap()).unwrap();
+    let harness = format!("{}/tests/node/pixel_harness.js", env!("CARGO_MANIFEST_DIR"));
+    let pixel = pixel.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(harness)
+            .arg(pixel)
+            .arg(scenario_path)
+            .output()
+            .expect("node runs (node 20 is at /usr/bin/node)")
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "node: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A `checkout_completed` customer event for the fixture order, as the Web Pixels API sends
+/// it, with `checkout.order.id` as given.
+fn checkout_completed(order: &Value, order_id: Value) -> Value {
+    let money = |v: &Value| json!({"amount": v.as_str().unwrap().parse::<f64>().unwrap(), "currencyCode": order["presentment_currency"]});
+    let lines: Vec<Value> = order["line_items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|li| {
+            json!({
+                "quantity": li["quantity"],
+                "title": li["title"],
+                "variant": {
+                    "id": li["variant_id"],
+                    "sku": li["sku"],
+                    "price": money(&li["price"]),
+                    "product": {"id": li["product_id"], "title": li["title"], "vendor": li["vendor"], "type": ""}
+                }
+            })
+        })
+        .collect();
+    json!({
+        "id": "sh-evt-1",
+        "name": "checkout_completed",
+        "type": "standard",
+        "clientId": "client-1",
+        "timestamp": rfc3339(now() - 2),
+        "context": {"document": {"location": {"href": "https://shop.example/checkouts/c/abc/thank-you"}}},
+        "data": {"checkout": {
+            "token": "abc",
+            "order": {"id": order_id, "customer": {"id": "115310627314723954"}},
+            "email": order["email"],
+            "currencyCode": order["presentment_currency"],
+            "subtotalPrice": money(&order["subtotal_price"]),
+            "totalPrice": money(&order["total_price"]),
+            "lineItems": lines
+        }}
+    })
+}
+
+fn tag_calls<'a>(out: &'a Value, name: &str) -> Vec<&'a Value> {
+    out["pintrk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c[0] == "track" && c[1] == name)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_pixel_names_a_purchase_with_the_same_event_id_as_the_webhook_path() {
+    // The server side: the fixture order, made a real sale, through the signed webhook.
+    let app = shopify_app(None, |_| {}).await;
+    let order = sale(DOCS_ORDER_ID);
+    let (status, body) = Webhook::new("orders/create", &order, "px-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_delivered(1).await;
+    let server_event_id = app.sandbox.events()[0].event["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let core_event_id = purchase_event_id(&DOCS_ORDER_ID.to_string()).unwrap();
+    assert_eq!(server_event_id, core_event_id.as_str());
+
+    // The browser side: the pixel, run for real, fed checkout_completed for the same order.
+    let dir = tempfile::tempdir().unwrap();
+    let pixel = rendered_pixel(dir.path()).await;
+    let fixture: Value = serde_json::from_str(DOCS_ORDER).unwrap();
+    for order_id in [
+        json!(format!("gid://shopify/OrderIdentity/{DOCS_ORDER_ID}")),
+        json!(DOCS_ORDER_ID.to_string()),
+    ] {
+        let scenario = json!({
+            "init": {"data": {"customer": null}, "context": {"document": {"location": {"href": "https://shop.example/"}}}},
+            "cookies": {"_epik": "dj0yJnU9pin"},
+            "events": [{"name": "checkout_completed", "event": checkout_completed(&fixture, order_id.clone())}]
+        });
+        let out = run_pixel(&pixel, &scenario).await;
+        assert_eq!(out["errors"], json!([]), "{out}");
+        assert_eq!(
+            out["scripts"],
+            json!(["https://s.pinimg.com/ct/core.js"]),
+            "{out}"
+        );
+        let calls = out["pintrk"].as_array().unwrap();
+        assert_eq!(calls[0], json!(["load", TAG_ID, {}]));
+        assert_eq!(calls[1], json!(["page"]));
+        // The guest's email is known only at checkout: enhanced match is added then.
+        assert!(
+            calls.contains(&json!(["set", {"em": "jon@example.com"}])),
+            "{out}"
+        );
+        let checkouts = tag_calls(&out, "checkout");
+        assert_eq!(checkouts.len(), 1, "{out}");
+        let data = &checkouts[0][2];
+        assert_eq!(data["event_id"], server_event_id.as_str(), "{order_id}");
+        assert_eq!(data["order_id"], DOCS_ORDER_ID.to_string());
+        assert_eq!(data["value"], json!(404.95));
+        assert_eq!(data["currency"], "USD");
+        let quantity: i64 = fixture["line_items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|li| li["quantity"].as_i64().unwrap())
+            .sum();
+        assert_eq!(data["order_quantity"], json!(quantity));
+        assert_eq!(data["line_items"].as_array().unwrap().len(), 5);
+
+        let beacons = out["beacons"].as_array().unwrap();
+        assert_eq!(beacons.len(), 1, "{out}");
+        assert_eq!(beacons[0]["url"], "https://t.shop.example/collect");
+        let mirror = &beacons[0]["body"];
+        assert_eq!(mirror["event_name"], "checkout");
+        assert_eq!(mirror["event_id"], server_event_id.as_str());
+        assert_eq!(mirror["data"]["value"], "404.95");
+        assert_eq!(mirror["data"]["order_id"], DOCS_ORDER_ID.to_string());
+        assert!(mirror["data"].get("event_id").is_none());
+        assert_eq!(mirror["em"], "jon@example.com");
+        assert_eq!(mirror["epik"], "dj0yJnU9pin");
+        assert_eq!(
+            mirror["event_source_url"],
+            "https://shop.example/checkouts/c/abc/thank-you"
+        );
+        assert!((mirror["event_time"].as_i64().unwrap() - now()).abs() < 60);
+    }
+}
+
+#[tokio::test]
+async fn the_pixel_reports_page_visits_and_cart_additions_and_never_throws_into_the_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let pixel = rendered_pixel(dir.path()).await;
+    let fixture: Value = serde_json::from_str(DOCS_ORDER).unwrap();
+    let mut broken_lines = checkout_completed(&fixture, json!("5"));
+    broken_lines["data"]["checkout"]["lineItems"] = json!(5);
+    let no_order_id = checkout_completed(&fixture, Value::Null);
+    let scenario = json!({
+        "init": {"data": {"customer": {"email": "Jane@Example.com"}}},
+        // No crypto.randomUUID and no sendBeacon: the fallbacks.
+        "crypto": false,
+        "beacon": false,
+        "events": [
+            {"name": "page_viewed", "event": {"timestamp": rfc3339(now()), "context": {"document": {"location": {"href": "https://shop.example/products/x"}}}}},
+            {"name": "product_added_to_cart", "event": {"data": {"cartLine": {
+                "quantity": 2,
+                "cost": {"totalAmount": {"amount": 179.98, "currencyCode": "USD"}},
+                "merchandise": {"id": "gid://shopify/ProductVariant/40000000001", "sku": "AV-1",
+                    "price": {"amount": 89.99, "currencyCode": "USD"},
+                    "product": {"id": "788032119674292922", "title": "Aviator sunglasses", "vendor": "Shades", "type": "Glasses"}}
+            }}}},
+            {"name": "product_added_to_cart", "event": {"data": null}},
+            {"name": "checkout_completed", "event": broken_lines},
+            {"name": "checkout_completed", "event": no_order_id},
+            {"name": "checkout_completed", "event": null}
+        ]
+    });
+    let out = run_pixel(&pixel, &scenario).await;
+    assert_eq!(out["errors"], json!([]), "{out}");
+    assert_eq!(
+        out["subscribed"],
+        json!(["page_viewed", "product_added_to_cart", "checkout_completed"])
+    );
+    let calls = out["pintrk"].as_array().unwrap();
+    assert_eq!(
+        calls[0],
+        json!(["load", TAG_ID, {"em": "Jane@Example.com"}])
+    );
+    assert!(tag_calls(&out, "checkout").is_empty(), "{out}");
+
+    let uuid = |v: &Value| {
+        let s = v.as_str().unwrap();
+        s.len() == 36 && s.chars().nth(14) == Some('4')
+    };
+    let visits = tag_calls(&out, "pagevisit");
+    assert_eq!(visits.len(), 1);
+    let carts = tag_calls(&out, "addtocart");
+    assert_eq!(carts.len(), 1);
+    let cart = &carts[0][2];
+    assert!(uuid(&cart["event_id"]) && uuid(&visits[0][2]["event_id"]));
+    assert_ne!(cart["event_id"], visits[0][2]["event_id"]);
+    assert_eq!(cart["value"], json!(179.98));
+    assert_eq!(
+        cart["line_items"],
+        json!([{"product_id": "40000000001", "product_name": "Aviator sunglasses",
+                "product_price": 89.99, "product_quantity": 2, "product_brand": "Shades",
+                "product_category": "Glasses"}])
+    );
+
+    // Mirrored with fetch (keepalive) when sendBeacon is missing, under the Tag's event ids.
+    let fetches = out["fetches"].as_array().unwrap();
+    assert_eq!(fetches.len(), 2, "{out}");
+    assert!(fetches.iter().all(|f| f["keepalive"] == true));
+    assert_eq!(fetches[0]["body"]["event_name"], "page_visit");
+    assert_eq!(fetches[0]["body"]["event_id"], visits[0][2]["event_id"]);
+    assert_eq!(
+        fetches[0]["body"]["event_source_url"],
+        "https://shop.example/products/x"
+    );
+    assert_eq!(fetches[1]["body"]["event_name"], "add_to_cart");
+    assert_eq!(fetches[1]["body"]["event_id"], cart["event_id"]);
+    assert_eq!(fetches[1]["body"]["data"]["value"], "179.98");
+    assert_eq!(
+        fetches[1]["body"]["data"]["line_items"][0]["product_price"],
+        "89.99"
+    );
+    assert_eq!(fetches[1]["body"]["em"], "Jane@Example.com");
+    assert!(fetches[1]["body"].get("epik").is_none());
+}
