@@ -9,3 +9,4 @@ pub mod ingest;
 pub mod normalize;
 pub mod pinterest;
 pub mod shopify;
+pub mod tag;
