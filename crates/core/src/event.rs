@@ -556,15 +556,17 @@ impl ConversionEvent {
 /// Merges what `incoming` knows into the stored event JSON `stored` (both as Pinterest
 /// receives them) and returns the merged JSON, or `None` when either does not parse or
 /// nothing changes. Used when the browser and the server report the same action under one
-/// event_id before it is sent: match keys are unioned, and custom data, the source URL and
-/// raw browser keys are filled in where the stored event has none. The stored event's name,
-/// time and id win.
-pub fn merge_payload(stored: &str, incoming: &str) -> Option<String> {
+/// event_id before it is sent: match keys are unioned, and the source URL and raw browser keys
+/// are filled in where the stored event has none. `custom_data` (value, currency, items) is
+/// taken from `incoming` when it is `authoritative` (the shop's own record, e.g. the Shopify
+/// order, arriving after the browser's report), otherwise only filled in when missing. The
+/// stored event's name, time and id win.
+pub fn merge_payload(stored: &str, incoming: &str, authoritative: bool) -> Option<String> {
     let mut base: ConversionEvent = serde_json::from_str(stored).ok()?;
     let other: ConversionEvent = serde_json::from_str(incoming).ok()?;
     let before = base.clone();
     base.user_data.merge(&other.user_data);
-    if base.custom_data.is_none() {
+    if other.custom_data.is_some() && (authoritative || base.custom_data.is_none()) {
         base.custom_data = other.custom_data;
     }
     if base.event_source_url.is_none() {
@@ -651,13 +653,20 @@ mod tests {
             value: Some(Money::parse("10.00").unwrap()),
             ..CustomData::default()
         });
-        let merged = merge_payload(&server.to_json(), &browser.to_json()).unwrap();
+        let merged = merge_payload(&server.to_json(), &browser.to_json(), false).unwrap();
         let merged: ConversionEvent = serde_json::from_str(&merged).unwrap();
         assert_eq!(merged.user_data.em.len(), 1);
         assert_eq!(merged.user_data.click_id.as_deref(), Some("epik"));
         assert_eq!(merged.custom_data, server.custom_data);
         assert!(merged.event_source_url.is_some());
-        assert_eq!(merge_payload(&server.to_json(), &server.to_json()), None);
+        assert_eq!(
+            merge_payload(&server.to_json(), &server.to_json(), false),
+            None
+        );
+        // The shop's record arriving after the browser's report sets value and items.
+        let merged = merge_payload(&browser.to_json(), &server.to_json(), true).unwrap();
+        let merged: ConversionEvent = serde_json::from_str(&merged).unwrap();
+        assert_eq!(merged.custom_data, server.custom_data);
     }
 
     #[test]

@@ -126,7 +126,9 @@ impl App {
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");
-        axum::serve(listener, router)
+        // With the peer address, so the browser collector knows the client's IP.
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await
             .context("while serving HTTP")?;

@@ -329,6 +329,7 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format: must be text or json");
         }
+        crate::shopify::config::ShopifyConfig::validate(self)?;
         Ok(())
     }
 

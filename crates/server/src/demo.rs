@@ -77,6 +77,8 @@ pub async fn run(
         ad_account_id: Some(DEMO_AD_ACCOUNT.into()),
         pinterest_token: Secret::new("demo-conversion-token"),
         log: "info".into(),
+        tag_id: Some(crate::browser::storefront::DEMO_TAG_ID.into()),
+        browser: crate::browser::storefront::demo_browser_config(),
         ..Config::default()
     };
     config.validate(true)?;
@@ -103,6 +105,10 @@ pub async fn run(
     );
     println!("  sandbox   http://{sandbox_addr}/v5   (stands in for api.pinterest.com)");
     println!("  store     {}", args.store.display());
+    println!(
+        "  shop      http://{addr}{}   (a storefront on /tag.js: click through and watch the sandbox)",
+        crate::browser::storefront::SHOP_PATH
+    );
 
     let events = sample_traffic(args.visitors, now_secs());
     let client = reqwest::Client::new();

@@ -75,6 +75,19 @@ enum Command {
     },
     /// Measure ingest and delivery throughput on this machine.
     Bench(pincapi::bench::BenchArgs),
+    /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
+    Tag(pincapi::browser::check::TagArgs),
+    /// Shopify tools: the custom pixel, a backfill from the Admin API, a local Admin API stand-in.
+    Shopify {
+        #[command(subcommand)]
+        command: pincapi::shopify::cli::ShopifyCommand,
+    },
+    /// Print the Pinterest event the gateway would send for a payload, e.g.
+    /// `pincapi map shopify orders/create order.json`.
+    Map {
+        #[command(subcommand)]
+        source: pincapi::shopify::cli::MapSource,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +186,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pincapi::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tag(args) => pincapi::browser::check::run(args).await,
+        Command::Shopify { command } => {
+            pincapi::shopify::cli::run(command, shutdown_signal()).await
+        }
+        Command::Map { source } => Ok(pincapi::shopify::cli::map(source)),
     }
 }
 

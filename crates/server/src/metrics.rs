@@ -77,6 +77,26 @@ const FAMILIES: &[Family] = &[
         help: "1 while an ad account is stopped by an authorisation failure (401/403).",
     },
     Family {
+        name: "pincapi_shopify_webhooks_total",
+        kind: "counter",
+        help: "Shopify webhook deliveries, by topic and answer (accepted, duplicate, ignored, skipped, recorded, unauthorized, invalid, too_large, unavailable).",
+    },
+    Family {
+        name: "pincapi_shopify_orders_total",
+        kind: "counter",
+        help: "Shopify orders seen on the purchase topic or by the poller, by source and outcome (sent, skipped, ignored).",
+    },
+    Family {
+        name: "pincapi_shopify_polls_total",
+        kind: "counter",
+        help: "Runs of the Shopify Admin API poller, by shop and result (ok, error).",
+    },
+    Family {
+        name: "pincapi_collector_refused_total",
+        kind: "counter",
+        help: "Browser collector requests refused before mapping, by reason (origin, rate_limited, too_large, content_type).",
+    },
+    Family {
         name: "pincapi_send_lag_seconds",
         kind: "histogram",
         help: "Time from event_time to delivery. Past 3600 s Pinterest counts the event as offline.",
@@ -171,6 +191,28 @@ impl Metrics {
             }
             h.sum += v * n as f64;
             h.count += n;
+        }
+    }
+
+    /// Records each of `values` in a histogram, under one lock.
+    pub fn observe_many(&self, name: &'static str, l: &[(&'static str, &str)], values: &[f64]) {
+        if values.is_empty() {
+            return;
+        }
+        if let Ok(mut g) = self.inner.lock() {
+            let h = g.histograms.entry((name, labels(l))).or_default();
+            if h.counts.is_empty() {
+                h.counts = vec![0; BUCKETS.len()];
+            }
+            for &v in values {
+                // Buckets are cumulative: count v in every bucket whose bound it does not pass.
+                let first = BUCKETS.partition_point(|b| *b < v);
+                for c in &mut h.counts[first..] {
+                    *c += 1;
+                }
+                h.sum += v;
+                h.count += 1;
+            }
         }
     }
 
