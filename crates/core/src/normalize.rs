@@ -302,10 +302,24 @@ pub fn hash(
 pub fn calling_code(country: &str) -> Option<&'static str> {
     let code = country.trim().to_ascii_lowercase();
     let code = if code == "uk" { "gb" } else { code.as_str() };
-    COUNTRIES
-        .iter()
-        .find(|&&(a2, cc, _)| a2 == code && !cc.is_empty())
+    by_code(code)
         .map(|&(_, cc, _)| cc)
+        .filter(|cc| !cc.is_empty())
+}
+
+/// The table row of an alpha-2 code (lower case). Every event asks this several times (the
+/// country itself, phones, postcodes, regions), so it is a hash lookup, built once.
+fn by_code(code: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static str, usize>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        COUNTRIES
+            .iter()
+            .enumerate()
+            .map(|(i, &(a2, _, _))| (a2, i))
+            .collect()
+    });
+    index.get(code).map(|&i| &COUNTRIES[i])
 }
 
 /// Normalise a country given as alpha-2 code (any case) or, for common cases, English name,
@@ -325,16 +339,22 @@ fn compact(s: &str) -> String {
 }
 
 fn lookup_country(raw: &str) -> Option<&'static str> {
+    let trimmed = raw.trim();
+    // The common case, a two-letter code, without allocating.
+    if trimmed.len() == 2 && trimmed.bytes().all(|b| b.is_ascii_alphabetic()) {
+        let lower = [
+            trimmed.as_bytes()[0].to_ascii_lowercase(),
+            trimmed.as_bytes()[1].to_ascii_lowercase(),
+        ];
+        if let Some(&(a2, _, _)) = std::str::from_utf8(&lower).ok().and_then(by_code) {
+            return Some(a2);
+        }
+    }
     let key = compact(raw);
     if key.is_empty() {
         return None;
     }
-    let by_code = |code: &str| {
-        COUNTRIES
-            .iter()
-            .find(|&&(a2, _, _)| a2 == code)
-            .map(|&(a2, _, _)| a2)
-    };
+    let by_code = |code: &str| by_code(code).map(|&(a2, _, _)| a2);
     if key.len() == 2 {
         return by_code(&key).or_else(|| {
             COUNTRY_ALIASES

@@ -228,8 +228,9 @@ impl Delivery {
         let (too_old, sendable): (Vec<_>, Vec<_>) =
             claimed.into_iter().partition(|e| e.event_time < oldest);
         let mut settlements = Vec::new();
+        let mut tally = Tally::default();
         for e in &too_old {
-            self.count(account, e, "pincapi_events_dead_lettered_total");
+            tally.count(e, "pincapi_events_dead_lettered_total");
             settlements.push(Settlement::Dead {
                 id: e.id,
                 reason: format!(
@@ -244,11 +245,19 @@ impl Delivery {
             sendable.into_iter().partition(|e| e.test || account.test);
         for (group, is_test) in [(live, false), (test, true)] {
             if !group.is_empty() {
-                self.send_group(account, group, is_test, &mut round, &mut settlements)
-                    .await;
+                self.send_group(
+                    account,
+                    group,
+                    is_test,
+                    &mut round,
+                    &mut settlements,
+                    &mut tally,
+                )
+                .await;
             }
         }
         self.outbox.settle(settlements).await?;
+        tally.flush(&self.metrics, &account.id);
         Ok(round)
     }
 
@@ -260,6 +269,7 @@ impl Delivery {
         test: bool,
         round: &mut Round,
         settlements: &mut Vec<Settlement>,
+        tally: &mut Tally,
     ) {
         let mut work = vec![group];
         while let Some(batch) = work.pop() {
@@ -317,12 +327,12 @@ impl Delivery {
                         match o {
                             EventOutcome::Delivered { warning } => {
                                 round.delivered += 1;
-                                self.count(account, e, "pincapi_events_delivered_total");
+                                tally.count(e, "pincapi_events_delivered_total");
                                 if let Some(w) = &warning {
-                                    self.count(account, e, "pincapi_events_warned_total");
+                                    tally.count(e, "pincapi_events_warned_total");
                                     tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, warning = %w, "Pinterest processed an event with a warning");
                                 }
-                                self.observe_lag(account, e, sent_at);
+                                tally.lag(e, sent_at);
                                 settlements.push(Settlement::Delivered {
                                     id: e.id,
                                     sent_at_ms: sent_at,
@@ -331,8 +341,8 @@ impl Delivery {
                             }
                             EventOutcome::Failed { message } => {
                                 round.failed += 1;
-                                self.count(account, e, "pincapi_events_failed_total");
-                                self.count(account, e, "pincapi_events_dead_lettered_total");
+                                tally.count(e, "pincapi_events_failed_total");
+                                tally.count(e, "pincapi_events_dead_lettered_total");
                                 tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, event_name = %e.event_name, reason = %message, "Pinterest refused an event; dead-lettered");
                                 settlements.push(Settlement::Dead {
                                     id: e.id,
@@ -391,7 +401,7 @@ impl Delivery {
                             }
                             None => {
                                 round.failed += 1;
-                                self.count(account, e, "pincapi_events_dead_lettered_total");
+                                tally.count(e, "pincapi_events_dead_lettered_total");
                                 settlements.push(Settlement::Dead {
                                     id: e.id,
                                     reason: format!(
@@ -459,8 +469,8 @@ impl Delivery {
                     } else {
                         for e in &batch {
                             round.failed += 1;
-                            self.count(account, e, "pincapi_events_failed_total");
-                            self.count(account, e, "pincapi_events_dead_lettered_total");
+                            tally.count(e, "pincapi_events_failed_total");
+                            tally.count(e, "pincapi_events_dead_lettered_total");
                             tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, reason = %message, "Pinterest refused an event as invalid; dead-lettered");
                             settlements.push(Settlement::Dead {
                                 id: e.id,
@@ -488,25 +498,43 @@ impl Delivery {
             }
         }
     }
+}
 
-    fn count(&self, account: &Account, e: &ClaimedEvent, name: &'static str) {
-        self.metrics.inc(
-            name,
-            &[
-                ("ad_account_id", &account.id),
-                ("event_name", e.event_name.as_str()),
-            ],
-            1,
-        );
+/// Metric updates of one round, applied at its end with one lock each instead of several per
+/// event.
+#[derive(Default)]
+struct Tally {
+    counts: HashMap<(&'static str, &'static str), u64>,
+    lags: Vec<f64>,
+    delays: Vec<f64>,
+}
+
+impl Tally {
+    fn count(&mut self, e: &ClaimedEvent, metric: &'static str) {
+        *self
+            .counts
+            .entry((metric, e.event_name.as_str()))
+            .or_default() += 1;
     }
 
-    fn observe_lag(&self, account: &Account, e: &ClaimedEvent, sent_at_ms: i64) {
-        let l = [("ad_account_id", account.id.as_str())];
-        let lag = (sent_at_ms as f64 / 1000.0 - e.event_time as f64).max(0.0);
-        self.metrics.observe("pincapi_send_lag_seconds", &l, lag, 1);
-        let delay = ((sent_at_ms - e.received_at_ms) as f64 / 1000.0).max(0.0);
-        self.metrics
-            .observe("pincapi_queue_delay_seconds", &l, delay, 1);
+    fn lag(&mut self, e: &ClaimedEvent, sent_at_ms: i64) {
+        self.lags
+            .push((sent_at_ms as f64 / 1000.0 - e.event_time as f64).max(0.0));
+        self.delays
+            .push(((sent_at_ms - e.received_at_ms) as f64 / 1000.0).max(0.0));
+    }
+
+    fn flush(self, metrics: &Metrics, account: &str) {
+        for ((metric, event_name), n) in self.counts {
+            metrics.inc(
+                metric,
+                &[("ad_account_id", account), ("event_name", event_name)],
+                n,
+            );
+        }
+        let l = [("ad_account_id", account)];
+        metrics.observe_many("pincapi_send_lag_seconds", &l, &self.lags);
+        metrics.observe_many("pincapi_queue_delay_seconds", &l, &self.delays);
     }
 }
 

@@ -225,3 +225,31 @@ async fn deadletter_commands_list_retry_and_drop() {
     let bad = run(vec!["retry"]).await.unwrap();
     assert!(!bad.status.success());
 }
+
+#[test]
+fn the_bench_runs_every_phase_and_reports_json() {
+    // A smoke run: it proves the benchmark works end to end; the figures themselves are
+    // measured with a release build and reported in the README, never asserted here.
+    let out = pincapi(
+        &[
+            "bench",
+            "--seconds",
+            "0.3",
+            "--concurrency",
+            "4",
+            "--delivery-events",
+            "500",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["phases"].as_array().unwrap().len(), 3);
+    for p in report["phases"].as_array().unwrap() {
+        assert_eq!(p["errors"], 0, "{p}");
+        assert!(p["requests"].as_u64().unwrap() > 0, "{p}");
+    }
+    assert!(report["delivery_events"].as_u64().unwrap() >= 500);
+    assert!(report["delivery_events_per_sec"].as_f64().unwrap() > 0.0);
+}
