@@ -405,6 +405,34 @@ fn clean_raw(v: &Option<String>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Removes the offending value from a serde error message, keeping what was expected:
+/// `invalid type: string "jon@example.com", expected an integer` → `invalid type: string,
+/// expected an integer`; `unknown variant `jane@x.co`, expected one of ...` → `unknown variant,
+/// expected one of ...`. The expectation is ours and safe; the found value may be personal
+/// data. Field names (`unknown field `eventName``) are kept: they are the caller's keys.
+pub fn redact_serde_message(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let Some(at) = rest.rfind(", expected ") else {
+                return format!("{prefix}value");
+            };
+            let found = rest[..at]
+                .split(['"', '`'])
+                .next()
+                .unwrap_or("value")
+                .trim();
+            return format!("{prefix}{found}{}", &rest[at..]);
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        return match rest.find("`, expected") {
+            Some(at) => format!("unknown variant{}", &rest[at + 1..]),
+            None => "unknown variant".to_owned(),
+        };
+    }
+    message.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +499,22 @@ mod tests {
             at(NOW * 1000).unwrap_err()[0]
                 .reason
                 .contains("milliseconds")
+        );
+    }
+
+    #[test]
+    fn serde_messages_lose_the_offending_value() {
+        assert_eq!(
+            redact_serde_message(r#"invalid type: string "jon@example.com", expected an integer"#),
+            "invalid type: string, expected an integer"
+        );
+        assert_eq!(
+            redact_serde_message("unknown variant `jane@x.co`, expected one of `web`, `offline`"),
+            "unknown variant, expected one of `web`, `offline`"
+        );
+        assert_eq!(
+            redact_serde_message("unknown field `eventName`, expected one of `event_name`"),
+            "unknown field `eventName`, expected one of `event_name`"
         );
     }
 

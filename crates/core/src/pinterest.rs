@@ -92,6 +92,9 @@ pub enum BatchOutcome {
     /// The token or its rights are wrong (401/403): stop this ad account until an operator
     /// acts; retrying the same token will not help.
     AuthFailed { status: u16, message: String },
+    /// The request itself is wrong for this account (404, 405, 415: a wrong ad account id or
+    /// base URL): stop the account and keep the events; no event is at fault.
+    Misconfigured { status: u16, message: String },
     /// The request as a whole was refused (400). With more than one event the worker splits
     /// the batch to isolate the offending event; a single event is failed with the message.
     Invalid { message: String },
@@ -125,7 +128,11 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], sent: usize
             status,
             message: message(),
         },
-        400 | 404 | 405 | 413 | 415 => BatchOutcome::Invalid { message: message() },
+        404 | 405 | 415 => BatchOutcome::Misconfigured {
+            status,
+            message: message(),
+        },
+        400 | 413 => BatchOutcome::Invalid { message: message() },
         429 => BatchOutcome::Retry {
             after: retry_after.and_then(parse_retry_after),
             reason: format!("rate limited: {}", message()),
@@ -308,6 +315,10 @@ mod tests {
         assert!(matches!(
             classify(400, None, br#"{"code":1,"message":"bad"}"#, 5),
             BatchOutcome::Invalid { .. }
+        ));
+        assert!(matches!(
+            classify(404, None, b"not found", 5),
+            BatchOutcome::Misconfigured { status: 404, .. }
         ));
     }
 

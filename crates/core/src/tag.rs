@@ -18,6 +18,14 @@
 //! warning. Money keeps the exact digits the page wrote: values are read as raw JSON text and
 //! never pass through a float. A bad data value loses only that value (with a warning), never
 //! the event: the browser cannot be asked to send again, and the action still counts.
+//!
+//! The page URL (`event_source_url`, else the `Referer`) is stored and sent as it is, so it is
+//! scrubbed first, as the Shopify mapping scrubs `landing_site`: no fragment, no token or
+//! access-key parameters (`key=` of Shopify's order status page, theme previews), no parameter
+//! whose value is an email address (`?email=` from a newsletter link).
+//!
+//! A purchase's `event_id` follows [`purchase_event_id`], the rule tag.js applies to the
+//! Tag's `order_id`.
 
 use std::collections::BTreeMap;
 
@@ -307,6 +315,16 @@ pub fn collect(
             ));
             None
         }
+    })
+    .and_then(|url| {
+        let scrubbed = crate::shopify::url::event_source_url(&url, None);
+        if scrubbed.is_none() {
+            warnings.push(FieldIssue::new(
+                "event_source_url",
+                "dropped: not a storefront page (password, preview or wallet page)",
+            ));
+        }
+        scrubbed
     });
 
     let (Some(event_name), Some(event_id), Some(event_time), true) =
@@ -422,8 +440,34 @@ fn map_line_item(
     c
 }
 
-/// Warns when a purchase's event_id is not the one the server derives from its order id:
-/// then the Shopify webhook's copy cannot merge with it and Pinterest cannot de-duplicate.
+/// The event_id of a purchase reported with the Tag's `order_id`, as tag.js derives it:
+///
+/// - a Shopify order id, digits (`820982911946154508`) or a Shopify GID
+///   (`gid://shopify/Order/820982911946154508`): `"order-"` and the digits, the Shopify rule
+///   [`crate::shopify::purchase_event_id`], so the order webhook's copy merges with it;
+/// - any other id: `"order-"` and the whole trimmed id (`US-1001` → `order-US-1001`), so
+///   `US-1001`, `CA-1001` and `1001-R2` stay three orders.
+///
+/// `None` for an empty id. The browser's equivalent (tag.js):
+/// `var m = id.match(/^(?:gid:\/\/shopify\/[A-Za-z]+\/)?(\d+)$/); "order-" + (m ? m[1] : id)`.
+pub fn purchase_event_id(order_id: &str) -> Option<EventId> {
+    let id = order_id.trim();
+    if id.is_empty() {
+        return None;
+    }
+    let digits = id
+        .strip_prefix("gid://shopify/")
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(kind, _)| !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphabetic()))
+        .map_or(id, |(_, digits)| digits);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return crate::shopify::purchase_event_id(digits);
+    }
+    EventId::parse(format!("order-{id}")).ok()
+}
+
+/// Warns when a purchase's event_id is not the one derived from its order id: then the
+/// Shopify webhook's copy cannot merge with it and Pinterest cannot de-duplicate.
 fn check_purchase_id(
     data: &BTreeMap<String, Box<RawValue>>,
     event_id: &EventId,
@@ -432,13 +476,13 @@ fn check_purchase_id(
     let Some(Ok(Some(order_id))) = data.get("order_id").map(|r| raw_string(r)) else {
         return;
     };
-    if let Some(expected) = crate::shopify::purchase_event_id(&order_id)
+    if let Some(expected) = purchase_event_id(&order_id)
         && expected != *event_id
     {
         warnings.push(FieldIssue::new(
             "event_id",
             format!(
-                "a purchase's event_id should be \"order-\" and the order id's digits ({expected}); \
+                "a purchase's event_id should be \"order-\" and the order id ({expected}); \
                  the server's copy of this order will not be de-duplicated against it"
             ),
         ));
@@ -728,6 +772,84 @@ mod tests {
         )
         .unwrap();
         assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn purchase_ids_take_the_digits_only_of_shopify_ids() {
+        let id = |s: &str| purchase_event_id(s).map(|e| e.as_str().to_owned());
+        assert_eq!(
+            id(" 820982911946154508 ").as_deref(),
+            Some("order-820982911946154508")
+        );
+        assert_eq!(
+            id("gid://shopify/Order/820982911946154508").as_deref(),
+            Some("order-820982911946154508")
+        );
+        assert_eq!(
+            id("gid://shopify/OrderIdentity/5210499102").as_deref(),
+            Some("order-5210499102")
+        );
+        // Other shops' ids are kept whole: different orders stay different events.
+        assert_eq!(id("US-1001").as_deref(), Some("order-US-1001"));
+        assert_eq!(id("CA-1001").as_deref(), Some("order-CA-1001"));
+        assert_eq!(id("1001-R2").as_deref(), Some("order-1001-R2"));
+        assert_eq!(id("#1001").as_deref(), Some("order-#1001"));
+        assert_eq!(
+            id("gid://shopify/Order/12x").as_deref(),
+            Some("order-gid://shopify/Order/12x")
+        );
+        assert_eq!(id("  "), None);
+        // Both non-Shopify purchases are accepted under their own ids without a warning.
+        for order in ["US-1001", "CA-1001"] {
+            let c = check(&format!(
+                r#"{{"event_name":"checkout","event_id":"order-{order}","data":{{"order_id":"{order}"}}}}"#
+            ))
+            .unwrap();
+            assert!(c.warnings.is_empty(), "{order}: {:?}", c.warnings);
+        }
+        let c = check(
+            r#"{"event_name":"checkout","event_id":"order-1001","data":{"order_id":"US-1001"}}"#,
+        )
+        .unwrap();
+        assert_eq!(fields(&c.warnings), vec!["event_id"]);
+    }
+
+    #[test]
+    fn page_urls_lose_access_keys_and_email_addresses_before_they_are_stored() {
+        let c = check(
+            r#"{"event_name":"page_visit","event_id":"p1",
+                "event_source_url":"https://shop.example/123/orders/abc?key=s3cret&email=jane%40example.com&utm_source=pin#token"}"#,
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.event.event_source_url.as_deref(),
+            Some("https://shop.example/123/orders/abc?utm_source=pin")
+        );
+        // The Referer is scrubbed the same way.
+        let ctx = BrowserContext {
+            referer: Some("https://shop.example/?subscriber=jane@example.com&_bt=preview"),
+            ..browser()
+        };
+        let c = collect(
+            r#"{"event_name":"page_visit","event_id":"p1"}"#,
+            &ctx,
+            &TimeWindow::around(NOW),
+        )
+        .unwrap();
+        assert_eq!(
+            c.event.event_source_url.as_deref(),
+            Some("https://shop.example/")
+        );
+        let json = c.event.to_json();
+        assert!(!json.contains("jane"), "{json}");
+        // A locked store's password page is no storefront page.
+        let c = check(
+            r#"{"event_name":"page_visit","event_id":"p1","event_source_url":"https://shop.example/password"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.event.event_source_url, None);
+        assert_eq!(fields(&c.warnings), vec!["event_source_url"]);
     }
 
     proptest::proptest! {

@@ -28,8 +28,9 @@ pub struct BenchArgs {
     /// Seconds each ingest phase runs.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Concurrent HTTP clients of the load generator.
-    #[arg(long, default_value_t = 64)]
+    /// Concurrent HTTP clients of the load generator (a shop's webhooks and its visitors'
+    /// browsers are many independent clients; durable ingest commits what arrives together).
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// Events queued before the delivery phase.
     #[arg(long, default_value_t = 200_000)]

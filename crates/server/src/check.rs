@@ -48,5 +48,8 @@ pub async fn token(client: &PinterestClient, account: &AccountConfig) -> Result<
         BatchOutcome::Invalid { message } => {
             Err(format!("the test request was refused: {message}"))
         }
+        BatchOutcome::Misconfigured { status, message } => Err(format!(
+            "HTTP {status}: {message}. Check pinterest_api_base and the ad account id"
+        )),
     }
 }

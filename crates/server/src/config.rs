@@ -96,7 +96,8 @@ pub struct DeliveryConfig {
     pub batch_size: usize,
     /// Call budget per ad account per minute; Pinterest allows 5,000.
     pub max_calls_per_minute: u32,
-    /// Requests in flight per ad account.
+    /// Requests in flight per ad account. With Pinterest answering a 1000-event batch in a
+    /// few hundred milliseconds, 4 keeps up with thousands of events per second per account.
     pub concurrency: usize,
     /// Timeout of one request to Pinterest, seconds.
     pub request_timeout_secs: u64,
@@ -116,7 +117,7 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             batch_size: 1000,
             max_calls_per_minute: 4000,
-            concurrency: 2,
+            concurrency: 4,
             request_timeout_secs: 30,
             lease_secs: 120,
             poll_interval_ms: 1000,
@@ -141,6 +142,13 @@ pub struct IngestConfig {
     /// (the webhook's email and address, the browser's click id, IP and user agent). Seconds;
     /// 60 keeps the send far inside Pinterest's one-hour real-time limit.
     pub merge_window_secs: u64,
+    /// How long a purchase reported by the browser (tag.js, the Shopify custom pixel) waits
+    /// before its first send when a Shopify shop sends to the same ad account, instead of
+    /// `merge_window_secs`: the order webhook can be minutes late (and the poller later still),
+    /// and only its copy carries the buyer's email, phone, address and the order's value.
+    /// When it arrives the event is sent at once. Seconds; 600 (10 minutes) stays far inside
+    /// Pinterest's one-hour real-time limit.
+    pub browser_purchase_hold_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -150,6 +158,7 @@ impl Default for IngestConfig {
             default_country: None,
             max_event_age_secs: pincapi_core::ingest::TimeWindow::DEFAULT_MAX_AGE,
             merge_window_secs: 60,
+            browser_purchase_hold_secs: 600,
         }
     }
 }
@@ -317,6 +326,13 @@ impl Config {
         }
         if d.concurrency == 0 || d.concurrency > 64 {
             bail!("delivery.concurrency: must be 1..=64");
+        }
+        if d.lease_secs < 2 * d.request_timeout_secs + 30 {
+            bail!(
+                "delivery.lease_secs: must be at least 2 x delivery.request_timeout_secs + 30 \
+                 ({}), so a claimed batch is answered before another worker may take it",
+                2 * d.request_timeout_secs + 30
+            );
         }
         if !(d.retry_scale > 0.0 && d.retry_scale <= 10.0) {
             bail!("delivery.retry_scale: must be in (0, 10]");

@@ -14,7 +14,7 @@
 //!   dead-lettered with Pinterest's message; the others are delivered.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,9 +65,10 @@ struct Account {
     token: Secret,
     test: bool,
     budget: Mutex<CallBudget>,
-    /// Unix ms before which the account sends nothing (auth stop or Retry-After).
+    /// Unix ms before which the account sends nothing (a stop or Retry-After).
     paused_until: AtomicI64,
-    auth_blocked: AtomicBool,
+    /// Why the account is stopped (401/403, or a request Pinterest refuses as such).
+    blocked: Mutex<Option<String>>,
     wake: Notify,
 }
 
@@ -109,7 +110,7 @@ impl Delivery {
                             calls: VecDeque::new(),
                         }),
                         paused_until: AtomicI64::new(0),
-                        auth_blocked: AtomicBool::new(false),
+                        blocked: Mutex::new(None),
                         wake: Notify::new(),
                     }),
                 )
@@ -132,11 +133,12 @@ impl Delivery {
         }
     }
 
-    /// Whether the account is stopped by an authorisation failure.
-    pub fn is_auth_blocked(&self, ad_account_id: &str) -> bool {
+    /// Why the account is stopped, if it is (a 401/403, or requests Pinterest refuses as
+    /// such); `None` while it delivers.
+    pub fn blocked_reason(&self, ad_account_id: &str) -> Option<String> {
         self.accounts
             .get(ad_account_id)
-            .is_some_and(|a| a.auth_blocked.load(Ordering::Relaxed))
+            .and_then(|a| a.blocked.lock().ok().and_then(|b| b.clone()))
     }
 
     /// Starts the worker loops; they end when `shutdown` turns true.
@@ -221,105 +223,85 @@ impl Delivery {
             .claim(&account.id, self.config.batch_size, now, lease)
             .await?;
         round.claimed = claimed.len();
-        if claimed.is_empty() {
+        let Some(lease_until) = claimed.first().map(|c| c.lease_until) else {
             return Ok(round);
-        }
+        };
+        let mut tally = Tally::default();
         let oldest = now / 1000 - self.max_event_age_secs;
         let (too_old, sendable): (Vec<_>, Vec<_>) =
             claimed.into_iter().partition(|e| e.event_time < oldest);
-        let mut settlements = Vec::new();
-        let mut tally = Tally::default();
-        for e in &too_old {
-            tally.count(e, "pincapi_events_dead_lettered_total");
-            settlements.push(Settlement::Dead {
-                id: e.id,
-                reason: format!(
-                    "not sent: older than {} days, outside Pinterest's window",
-                    self.max_event_age_secs / 86400
-                ),
-            });
+        if !too_old.is_empty() {
+            let reason = format!(
+                "not sent: older than {} days, outside Pinterest's window",
+                self.max_event_age_secs / 86400
+            );
+            for e in &too_old {
+                tally.count(e, "pincapi_events_dead_lettered_total");
+            }
+            round.failed += too_old.len();
+            let dead = too_old
+                .iter()
+                .map(|e| Settlement::Dead {
+                    id: e.id,
+                    reason: reason.clone(),
+                })
+                .collect();
+            self.settle(account, lease_until, dead).await?;
         }
-        round.failed += too_old.len();
         // Test events (Shopify test orders sent in test mode) go in requests of their own.
         let (test, live): (Vec<_>, Vec<_>) =
             sendable.into_iter().partition(|e| e.test || account.test);
         for (group, is_test) in [(live, false), (test, true)] {
             if !group.is_empty() {
-                self.send_group(
-                    account,
-                    group,
-                    is_test,
-                    &mut round,
-                    &mut settlements,
-                    &mut tally,
-                )
-                .await;
+                self.send_group(account, group, is_test, lease_until, &mut round, &mut tally)
+                    .await?;
             }
         }
-        self.outbox.settle(settlements).await?;
         tally.flush(&self.metrics, &account.id);
         Ok(round)
     }
 
-    /// Sends a group, splitting it on a 400 until the offending events are isolated.
+    /// Sends a group and settles after every request. A 400 splits the batch (breadth first)
+    /// to isolate the offending event; when both halves of the first split are refused with
+    /// the same message, the request itself is wrong (an ad account id, a base URL), not an
+    /// event, and the account stops instead of dead-lettering everything.
     async fn send_group(
         &self,
         account: &Account,
         group: Vec<ClaimedEvent>,
         test: bool,
+        lease_until: i64,
         round: &mut Round,
-        settlements: &mut Vec<Settlement>,
         tally: &mut Tally,
-    ) {
-        let mut work = vec![group];
-        while let Some(batch) = work.pop() {
+    ) -> Result<(), StoreError> {
+        let timeout_ms = self.config.request_timeout_secs as i64 * 1000;
+        let mut work = VecDeque::from([(group, 0u32)]);
+        let mut first_refusal: Option<String> = None;
+        let mut halves_refused = 0;
+        while let Some((batch, depth)) = work.pop_front() {
+            // Never send under a lease that may end before the answer: another worker could
+            // claim the same events meanwhile. Give the rest back for a fresh claim.
+            if now_ms() + timeout_ms + 5_000 > lease_until {
+                let rest: Vec<ClaimedEvent> = std::iter::once(batch)
+                    .chain(work.drain(..).map(|(b, _)| b))
+                    .flatten()
+                    .collect();
+                let back = retry_all(&rest, now_ms(), "lease ran out while splitting a batch");
+                round.retried += rest.len();
+                self.settle(account, lease_until, back).await?;
+                return Ok(());
+            }
             self.wait_for_budget(account).await;
             let body = pinterest::batch_body(batch.iter().map(|e| e.payload.as_str()));
             round.requests += 1;
-            let outcome = match self
-                .client
-                .send_events(&account.id, &account.token, test, body)
-                .await
-            {
-                Ok(answer) => {
-                    self.metrics.inc(
-                        "pincapi_pinterest_requests_total",
-                        &[
-                            ("ad_account_id", &account.id),
-                            ("status", &answer.status.to_string()),
-                        ],
-                        1,
-                    );
-                    pinterest::classify(
-                        answer.status,
-                        answer.retry_after.as_deref(),
-                        &answer.body,
-                        batch.len(),
-                    )
-                }
-                Err(e) => {
-                    self.metrics.inc(
-                        "pincapi_pinterest_requests_total",
-                        &[("ad_account_id", &account.id), ("status", "0")],
-                        1,
-                    );
-                    BatchOutcome::Retry {
-                        after: None,
-                        reason: e.to_string(),
-                        rate_limited: false,
-                    }
-                }
-            };
-            if !matches!(outcome, BatchOutcome::AuthFailed { .. })
-                && account.auth_blocked.swap(false, Ordering::Relaxed)
-            {
-                tracing::info!(ad_account_id = %account.id, "Pinterest accepts the token again; delivery resumed");
-                self.metrics.set(
-                    "pincapi_account_blocked",
-                    &[("ad_account_id", &account.id)],
-                    0.0,
-                );
+            let outcome = self.send(account, test, body, batch.len()).await;
+            if !matches!(
+                outcome,
+                BatchOutcome::AuthFailed { .. } | BatchOutcome::Misconfigured { .. }
+            ) {
+                self.unblock(account);
             }
+            let mut settlements = Vec::with_capacity(batch.len());
             match outcome {
                 BatchOutcome::PerEvent(outcomes) => {
                     let sent_at = now_ms();
@@ -413,59 +395,40 @@ impl Delivery {
                     }
                 }
                 BatchOutcome::AuthFailed { status, message } => {
-                    let until = now_ms() + self.config.auth_retry_secs as i64 * 1000;
-                    account.paused_until.fetch_max(until, Ordering::Relaxed);
-                    account.auth_blocked.store(true, Ordering::Relaxed);
-                    self.metrics.set(
-                        "pincapi_account_blocked",
-                        &[("ad_account_id", &account.id)],
-                        1.0,
+                    let why = format!(
+                        "Pinterest refused the token (HTTP {status}: {message}); check the \
+                         conversion access token and that it belongs to this ad account"
                     );
-                    tracing::error!(
-                        ad_account_id = %account.id,
-                        status,
-                        reason = %message,
-                        retry_in_secs = self.config.auth_retry_secs,
-                        "Pinterest refused the token for this ad account. Delivery for it is stopped; \
-                         its events are kept. Check the conversion token and that it belongs to this ad account"
+                    let rest = take_all(batch, &mut work);
+                    settlements = self.stop_account(account, &why, &rest, round);
+                }
+                BatchOutcome::Misconfigured { status, message } => {
+                    let why = format!(
+                        "Pinterest answered HTTP {status} ({message}) to the request itself; check \
+                         pinterest_api_base and the ad account id"
                     );
-                    for e in &batch {
-                        round.retried += 1;
-                        self.metrics.inc(
-                            "pincapi_events_retried_total",
-                            &[
-                                ("ad_account_id", &account.id),
-                                ("event_name", e.event_name.as_str()),
-                                ("reason", "auth"),
-                            ],
-                            1,
-                        );
-                        settlements.push(Settlement::Retry {
-                            id: e.id,
-                            next_attempt_at_ms: until,
-                            error: format!("HTTP {status}: {message}"),
-                            counted: false,
-                        });
-                    }
-                    // Nothing else in this round can succeed with this token.
-                    for rest in work.drain(..) {
-                        for e in rest {
-                            settlements.push(Settlement::Retry {
-                                id: e.id,
-                                next_attempt_at_ms: until,
-                                error: format!("HTTP {status}: {message}"),
-                                counted: false,
-                            });
-                        }
-                    }
+                    let rest = take_all(batch, &mut work);
+                    settlements = self.stop_account(account, &why, &rest, round);
                 }
                 BatchOutcome::Invalid { message } => {
-                    if batch.len() > 1 {
+                    if depth == 0 {
+                        first_refusal = Some(message.clone());
+                    } else if depth == 1 && first_refusal.as_ref() == Some(&message) {
+                        halves_refused += 1;
+                    }
+                    if halves_refused == 2 {
+                        let why = format!(
+                            "Pinterest refused every part of a batch with HTTP 400 ({message}): \
+                             the request itself is wrong, not an event"
+                        );
+                        let rest = take_all(batch, &mut work);
+                        settlements = self.stop_account(account, &why, &rest, round);
+                    } else if batch.len() > 1 {
                         tracing::warn!(ad_account_id = %account.id, events = batch.len(), reason = %message, "Pinterest refused the request as invalid; splitting the batch to find the event");
-                        let mut batch = batch;
-                        let second = batch.split_off(batch.len() / 2);
-                        work.push(second);
-                        work.push(batch);
+                        let mut first = batch;
+                        let second = first.split_off(first.len() / 2);
+                        work.push_back((first, depth + 1));
+                        work.push_back((second, depth + 1));
                     } else {
                         for e in &batch {
                             round.failed += 1;
@@ -480,7 +443,117 @@ impl Delivery {
                     }
                 }
             }
+            self.settle(account, lease_until, settlements).await?;
         }
+        Ok(())
+    }
+
+    /// One request to Pinterest, classified.
+    async fn send(&self, account: &Account, test: bool, body: String, n: usize) -> BatchOutcome {
+        match self
+            .client
+            .send_events(&account.id, &account.token, test, body)
+            .await
+        {
+            Ok(answer) => {
+                self.metrics.inc(
+                    "pincapi_pinterest_requests_total",
+                    &[
+                        ("ad_account_id", &account.id),
+                        ("status", &answer.status.to_string()),
+                    ],
+                    1,
+                );
+                pinterest::classify(
+                    answer.status,
+                    answer.retry_after.as_deref(),
+                    &answer.body,
+                    n,
+                )
+            }
+            Err(e) => {
+                self.metrics.inc(
+                    "pincapi_pinterest_requests_total",
+                    &[("ad_account_id", &account.id), ("status", "0")],
+                    1,
+                );
+                BatchOutcome::Retry {
+                    after: None,
+                    reason: e.to_string(),
+                    rate_limited: false,
+                }
+            }
+        }
+    }
+
+    /// Stops an account whose requests cannot succeed as configured: its events wait without
+    /// using attempts, and it tries again every `auth_retry_secs`, saying why each time.
+    fn stop_account(
+        &self,
+        account: &Account,
+        why: &str,
+        events: &[ClaimedEvent],
+        round: &mut Round,
+    ) -> Vec<Settlement> {
+        let until = now_ms() + self.config.auth_retry_secs as i64 * 1000;
+        account.paused_until.fetch_max(until, Ordering::Relaxed);
+        if let Ok(mut b) = account.blocked.lock() {
+            *b = Some(why.to_owned());
+        }
+        self.metrics.set(
+            "pincapi_account_blocked",
+            &[("ad_account_id", &account.id)],
+            1.0,
+        );
+        tracing::error!(
+            ad_account_id = %account.id,
+            reason = %why,
+            retry_in_secs = self.config.auth_retry_secs,
+            events_kept = events.len(),
+            "Delivery for this ad account is stopped; its events are kept"
+        );
+        for e in events {
+            round.retried += 1;
+            self.metrics.inc(
+                "pincapi_events_retried_total",
+                &[
+                    ("ad_account_id", &account.id),
+                    ("event_name", e.event_name.as_str()),
+                    ("reason", "account_stopped"),
+                ],
+                1,
+            );
+        }
+        retry_all(events, until, why)
+    }
+
+    fn unblock(&self, account: &Account) {
+        let was = account.blocked.lock().ok().and_then(|mut b| b.take());
+        if was.is_some() {
+            tracing::info!(ad_account_id = %account.id, "Pinterest accepts this ad account's requests again; delivery resumed");
+            self.metrics.set(
+                "pincapi_account_blocked",
+                &[("ad_account_id", &account.id)],
+                0.0,
+            );
+        }
+    }
+
+    async fn settle(
+        &self,
+        account: &Account,
+        lease_until: i64,
+        settlements: Vec<Settlement>,
+    ) -> Result<(), StoreError> {
+        if settlements.is_empty() {
+            return Ok(());
+        }
+        let wanted = settlements.len();
+        let applied = self.outbox.settle(lease_until, settlements).await?;
+        if applied < wanted {
+            tracing::warn!(ad_account_id = %account.id, wanted, applied, "Some outcomes were not recorded: their lease had ended and another worker owns them");
+        }
+        Ok(())
     }
 
     async fn wait_for_budget(&self, account: &Account) {
@@ -536,6 +609,31 @@ impl Tally {
         metrics.observe_many("pincapi_send_lag_seconds", &l, &self.lags);
         metrics.observe_many("pincapi_queue_delay_seconds", &l, &self.delays);
     }
+}
+
+/// Gives events back to the queue at `at`, without using an attempt.
+fn retry_all(events: &[ClaimedEvent], at: i64, why: &str) -> Vec<Settlement> {
+    events
+        .iter()
+        .map(|e| Settlement::Retry {
+            id: e.id,
+            next_attempt_at_ms: at,
+            error: why.to_owned(),
+            counted: false,
+        })
+        .collect()
+}
+
+/// The batch in hand plus everything still waiting in the split queue.
+fn take_all(
+    batch: Vec<ClaimedEvent>,
+    work: &mut VecDeque<(Vec<ClaimedEvent>, u32)>,
+) -> Vec<ClaimedEvent> {
+    let mut all = batch;
+    for (b, _) in work.drain(..) {
+        all.extend(b);
+    }
+    all
 }
 
 /// Current Unix time in milliseconds.

@@ -27,7 +27,7 @@ fn describe(body: &[u8], e: &serde_json::Error) -> MapError {
             let (field, reason) = match missing_field(&message) {
                 Some(name) if path.is_empty() => (name.to_owned(), "is missing".to_owned()),
                 Some(name) => (format!("{path}.{name}"), "is missing".to_owned()),
-                None => (path, without_value(&message)),
+                None => (path, crate::ingest::redact_serde_message(&message)),
             };
             let field = if field.is_empty() {
                 "body".to_owned()
@@ -143,25 +143,6 @@ fn strip_position(message: &str) -> String {
 /// `missing field `id`` → `id`.
 fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.strip_suffix('`')
-}
-
-/// `invalid type: string "jon@example.com", expected an integer` → `invalid type: string,
-/// expected an integer`. The expectation is ours and safe; the found value is not.
-fn without_value(message: &str) -> String {
-    for prefix in ["invalid type: ", "invalid value: "] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            let Some(at) = rest.rfind(", expected ") else {
-                return format!("{prefix}value");
-            };
-            let found = rest[..at]
-                .split(['"', '`'])
-                .next()
-                .unwrap_or("value")
-                .trim();
-            return format!("{prefix}{found}{}", &rest[at..]);
-        }
-    }
-    message.to_owned()
 }
 
 #[cfg(test)]

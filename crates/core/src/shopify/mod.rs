@@ -20,7 +20,7 @@
 mod json_path;
 mod map;
 mod money;
-mod url;
+pub(crate) mod url;
 pub mod wire;
 
 #[cfg(test)]

@@ -5,7 +5,12 @@
 //! sometimes as a full URL. Many values are not storefront pages at all: `/password` (the
 //! store was locked), `/online_store_preview`, `/wallets/checkouts.json` (accelerated
 //! checkouts); those give no URL. Preview and session tokens are removed from the query, and
-//! so is `key`, which grants access on some Shopify pages.
+//! so is `key`, which grants access on some Shopify pages (the order status page), and any
+//! parameter whose value is an email address (`?email=jane@example.com` from a newsletter
+//! link): the URL is stored and sent as it is, never hashed.
+//!
+//! The browser collector (`crate::tag::collect`) scrubs the page URLs it is sent with the same
+//! [`event_source_url`].
 
 /// Paths that are not storefront pages a buyer landed on.
 const NOT_PAGES: &[&str] = &["/password", "/online_store_preview", "/wallets"];
@@ -14,9 +19,10 @@ const NOT_PAGES: &[&str] = &["/password", "/online_store_preview", "/wallets"];
 /// `preview_theme_id`, `_ab`, `_fd`, `_sc`) and access keys (`key`).
 const TOKEN_PARAMS: &[&str] = &["_bt", "preview_theme_id", "_ab", "_fd", "_sc", "key"];
 
-/// `landing_site` as an absolute URL, or `None` when it is empty, not a storefront page, or
-/// relative while the shop's domain is unknown. A relative path gets `https://<shop_domain>`.
-pub(super) fn event_source_url(landing_site: &str, shop_domain: Option<&str>) -> Option<String> {
+/// `landing_site` (or a page URL) as an absolute URL without its fragment, token parameters
+/// and email addresses, or `None` when it is empty, not a storefront page, or relative while
+/// the shop's domain is unknown. A relative path gets `https://<shop_domain>`.
+pub(crate) fn event_source_url(landing_site: &str, shop_domain: Option<&str>) -> Option<String> {
     let s = landing_site.trim();
     if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return None;
@@ -50,9 +56,10 @@ pub(super) fn event_source_url(landing_site: &str, shop_domain: Option<&str>) ->
         .unwrap_or("")
         .split('&')
         .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             !pair.is_empty()
                 && !TOKEN_PARAMS.contains(&percent_decode(name).as_deref().unwrap_or(name))
+                && !looks_like_email(value)
         })
         .collect();
     let mut url = origin;
@@ -77,6 +84,32 @@ pub(super) fn epik(landing_site: &str) -> Option<String> {
         let value = value.trim();
         (!value.is_empty()).then(|| value.to_owned())
     })
+}
+
+/// Whether a query value is an email address once percent-decoded (`jane%40example.com`,
+/// `jane%2540example.com` encoded twice): `local@domain.tld`, no spaces. Form encoding's `+`
+/// is taken as itself (`jane+tag@example.com`).
+fn looks_like_email(value: &str) -> bool {
+    let mut v = value.to_owned();
+    for _ in 0..3 {
+        match percent_decode(&v) {
+            Some(d) if d != v => v = d,
+            _ => break,
+        }
+    }
+    let v = v.trim();
+    let Some((local, domain)) = v.rsplit_once('@') else {
+        return false;
+    };
+    let labels: Vec<&str> = domain.split('.').collect();
+    !local.is_empty()
+        && !local.chars().any(|c| c.is_whitespace() || c.is_control())
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept as it is. `+` is kept:
@@ -187,6 +220,23 @@ mod tests {
         assert_eq!(
             url("/pages/x?key=secret").as_deref(),
             Some("https://shop.example/pages/x")
+        );
+    }
+
+    #[test]
+    fn parameters_whose_value_is_an_email_address_are_removed() {
+        assert_eq!(
+            url("/?email=jane.doe%40example.com&utm_source=newsletter&e=a@b.co").as_deref(),
+            Some("https://shop.example/?utm_source=newsletter")
+        );
+        assert_eq!(
+            url("/?to=jane%2540example.co.uk&u=jane+tag@example.com&x=1").as_deref(),
+            Some("https://shop.example/?x=1")
+        );
+        // Not addresses: kept.
+        assert_eq!(
+            url("/?handle=@shop&q=a@b&at=1@").as_deref(),
+            Some("https://shop.example/?handle=@shop&q=a@b&at=1@")
         );
     }
 

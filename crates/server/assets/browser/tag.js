@@ -12,9 +12,15 @@
  *   <script async src="https://<gateway>/tag.js"></script>
  *
  * EVENT is a Conversions API name (page_visit, add_to_cart, checkout, ...); DATA is the Tag's
- * event data. Each event gets an event_id: random per action, and for a purchase
- * "order-" + the order id's digits, the rule the server uses for the Shopify order webhook, so
- * the Tag's copy, this collector copy and the webhook's copy are one event at Pinterest.
+ * event data. Each event gets an event_id: random per action, and for a purchase (checkout with
+ * an order_id) one derived from the order id, so the Tag's copy, this collector copy and the
+ * server's copy are one event at Pinterest:
+ *   - a Shopify order id, digits ('820982911946154508') or a Shopify GID
+ *     ('gid://shopify/Order/820982911946154508'): "order-" + the digits, the rule the server
+ *     uses for the Shopify order webhook;
+ *   - any other order id: "order-" + the whole trimmed id ('US-1001' -> 'order-US-1001'), so
+ *     different orders ('US-1001', 'CA-1001', '1001-R2') never share an event_id.
+ * (The collector checks the same rule: pincapi_core::tag::purchase_event_id.)
  * Nothing here throws into the page.
  */
 (function (window, document) {
@@ -227,14 +233,16 @@
     return null;
   }
 
-  /* A purchase's id is derived from its order, so the server's copy matches; anything else is
-   * random per action, never written into the HTML, where a page cache would hand it to every
-   * visitor. */
+  /* A purchase's id is derived from its order (see the header), so the server's copy matches;
+   * anything else is random per action, never written into the HTML, where a page cache would
+   * hand it to every visitor. */
   function eventId(eventName, data) {
     if (eventName === 'checkout' && data.order_id != null) {
-      var m = String(data.order_id).trim().match(/(\d+)$/);
-      if (m) return 'order-' + m[1];
-      warn('order_id has no digits; this purchase cannot be de-duplicated with the order webhook');
+      var id = String(data.order_id).trim();
+      var m = id.match(/^(?:gid:\/\/shopify\/[A-Za-z]+\/)?(\d+)$/);
+      var derived = 'order-' + (m ? m[1] : id);
+      if (id !== '' && derived.length <= 256 && !/[\u0000-\u001f\u007f-\u009f]/.test(derived)) return derived;
+      warn('order_id is empty or unusable; this purchase cannot be de-duplicated with the server\'s copy');
     }
     return randomId();
   }

@@ -64,6 +64,44 @@
     window.pintrk.apply(window, arguments);
   }
 
+  // An amount for the collector, as Shopify gave it: a decimal string is passed on unchanged
+  // ("19.90" stays "19.90"); a number is written out in plain digits, never with an exponent
+  // (1e21 -> "1000000000000000000000", 1.5e-7 -> "0.00000015"). Money never goes through a
+  // float on its way to the gateway; only the Tag, which takes numbers, gets Number(amount).
+  function decimal(amount) {
+    if (typeof amount === "string") return amount;
+    if (typeof amount !== "number" || !isFinite(amount)) return null;
+    var s = String(amount);
+    var m = s.match(/^(-?)(\d+)(?:\.(\d+))?e([+-]\d+)$/);
+    if (!m) return s;
+    var digits = m[2] + (m[3] || "");
+    var point = m[2].length + Number(m[4]);
+    if (point <= 0) return m[1] + "0." + new Array(1 - point).join("0") + digits;
+    if (point >= digits.length) return m[1] + digits + new Array(point - digits.length + 1).join("0");
+    return m[1] + digits.slice(0, point) + "." + digits.slice(point);
+  }
+
+  // The Tag's copy of the collector's event data: amounts as numbers, plus the event_id.
+  function forTag(data, eventId) {
+    var tag = {};
+    for (var k in data) {
+      if (Object.prototype.hasOwnProperty.call(data, k)) tag[k] = data[k];
+    }
+    if (tag.value !== undefined) tag.value = Number(tag.value);
+    if (tag.line_items) {
+      tag.line_items = tag.line_items.map(function (li) {
+        var copy = {};
+        for (var key in li) {
+          if (Object.prototype.hasOwnProperty.call(li, key)) copy[key] = li[key];
+        }
+        if (copy.product_price !== undefined) copy.product_price = Number(copy.product_price);
+        return copy;
+      });
+    }
+    tag.event_id = eventId;
+    return tag;
+  }
+
   // The email the pixel knows at load (a logged-in customer), for enhanced match.
   var email = get(typeof init !== "undefined" ? init : null, ["data", "customer", "email"]) || null;
   var loadedWithEmail = false;
@@ -100,7 +138,7 @@
     return trailingDigits(variant.id);
   }
 
-  // A checkout line or cart line as a Tag line item.
+  // A checkout line or cart line as a Tag line item (its price as the collector takes it).
   function lineItem(line) {
     var variant = line.variant || line.merchandise || null;
     var item = {};
@@ -108,8 +146,8 @@
     if (id) item.product_id = id;
     var name = get(variant, ["product", "title"]) || line.title;
     if (name) item.product_name = name;
-    var price = get(variant, ["price", "amount"]);
-    if (price !== undefined && price !== null) item.product_price = Number(price);
+    var price = decimal(get(variant, ["price", "amount"]));
+    if (price !== null) item.product_price = price;
     if (typeof line.quantity === "number") item.product_quantity = line.quantity;
     var brand = get(variant, ["product", "vendor"]);
     if (brand) item.product_brand = brand;
@@ -166,27 +204,12 @@
   }
 
   // Mirrors a Tag event to the gateway's collector. The collector takes the Tag's event data
-  // with money as decimal strings (the digits as Shopify gave them, never rounded), and the
-  // `_epik` click id read from the shop's own cookie: the pixel's sandbox is another origin,
-  // so the beacon does not carry the shop's cookies.
-  function mirror(eventName, eventId, event, tagData, em) {
+  // (without event_id) with money as decimal strings (the digits as Shopify gave them, never
+  // rounded), and the `_epik` click id read from the shop's own cookie: the pixel's sandbox is
+  // another origin, so the beacon does not carry the shop's cookies.
+  function mirror(eventName, eventId, event, data, em) {
     if (!CONFIG.collectorUrl) return undefined;
     return readClickId().then(function (clickId) {
-      var data = {};
-      for (var k in tagData) {
-        if (Object.prototype.hasOwnProperty.call(tagData, k) && k !== "event_id") data[k] = tagData[k];
-      }
-      if (typeof data.value === "number") data.value = String(data.value);
-      if (data.line_items) {
-        data.line_items = data.line_items.map(function (li) {
-          var copy = {};
-          for (var key in li) {
-            if (Object.prototype.hasOwnProperty.call(li, key)) copy[key] = li[key];
-          }
-          if (typeof copy.product_price === "number") copy.product_price = String(copy.product_price);
-          return copy;
-        });
-      }
       var ms = Date.parse(get(event, ["timestamp"]) || "");
       var body = {
         event_name: eventName,
@@ -203,8 +226,8 @@
 
   function onPageViewed(event) {
     var eventId = randomId();
-    var data = { event_id: eventId };
-    pintrk("track", "pagevisit", data);
+    var data = {};
+    pintrk("track", "pagevisit", forTag(data, eventId));
     return mirror("page_visit", eventId, event, data, email);
   }
 
@@ -212,14 +235,14 @@
     var line = get(event, ["data", "cartLine"]);
     if (!line) return undefined;
     var eventId = randomId();
-    var data = { event_id: eventId, line_items: [lineItem(line)] };
+    var data = { line_items: [lineItem(line)] };
     var cost = get(line, ["cost", "totalAmount"]);
-    var value = get(cost, ["amount"]);
-    if (value !== undefined && value !== null) data.value = Number(value);
+    var value = decimal(get(cost, ["amount"]));
+    if (value !== null) data.value = value;
     var currency = get(cost, ["currencyCode"]) || get(line, ["merchandise", "price", "currencyCode"]);
     if (currency) data.currency = currency;
     if (typeof line.quantity === "number") data.order_quantity = line.quantity;
-    pintrk("track", "addtocart", data);
+    pintrk("track", "addtocart", forTag(data, eventId));
     return mirror("add_to_cart", eventId, event, data, email);
   }
 
@@ -231,10 +254,10 @@
     // Without the order id the purchase cannot carry the server's event_id, and under any
     // other id Pinterest would count it twice. The order webhook reports it instead.
     if (!eventId) return undefined;
-    var data = { event_id: eventId, order_id: trailingDigits(orderId) };
+    var data = { order_id: trailingDigits(orderId) };
     var money = CONFIG.value === "total" ? checkout.totalPrice : checkout.subtotalPrice;
-    var value = get(money, ["amount"]);
-    if (value !== undefined && value !== null) data.value = Number(value);
+    var value = decimal(get(money, ["amount"]));
+    if (value !== null) data.value = value;
     var currency = get(money, ["currencyCode"]) || checkout.currencyCode;
     if (currency) data.currency = currency;
     var lines = checkout.lineItems || [];
@@ -251,7 +274,7 @@
       pintrk("set", { em: checkout.email });
       loadedWithEmail = true;
     }
-    pintrk("track", "checkout", data);
+    pintrk("track", "checkout", forTag(data, eventId));
     return mirror("checkout", eventId, event, data, em);
   }
 

@@ -8,10 +8,12 @@
 //! `_epik` cookie. Guards, in order: the origin (`allowed_origins`; unset: same origin only),
 //! the per-IP rate limit, the body size, the content type.
 //!
-//! Purchases (`checkout`) wait `ingest.merge_window_secs` before their first send, so that the
-//! Shopify webhook's copy of the same order (event_id `order-<id>`) merges into this one (or
-//! this one into it): one event at Pinterest with the webhook's email and address and the
-//! browser's click id, IP and user agent.
+//! Purchases (`checkout`) wait before their first send, so that the Shopify webhook's copy of
+//! the same order (event_id `order-<id>`) merges into this one (or this one into it): one
+//! event at Pinterest with the webhook's email and address and the browser's click id, IP and
+//! user agent. The wait is `ingest.browser_purchase_hold_secs` (10 minutes) when a Shopify
+//! shop sends to the same ad account, since its webhook can be minutes late and the shop's
+//! copy makes the merged event due at once; otherwise `ingest.merge_window_secs`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -261,12 +263,15 @@ async fn store(
     let event = collected.event;
     // Only purchases have a server-side twin (the Shopify order webhook) worth waiting for;
     // Shopify's carts/* webhooks carry no buyer, so other browser events go out at once.
-    let hold_ms = if event.event_name == EventName::Checkout {
-        i64::try_from(state.config.ingest.merge_window_secs.saturating_mul(1000))
-            .unwrap_or(i64::MAX)
-    } else {
+    let ingest = &state.config.ingest;
+    let hold_secs = if event.event_name != EventName::Checkout {
         0
+    } else if crate::shopify::config::has_shop_for(&state.config, &account) {
+        ingest.browser_purchase_hold_secs
+    } else {
+        ingest.merge_window_secs
     };
+    let hold_ms = i64::try_from(hold_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let event_id = event.event_id.as_str().to_owned();
     let name = event.event_name.as_str();
     let new = NewEvent {

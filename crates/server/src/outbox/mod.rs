@@ -126,6 +126,9 @@ pub struct ClaimedEvent {
     pub attempts: u32,
     pub test: bool,
     pub payload: String,
+    /// Unix ms when this claim's lease ends; settling needs it, so a worker whose lease ran
+    /// out cannot overwrite what the next owner of the event does.
+    pub lease_until: i64,
 }
 
 /// How one claimed event ends this round.
@@ -211,8 +214,14 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
 
-    /// Records the outcome of claimed events.
-    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), StoreError>;
+    /// Records the outcome of events claimed under the lease ending at `lease_until_ms`.
+    /// An event whose lease has since been replaced (it ran out and another claim took the
+    /// event) is left alone. Returns how many outcomes were recorded.
+    async fn settle(
+        &self,
+        lease_until_ms: i64,
+        settlements: Vec<Settlement>,
+    ) -> Result<usize, StoreError>;
 
     /// The earliest `next_attempt_at` of a pending event of the account, if any.
     async fn next_due(&self, ad_account_id: &str) -> Result<Option<i64>, StoreError>;
@@ -287,9 +296,28 @@ pub struct ShopifyRecord {
     pub order: Option<ShopifyOrder>,
     /// A cancellation or refund.
     pub adjustment: Option<ShopifyAdjustment>,
+    /// The order is a test order: what becomes of the browser's copy of its purchase.
+    pub test_order: Option<TestOrderCopy>,
     /// Unix ms.
     pub received_at_ms: i64,
 }
+
+/// A Shopify test order seen by the webhook or the poller. The browser (the custom pixel,
+/// tag.js) reports its purchase as `order-<id>` without knowing it is a test; while that copy
+/// waits unsent (pending, not claimed), it is dropped (state `dropped`, reason
+/// [`TEST_ORDER_DROPPED`]) for `test_orders = ignore`, or flagged to be sent with Pinterest's
+/// test flag for `send_as_test`, in the same transaction as the order's ledger row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOrderCopy {
+    pub ad_account_id: String,
+    /// The purchase's event_id, `order-<id>`.
+    pub event_id: String,
+    /// `test_orders = send_as_test`; otherwise the copy is dropped.
+    pub send_as_test: bool,
+}
+
+/// The reason recorded on a browser purchase dropped because Shopify says it is a test order.
+pub const TEST_ORDER_DROPPED: &str = "Shopify test order";
 
 /// A webhook delivery.
 #[derive(Debug, Clone)]

@@ -26,7 +26,7 @@ use super::{
 };
 use super::{
     OrderOutcome, ShopifyAdjustment, ShopifyAdjustmentRow, ShopifyLedger, ShopifyOrder,
-    ShopifyOrderRow, ShopifyRecord, ShopifyStored, Source,
+    ShopifyOrderRow, ShopifyRecord, ShopifyStored, Source, TEST_ORDER_DROPPED, TestOrderCopy,
 };
 use crate::config::Synchronous;
 
@@ -162,8 +162,12 @@ impl SqliteOutbox {
         // Checkpoints run on their own connection and thread (PASSIVE: they never block the
         // writer), so a commit never waits for WAL pages to be copied into the database.
         writer.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        // The other connections keep a small page cache: SQLite drops a connection's whole
+        // cache whenever another connection has written, and dropping a large one is slow.
         let reader = open_connection(path)?;
+        reader.execute_batch("PRAGMA cache_size = -4096")?;
         let checkpointer = open_connection(path)?;
+        checkpointer.execute_batch("PRAGMA cache_size = -1024")?;
         let syncer = match synchronous {
             Synchronous::Normal => None,
             Synchronous::Full => {
@@ -334,6 +338,7 @@ impl Outbox for SqliteOutbox {
                     attempts,
                     test,
                     payload,
+                    lease_until: lease_end,
                 });
             }
             // RETURNING gives rows in no promised order; send oldest first.
@@ -343,51 +348,54 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
-    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), StoreError> {
+    async fn settle(
+        &self,
+        lease_until_ms: i64,
+        settlements: Vec<Settlement>,
+    ) -> Result<usize, StoreError> {
         self.write(move |conn| {
+            let mut applied = 0;
             for s in &settlements {
-                match s {
+                applied += match s {
                     Settlement::Delivered {
                         id,
                         sent_at_ms,
                         warning,
-                    } => {
-                        conn.prepare_cached(
-                            "UPDATE events SET state = 'delivered', sent_at = ?2, warning = ?3,
+                    } => conn
+                        .prepare_cached(
+                            "UPDATE events SET state = 'delivered', sent_at = ?3, warning = ?4,
                                  attempts = attempts + 1, lease_until = NULL
-                             WHERE id = ?1",
+                             WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
                         )?
-                        .execute(params![id, sent_at_ms, warning])?;
-                    }
+                        .execute(params![id, lease_until_ms, sent_at_ms, warning])?,
                     Settlement::Retry {
                         id,
                         next_attempt_at_ms,
                         error,
                         counted,
-                    } => {
-                        conn.prepare_cached(
-                            "UPDATE events SET next_attempt_at = ?2, last_error = ?3,
-                                 attempts = attempts + ?4, lease_until = NULL
-                             WHERE id = ?1 AND state = 'pending'",
+                    } => conn
+                        .prepare_cached(
+                            "UPDATE events SET next_attempt_at = ?3, last_error = ?4,
+                                 attempts = attempts + ?5, lease_until = NULL
+                             WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
                         )?
                         .execute(params![
                             id,
+                            lease_until_ms,
                             next_attempt_at_ms,
                             error,
                             i64::from(*counted)
-                        ])?;
-                    }
-                    Settlement::Dead { id, reason } => {
-                        conn.prepare_cached(
-                            "UPDATE events SET state = 'dead', last_error = ?2,
+                        ])?,
+                    Settlement::Dead { id, reason } => conn
+                        .prepare_cached(
+                            "UPDATE events SET state = 'dead', last_error = ?3,
                                  attempts = attempts + 1, lease_until = NULL
-                             WHERE id = ?1",
+                             WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
                         )?
-                        .execute(params![id, reason])?;
-                    }
-                }
+                        .execute(params![id, lease_until_ms, reason])?,
+                };
             }
-            Ok(())
+            Ok(applied)
         })
         .await
     }
@@ -635,6 +643,9 @@ fn shopify_record(conn: &Connection, r: &ShopifyRecord) -> Result<ShopifyStored,
         Some(e) => Some(insert_event(conn, e)?),
         None => None,
     };
+    if let Some(t) = &r.test_order {
+        browser_copy_of_test_order(conn, t)?;
+    }
     if let Some(o) = &r.order {
         conn.prepare_cached(
             "INSERT INTO shopify_orders (shop, order_id, ad_account_id, created_at, test, value,
@@ -692,6 +703,29 @@ fn shopify_record(conn: &Connection, r: &ShopifyRecord) -> Result<ShopifyStored,
         ])?;
     }
     Ok(ShopifyStored::Stored(enqueued))
+}
+
+/// A Shopify test order: the browser's copy of its purchase, while it waits unsent (pending
+/// and not claimed), is flagged as a test (`send_as_test`; the shop's own copy may have just
+/// merged into it) or dropped (`ignore`; only a copy the browser reported, never one from the
+/// shop's own API).
+fn browser_copy_of_test_order(conn: &Connection, t: &TestOrderCopy) -> Result<(), StoreError> {
+    if t.send_as_test {
+        conn.prepare_cached(
+            "UPDATE events SET test = 1
+             WHERE ad_account_id = ?1 AND event_id = ?2 AND state = 'pending'
+                 AND lease_until IS NULL",
+        )?
+        .execute(params![t.ad_account_id, t.event_id])?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE events SET state = 'dropped', last_error = ?3
+             WHERE ad_account_id = ?1 AND event_id = ?2 AND state = 'pending'
+                 AND lease_until IS NULL AND source IN ('collector', 'tag_mirror')",
+        )?
+        .execute(params![t.ad_account_id, t.event_id, TEST_ORDER_DROPPED])?;
+    }
+    Ok(())
 }
 
 /// Stores one event, or records it as a repeat of the stored (ad account, event_id).
@@ -756,6 +790,14 @@ fn record_repeat(conn: &Connection, e: &NewEvent) -> Result<Enqueued, StoreError
             .execute(params![id, merged])?;
         conn.prepare_cached("UPDATE events SET match_keys = match_keys | ?2 WHERE id = ?1")?
             .execute(params![id, e.match_keys])?;
+    }
+    if authoritative {
+        // The shop's record completes a purchase the browser reported and that waits in its
+        // hold: nothing more is expected, so it is due now.
+        conn.prepare_cached(
+            "UPDATE events SET next_attempt_at = min(next_attempt_at, ?2) WHERE id = ?1",
+        )?
+        .execute(params![id, e.received_at_ms])?;
     }
     Ok(Enqueued::Merged)
 }

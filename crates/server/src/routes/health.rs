@@ -13,17 +13,23 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// The process can do its work: the store answers. Lists accounts stopped by a 401/403.
+/// The process can do its work: the store answers. Lists ad accounts whose delivery is
+/// stopped (a 401/403, or requests Pinterest refuses as such) with the reason.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let blocked: Vec<&String> = state
+    let blocked: Vec<serde_json::Value> = state
         .accounts
         .iter()
-        .filter(|a| state.delivery.is_auth_blocked(a))
+        .filter_map(|a| {
+            state
+                .delivery
+                .blocked_reason(a)
+                .map(|reason| json!({"ad_account_id": a, "reason": reason}))
+        })
         .collect();
     match state.outbox.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "store": "ok", "auth_blocked_accounts": blocked})),
+            Json(json!({"status": "ready", "store": "ok", "blocked_accounts": blocked})),
         ),
         Err(e) => {
             tracing::error!(error = %e, "Readiness check failed: store unavailable");

@@ -194,11 +194,11 @@ async fn ingest(
 
 /// Splits a body into its raw events: a single event object or `{"data": [...]}`. Events
 /// stay raw here so each is parsed once, on its own, with its own errors.
-fn split_events(body: &[u8]) -> Result<Vec<Box<RawValue>>, ApiError> {
+fn split_events(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8 text"))?;
-    let top: std::collections::HashMap<String, Box<RawValue>> = serde_json::from_str(text)
-        .map_err(|e| {
+    let top: std::collections::HashMap<String, &RawValue> =
+        serde_json::from_str(text).map_err(|e| {
             if e.is_syntax() || e.is_eof() {
                 ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
             } else {
@@ -216,11 +216,11 @@ fn split_events(body: &[u8]) -> Result<Vec<Box<RawValue>>, ApiError> {
                     "a batch must have only the key \"data\"",
                 ));
             }
-            serde_json::from_str::<Vec<Box<RawValue>>>(data.get()).map_err(|_| {
+            serde_json::from_str::<Vec<&RawValue>>(data.get()).map_err(|_| {
                 ApiError::bad_request("invalid_shape", "data: must be an array of event objects")
             })?
         }
-        None => vec![RawValue::from_string(text.to_owned()).map_err(|e| {
+        None => vec![serde_json::from_str::<&RawValue>(text).map_err(|e| {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         })?],
     };
@@ -260,12 +260,13 @@ fn path_name(p: &str) -> String {
     }
 }
 
-/// serde's messages carry a "at line 1 column 57" suffix that means nothing to a caller who
-/// sent a batch; drop it.
+/// serde's message without the value it found (it may be personal data) and without its
+/// "at line 1 column 57" suffix, which means nothing to a caller who sent a batch.
 fn serde_reason(e: &serde_json::Error) -> String {
     let s = e.to_string();
-    match s.find(" at line ") {
-        Some(i) => s[..i].to_owned(),
-        None => s,
-    }
+    let s = match s.find(" at line ") {
+        Some(i) => &s[..i],
+        None => &s,
+    };
+    pincapi_core::ingest::redact_serde_message(s)
 }

@@ -261,6 +261,16 @@ pub fn shops(config: &Config) -> anyhow::Result<Vec<Shop>> {
     Ok(out)
 }
 
+/// Whether a Shopify shop sends its orders to `ad_account_id`: then the browser's purchases
+/// have an order webhook to wait for (`ingest.browser_purchase_hold_secs`). A configuration
+/// that does not resolve counts every configured shop: waiting longer only delays.
+pub fn has_shop_for(config: &Config, ad_account_id: &str) -> bool {
+    match shops(config) {
+        Ok(shops) => shops.iter().any(|s| s.ad_account_id == ad_account_id),
+        Err(_) => config.shopify_shop_domain.is_some() || !config.shopify.shops.is_empty(),
+    }
+}
+
 /// The resolved shop for a webhook's shop domain, if it is configured. `Err` when it is
 /// configured but unusable (e.g. routed to an ad account that does not exist).
 pub fn find_shop(config: &Config, domain: &str) -> Result<Option<Shop>, String> {

@@ -11,7 +11,9 @@
 //!
 //! The checkpoint per shop is the `created_at` of the newest order seen; the next run starts
 //! `shopify.poll_overlap_secs` (10 minutes) before it, because `created_at_min` is
-//! second-granular and orders can become visible late. A run never looks further back than
+//! second-granular and orders can become visible late. The Admin API lists newest first, so a
+//! run cut short at the page limit has listed the newest orders but not the oldest of its
+//! window: it leaves the checkpoint where the next run starts from the same time again. A run never looks further back than
 //! Pinterest's window (7 days), which only `pincapi shopify backfill --since` does, reporting
 //! the orders too old to send.
 //!
@@ -36,7 +38,7 @@ use crate::outbox::{Enqueued, ShopifyStored, Source};
 
 /// A run stops after this many pages (250,000 orders at full pages) so a cursor that loops
 /// cannot hold it.
-const MAX_PAGES: usize = 1000;
+pub const MAX_PAGES: usize = 1000;
 /// Attempts of one page when Shopify answers 429.
 const MAX_THROTTLED: u32 = 5;
 
@@ -71,8 +73,11 @@ pub struct PollReport {
     pub too_old: Vec<TooOld>,
     /// Orders that are not an order's shape, as "index: field: reason".
     pub invalid: Vec<String>,
-    /// Unix seconds of the newest order seen (the new checkpoint).
+    /// Unix seconds of the newest order seen (the new checkpoint, unless `cut_short`).
     pub newest: Option<i64>,
+    /// The run stopped at the page limit before the last page: older orders of its window
+    /// were not listed, and the checkpoint was not moved past them.
+    pub cut_short: bool,
 }
 
 /// The poller of one shop.
@@ -82,6 +87,8 @@ pub struct Reconciler {
     pub recorder: Recorder,
     pub overlap_secs: i64,
     pub page_size: usize,
+    /// Pages one run lists at most ([`MAX_PAGES`]).
+    pub max_pages: usize,
     http: reqwest::Client,
 }
 
@@ -107,6 +114,7 @@ impl Reconciler {
             recorder,
             overlap_secs: settings.poll_overlap_secs as i64,
             page_size: settings.poll_page_size.clamp(1, 250),
+            max_pages: MAX_PAGES,
             http,
         })
     }
@@ -170,13 +178,20 @@ impl Reconciler {
             if next.origin() != origin {
                 bail!("the Admin API's next page is on another host; not following it");
             }
-            if report.pages >= MAX_PAGES {
-                tracing::warn!(shop = %self.shop.domain, pages = report.pages, "Stopped listing Shopify orders at the page limit; the next run continues");
+            if report.pages >= self.max_pages.max(1) {
+                tracing::warn!(shop = %self.shop.domain, pages = report.pages, "Stopped listing Shopify orders at the page limit; the oldest orders of this window were not listed, and the next run starts from the same time");
+                report.cut_short = true;
                 break;
             }
             url = next;
         }
-        let checkpoint = report.newest.unwrap_or(since);
+        // Newest first: a run cut short has not listed the start of its window, so the
+        // checkpoint may only move to where the next run starts at `since` again.
+        let checkpoint = if report.cut_short {
+            since.saturating_add(self.overlap_secs)
+        } else {
+            report.newest.unwrap_or(since)
+        };
         self.recorder
             .outbox
             .advance_shopify_checkpoint(&self.shop.domain, checkpoint, now_ms())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pincapi_core::event::EventName;
 use pincapi_core::ingest::TimeWindow;
-use pincapi_core::shopify::{LedgerKind, Mapped, OrderFacts, Topic};
+use pincapi_core::shopify::{LedgerKind, Mapped, OrderFacts, TestOrders, Topic, purchase_event_id};
 use serde::Serialize;
 
 use super::config::Shop;
@@ -14,7 +14,7 @@ use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::outbox::{
     Enqueued, NewEvent, OrderOutcome, SharedOutbox, ShopifyAdjustment, ShopifyDelivery,
-    ShopifyOrder, ShopifyRecord, ShopifyStored, Source, StoreError,
+    ShopifyOrder, ShopifyRecord, ShopifyStored, Source, StoreError, TestOrderCopy,
 };
 
 /// What the gateway answers about one payload (and the poller reports).
@@ -54,6 +54,8 @@ pub struct Decision {
     pub event: Option<NewEvent>,
     pub order: Option<ShopifyOrder>,
     pub adjustment: Option<ShopifyAdjustment>,
+    /// A test order: the browser's unsent copy of its purchase is dropped or sent as a test.
+    pub test_order: Option<TestOrderCopy>,
     /// The event is older than Pinterest's window and is not sent.
     pub too_old: bool,
 }
@@ -63,7 +65,10 @@ impl Decision {
     /// `orders/updated`, a turned-off topic) writes nothing, not even its delivery: it costs
     /// no fsync, and a retry of it is ignored again anyway.
     pub fn stores_anything(&self) -> bool {
-        self.event.is_some() || self.order.is_some() || self.adjustment.is_some()
+        self.event.is_some()
+            || self.order.is_some()
+            || self.adjustment.is_some()
+            || self.test_order.is_some()
     }
 
     /// The event id, when there is an event.
@@ -97,12 +102,23 @@ pub fn decide(
             event_id: None,
             source,
         };
+    // Whatever the topic and outcome, a test order's purchase must not reach Pinterest as a
+    // live conversion through the browser's copy.
+    let test_order = |facts: Option<&OrderFacts>| {
+        let f = facts.filter(|f| f.test)?;
+        Some(TestOrderCopy {
+            ad_account_id: shop.ad_account_id.clone(),
+            event_id: purchase_event_id(&f.order_id)?.as_str().to_owned(),
+            send_as_test: shop.options.test_orders == TestOrders::SendAsTest,
+        })
+    };
     let nothing = |status: Status, reason: String| Decision {
         status,
         reason: Some(reason),
         event: None,
         order: None,
         adjustment: None,
+        test_order: None,
         too_old: false,
     };
     match mapped {
@@ -129,6 +145,7 @@ pub fn decide(
                     d.order = order
                         .as_ref()
                         .map(|f| ledger_row(f, OrderOutcome::Skipped, Some(reason)));
+                    d.test_order = test_order(order.as_ref());
                     d.too_old = too_old;
                     return d;
                 }
@@ -153,7 +170,7 @@ pub fn decide(
                 hold_ms,
                 payload: event.to_json(),
             };
-            let order = order.as_ref().map(|f| {
+            let order_row = order.as_ref().map(|f| {
                 let mut row = ledger_row(f, OrderOutcome::Sent, None);
                 row.event_id = Some(event_id.clone());
                 row
@@ -162,7 +179,8 @@ pub fn decide(
                 status: Status::Accepted,
                 reason: test.then(|| "a test order, sent with Pinterest's test flag".to_owned()),
                 event: Some(new_event),
-                order,
+                test_order: test_order(order.as_ref()),
+                order: order_row,
                 adjustment: None,
                 too_old: false,
             }
@@ -173,10 +191,12 @@ pub fn decide(
             d.order = order
                 .as_ref()
                 .map(|f| ledger_row(f, OrderOutcome::Skipped, Some(reason)));
+            d.test_order = test_order(order.as_ref());
             d
         }
         Mapped::Ignored { reason, order } => {
             let mut d = nothing(Status::Ignored, reason.clone());
+            d.test_order = test_order(order.as_ref());
             // Only the purchase topic speaks for the order: an `orders/updated` that is
             // ignored says nothing about whether the purchase was sent.
             if topic == shop.purchase_topic {
@@ -241,6 +261,7 @@ impl Recorder {
                 event: d.event.clone(),
                 order: d.order.clone(),
                 adjustment: d.adjustment.clone(),
+                test_order: d.test_order.clone(),
                 received_at_ms,
             })
             .collect();

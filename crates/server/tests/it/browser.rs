@@ -432,6 +432,121 @@ async fn the_storefront_is_served_only_when_turned_on() {
     assert!(html.contains("<script async src=\"/tag.js\"></script>"));
 }
 
+/// Runs tag.js as `app` serves it in node (tests/node/tag_harness.js) with `scenario`.
+async fn run_tag_js(app: &TestApp, scenario: &Value) -> Value {
+    let (status, js) = app.get("/tag.js", None).await;
+    assert_eq!(status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("tag.js");
+    let scenario_path = dir.path().join("scenario.json");
+    std::fs::write(&script, js).unwrap();
+    std::fs::write(&scenario_path, scenario.to_string()).unwrap();
+    let harness = format!("{}/tests/node/tag_harness.js", env!("CARGO_MANIFEST_DIR"));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(harness)
+            .arg(&script)
+            .arg(&scenario_path)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn tag_js_keeps_different_orders_apart_and_the_collector_agrees_with_its_ids() {
+    let app = spawn_app_with(SandboxOptions::default(), |c| {
+        browser_config(c);
+        c.browser.public_url = Some("https://t.shop.example".into());
+    })
+    .await;
+    let orders = [
+        ("US-1001", "order-US-1001"),
+        ("CA-1001", "order-CA-1001"),
+        ("1001-R2", "order-1001-R2"),
+        (" 5550777 ", "order-5550777"),
+        ("gid://shopify/Order/5550778", "order-5550778"),
+    ];
+    let calls: Vec<Value> = orders
+        .iter()
+        .map(|(id, _)| json!(["track", "checkout", {"order_id": id, "value": "10.00", "currency": "USD"}]))
+        .collect();
+    let out = run_tag_js(
+        &app,
+        &json!({"href": "https://shop.example/thank-you", "calls": calls}),
+    )
+    .await;
+    let expected: Vec<&str> = orders.iter().map(|(_, e)| *e).collect();
+    assert_eq!(out["returned"], json!(expected), "{out}");
+    let beacons = out["beacons"].as_array().unwrap();
+    assert_eq!(beacons.len(), orders.len(), "{out}");
+    // The collector derives the same ids from the order ids: no warning, one event each.
+    for (b, want) in beacons.iter().zip(&expected) {
+        assert_eq!(b["body"]["event_id"], *want);
+        let (status, answer) = collect(&app, &b["body"], &[]).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(
+            (answer["status"].as_str(), answer["warnings"].clone()),
+            (Some("accepted"), json!([])),
+            "{want}: {answer}"
+        );
+    }
+    assert_eq!(stored(&app.db).len(), orders.len());
+}
+
+#[tokio::test]
+async fn page_urls_are_stored_without_access_keys_or_email_addresses() {
+    let app = spawn_shop().await;
+    let body = json!({
+        "event_name": "page_visit",
+        "event_id": "pv-scrubbed",
+        "event_source_url":
+            "https://shop.example/12345/orders/abc?key=0f9e8d&email=jane%40example.com&utm_source=pinterest"
+    });
+    let (status, answer) = collect(&app, &body, &[]).await;
+    assert_eq!(status, 202, "{answer}");
+    let ev = delivered(&app, "pv-scrubbed").await;
+    assert_eq!(
+        ev["event_source_url"],
+        "https://shop.example/12345/orders/abc?utm_source=pinterest"
+    );
+    // From the Referer too, and nothing of it at rest.
+    let (status, _) = collect(
+        &app,
+        &json!({"event_name": "page_visit", "event_id": "pv-referer"}),
+        &[(
+            "referer",
+            "https://shop.example/?subscriber=jane@example.com",
+        )],
+    )
+    .await;
+    assert_eq!(status, 202);
+    let ev = delivered(&app, "pv-referer").await;
+    assert_eq!(ev["event_source_url"], "https://shop.example/");
+    let conn =
+        rusqlite::Connection::open_with_flags(&app.db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let bodies: Vec<String> = conn
+        .prepare("SELECT body FROM payloads")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(bodies.len(), 2);
+    for b in &bodies {
+        assert!(!b.contains("jane") && !b.contains("0f9e8d"), "{b}");
+    }
+    app.stop().await;
+}
+
 // --- pincapi tag check ---
 
 async fn tag_check(args: Vec<String>) -> (Output, Value) {

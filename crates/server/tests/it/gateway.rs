@@ -154,6 +154,11 @@ async fn rejected_events_are_listed_by_index_and_field_while_the_rest_are_accept
     assert_eq!(body["warnings"][0]["field"], "user_data.ph");
     // No reason echoes personal data.
     assert!(!body.to_string().contains("SHIP"));
+    let mut echo = page_visit("pv-echo");
+    echo["action_source"] = json!("jane@example.com");
+    let (_, body) = app.post_events(&echo).await;
+    assert_eq!(body["errors"][0]["field"], "action_source");
+    assert!(!body.to_string().contains("jane@"), "{body}");
 
     let (status, body) = app.post_events(&page_visit("")).await;
     assert_eq!(status, 422);
@@ -268,14 +273,15 @@ async fn an_event_pinterest_refuses_is_dead_lettered_with_its_message_and_others
 #[tokio::test]
 async fn a_400_splits_the_batch_so_only_the_offending_event_is_dead_lettered() {
     let app = spawn_app().await;
-    // Pinterest refuses the whole batch, then its first half, accepts pv-0 alone and refuses
-    // pv-1 alone: pv-1 is the offending event.
+    // Pinterest refuses the whole batch and its first half, accepts the second half (so the
+    // request itself is fine), accepts pv-0 alone and refuses pv-1 alone: pv-1 is the
+    // offending event. Halves are tried breadth first.
     let step = |status| FaultStep {
         status,
         ..FaultStep::default()
     };
     app.sandbox.fault(Faults {
-        script: vec![step(400), step(400), step(200), step(400)],
+        script: vec![step(400), step(400), step(200), step(200), step(400)],
         ..Faults::default()
     });
     let events: Vec<Value> = (0..4).map(|i| page_visit(&format!("pv-{i}"))).collect();
@@ -293,7 +299,7 @@ async fn a_400_splits_the_batch_so_only_the_offending_event_is_dead_lettered() {
         .iter()
         .map(|r| r.body["data"].as_array().map_or(0, Vec::len))
         .collect();
-    assert_eq!(sizes, vec![4, 2, 1, 1, 2]);
+    assert_eq!(sizes, vec![4, 2, 2, 1, 1]);
     let (_, body) = app.get("/admin/dead-letters", Some(ADMIN_KEY)).await;
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["dead_letters"].as_array().unwrap().len(), 1);
@@ -386,4 +392,49 @@ async fn health_readiness_and_metrics_answer() {
     ] {
         assert!(m.contains(series), "missing {series}\n{m}");
     }
+}
+
+#[tokio::test]
+async fn a_400_to_every_part_of_a_batch_stops_the_account_instead_of_dead_lettering() {
+    let app = spawn_app().await;
+    let step = || FaultStep {
+        status: 400,
+        ..FaultStep::default()
+    };
+    app.sandbox.fault(Faults {
+        script: vec![step(), step(), step()],
+        ..Faults::default()
+    });
+    let events: Vec<Value> = (0..4).map(|i| page_visit(&format!("pv-{i}"))).collect();
+    app.post_events(&json!({ "data": events })).await;
+    wait_for("the account to be reported stopped", || async {
+        let (_, ready) = app.get("/readyz", None).await;
+        ready.contains("HTTP 400")
+    })
+    .await;
+    // Whole batch, then both halves: three requests, and no event blamed.
+    assert_eq!(app.sandbox.sandbox.requests().len(), 3);
+    let (_, dl) = app.get("/admin/dead-letters", Some(ADMIN_KEY)).await;
+    assert_eq!(dl, r#"{"dead_letters":[]}"#);
+    let (_, metrics) = app.get("/metrics", None).await;
+    assert!(metrics.contains(&format!(
+        "pincapi_queue_depth{{ad_account_id=\"{ACCOUNT}\",event_name=\"page_visit\"}} 4"
+    )));
+}
+
+#[tokio::test]
+async fn a_wrong_api_base_stops_the_account_and_keeps_the_events() {
+    // Without the /v5 prefix every request is a 404: no event is at fault.
+    let app = spawn_app_with(SandboxOptions::default(), |c| {
+        c.pinterest_api_base = c.pinterest_api_base.trim_end_matches("/v5").to_owned();
+    })
+    .await;
+    app.post_events(&checkout("o-404")).await;
+    wait_for("the account to be reported stopped", || async {
+        let (_, ready) = app.get("/readyz", None).await;
+        ready.contains("HTTP 404") && ready.contains("pinterest_api_base")
+    })
+    .await;
+    let (_, dl) = app.get("/admin/dead-letters", Some(ADMIN_KEY)).await;
+    assert_eq!(dl, r#"{"dead_letters":[]}"#);
 }

@@ -73,25 +73,31 @@ async fn a_claim_leases_events_until_settled(o: SharedOutbox) {
         o.enqueue(vec![event("a", 0)]).await.unwrap(),
         vec![Enqueued::Duplicate]
     );
-    o.settle(vec![
-        Settlement::Delivered {
-            id: first[0].id,
-            sent_at_ms: 150,
-            warning: None,
-        },
-        Settlement::Retry {
-            id: first[1].id,
-            next_attempt_at_ms: 5000,
-            error: "503".into(),
-            counted: true,
-        },
-        Settlement::Dead {
-            id: second[0].id,
-            reason: "Pinterest: bad".into(),
-        },
-    ])
-    .await
-    .unwrap();
+    // Both claims were made at 100 with a 1000 ms lease.
+    let applied = o
+        .settle(
+            1100,
+            vec![
+                Settlement::Delivered {
+                    id: first[0].id,
+                    sent_at_ms: 150,
+                    warning: None,
+                },
+                Settlement::Retry {
+                    id: first[1].id,
+                    next_attempt_at_ms: 5000,
+                    error: "503".into(),
+                    counted: true,
+                },
+                Settlement::Dead {
+                    id: second[0].id,
+                    reason: "Pinterest: bad".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, 3);
     assert_eq!(o.next_due("1").await.unwrap(), Some(5000));
     assert!(o.claim("1", 10, 4999, 1000).await.unwrap().is_empty());
     let retry = o.claim("1", 10, 5000, 1000).await.unwrap();
@@ -139,6 +145,7 @@ async fn dead_letters_can_be_retried_and_dropped(o: SharedOutbox) {
     o.enqueue(vec![event("a", 0), event("b", 0)]).await.unwrap();
     let c = o.claim("1", 10, 0, 1000).await.unwrap();
     o.settle(
+        c[0].lease_until,
         c.iter()
             .map(|e| Settlement::Dead {
                 id: e.id,
@@ -166,6 +173,38 @@ async fn dead_letters_can_be_retried_and_dropped(o: SharedOutbox) {
     );
 }
 
+async fn an_outcome_under_an_ended_lease_is_not_recorded(o: SharedOutbox) {
+    o.enqueue(vec![event("a", 0)]).await.unwrap();
+    let first = o.claim("1", 10, 0, 1000).await.unwrap();
+    // The lease ran out and another worker claimed the event.
+    let second = o.claim("1", 10, 1000, 1000).await.unwrap();
+    assert_eq!(second.len(), 1);
+    let late = o
+        .settle(
+            first[0].lease_until,
+            vec![Settlement::Dead {
+                id: first[0].id,
+                reason: "late".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, 0);
+    assert!(o.dead_letters(10).await.unwrap().is_empty());
+    let on_time = o
+        .settle(
+            second[0].lease_until,
+            vec![Settlement::Delivered {
+                id: second[0].id,
+                sent_at_ms: 1500,
+                warning: None,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(on_time, 1);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite_contract {
@@ -186,6 +225,7 @@ contract!(
     an_expired_lease_is_claimable_again_and_release_ends_leases,
     held_events_wait_and_repeats_merge_into_them,
     dead_letters_can_be_retried_and_dropped,
+    an_outcome_under_an_ended_lease_is_not_recorded,
 );
 
 #[tokio::test]

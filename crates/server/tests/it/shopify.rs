@@ -6,10 +6,17 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use pincapi::config::{Config, Secret};
-use pincapi::outbox::sqlite::count_states;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pincapi::config::{Config, Secret, Synchronous};
+use pincapi::metrics::Metrics;
+use pincapi::outbox::sqlite::{SqliteOutbox, count_states};
+use pincapi::outbox::{OrderOutcome, Outbox};
 use pincapi::sandbox::SandboxOptions;
 use pincapi::shopify::config::ShopConfig;
+use pincapi::shopify::poller::{MAX_PAGES, Reconciler};
+use pincapi::shopify::record::Recorder;
 use pincapi::shopify::standin::ShopifyStandin;
 use pincapi::shopify::webhook::sign;
 use pincapi_core::shopify::{TestOrders, purchase_event_id};
@@ -640,6 +647,191 @@ async fn test_orders_are_ignored_by_default_and_sent_with_the_test_flag_when_con
     assert_eq!(requests[0].query.as_deref(), Some("test=true"));
 }
 
+const EPIK: &str = "dj0yJnU9lateWebhook";
+const BROWSER_UA: &str =
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15";
+
+/// The browser's report of an order's purchase (the custom pixel's beacon), posted to the
+/// collector; returns the collector's answer.
+async fn browser_purchase(app: &TestApp, order_id: u64) -> Value {
+    let body = json!({
+        "event_name": "checkout",
+        "event_id": format!("order-{order_id}"),
+        "event_source_url": "https://shop.example/checkouts/c/abc/thank-you",
+        "data": {"value": "1.00", "currency": "USD", "order_id": order_id.to_string()},
+        "epik": EPIK,
+        "source": "tag_mirror"
+    });
+    let resp = app
+        .http
+        .post(app.url("/collect"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("user-agent", BROWSER_UA)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    resp.json().await.unwrap()
+}
+
+/// (state, test, last_error) of the stored event `event_id`.
+fn event_row(db: &Path, event_id: &str) -> (String, bool, Option<String>) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    conn.query_row(
+        "SELECT state, test, last_error FROM events WHERE event_id = ?1",
+        [event_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_browser_purchase_held_for_a_late_webhook_goes_out_once_with_the_shops_data() {
+    // A merge window of 0 s stands for a webhook later than the 60 s one: only the longer hold
+    // of browser purchases, for an account that has a shop, keeps the browser's copy waiting.
+    let app = shopify_app(None, |c| {
+        c.ingest.merge_window_secs = 0;
+        c.ingest.browser_purchase_hold_secs = 600;
+    })
+    .await;
+    let id = 5_950_000_000_001;
+    let answer = browser_purchase(&app, id).await;
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    let (status, body) = Webhook::new("orders/create", &sale(id), "late-1")
+        .send(&app)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "accepted", "{body}");
+
+    // The shop's copy merged into the waiting one makes it due at once.
+    let event_id = format!("order-{id}");
+    let sb = &app.sandbox;
+    wait_for("the merged purchase at the sandbox", || async {
+        sb.count_of(&event_id) > 0
+    })
+    .await;
+    let sandbox = app.stop().await;
+    assert_eq!(sandbox.events().len(), 1);
+    let ev = &sandbox.events()[0].event;
+    let ud = &ev["user_data"];
+    // The webhook's side: the buyer's email and address, the order's value.
+    assert!(ud["em"].as_array().is_some_and(|a| !a.is_empty()), "{ev}");
+    assert!(ud["zp"].is_array() && ud["ct"].is_array(), "{ev}");
+    assert_eq!(ev["custom_data"]["value"], "404.95", "{ev}");
+    // The browser's side: click id, IP and user agent.
+    assert_eq!(ud["click_id"], EPIK, "{ev}");
+    assert_eq!(ud["client_ip_address"], "127.0.0.1", "{ev}");
+    assert_eq!(ud["client_user_agent"], BROWSER_UA, "{ev}");
+}
+
+#[tokio::test]
+async fn a_test_orders_browser_copy_is_dropped_or_sent_as_a_test_with_its_webhook() {
+    let id = 5_960_000_000_001;
+    let event_id = format!("order-{id}");
+    let mut order = sale(id);
+    order["test"] = json!(true);
+
+    // test_orders = ignore (the default): the pixel's copy waiting for the webhook is dropped.
+    let app = shopify_app(None, |_| {}).await;
+    assert_eq!(browser_purchase(&app, id).await["status"], "accepted");
+    let (status, body) = Webhook::new("orders/create", &order, "test-1")
+        .send(&app)
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ignored")),
+        "{body}"
+    );
+    assert_eq!(
+        event_row(&app.db, &event_id),
+        (
+            "dropped".to_owned(),
+            false,
+            Some("Shopify test order".to_owned())
+        )
+    );
+    let sandbox = app.stop().await;
+    assert_eq!(sandbox.events().len(), 0);
+
+    // test_orders = send_as_test: the merged event carries Pinterest's test flag.
+    let app = shopify_app(None, |c| {
+        c.shopify.shops[0].test_orders = TestOrders::SendAsTest;
+    })
+    .await;
+    assert_eq!(browser_purchase(&app, id).await["status"], "accepted");
+    let (status, body) = Webhook::new("orders/create", &order, "test-2")
+        .send(&app)
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("accepted")),
+        "{body}"
+    );
+    let (state, test, _) = event_row(&app.db, &event_id);
+    assert!(
+        test,
+        "the browser's copy of a test order is flagged as a test ({state})"
+    );
+    let sandbox = app.stop().await;
+    assert!(sandbox.events().iter().all(|e| e.test));
+}
+
+#[tokio::test]
+async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
+    let standin = Standin::start().await;
+    // Five orders an hour old to a quarter of an hour old; the Admin API lists newest first.
+    let ids: Vec<u64> = (0..5).map(|i| 5_970_000_000_000 + i).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let mut o = sale(*id);
+        let created = rfc3339(now() - 3000 + 500 * i as i64);
+        for k in ["created_at", "processed_at", "updated_at"] {
+            o[k] = json!(created);
+        }
+        standin.add(&o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pincapi.db");
+    let outbox = Arc::new(SqliteOutbox::open(&db, Synchronous::Normal).unwrap());
+    let mut config = test_config("http://127.0.0.1:9/v5", &db);
+    config.shopify.shops = vec![shop(Some(&standin))];
+    config.shopify.poll_page_size = 2;
+    let resolved = pincapi::shopify::config::shops(&config).unwrap().remove(0);
+    let recorder = Recorder {
+        outbox: outbox.clone(),
+        metrics: Arc::new(Metrics::default()),
+        delivery: None,
+        max_event_age_secs: config.ingest.max_event_age_secs,
+        merge_window_ms: 0,
+    };
+    let mut poller =
+        Reconciler::new(resolved, recorder, &config.shopify, Duration::from_secs(5)).unwrap();
+
+    // One page of two: the run stops with the three oldest orders not listed.
+    poller.max_pages = 1;
+    let report = poller.backfill(now() - 3600).await.unwrap();
+    assert!(report.cut_short, "{report:?}");
+    assert_eq!((report.pages, report.orders), (1, 2), "{report:?}");
+
+    // The next scheduled run starts from the same time, and finds them.
+    poller.max_pages = MAX_PAGES;
+    let report = poller.poll().await.unwrap();
+    assert!(!report.cut_short, "{report:?}");
+    let ledger = outbox.shopify_ledger(None, 100).await.unwrap();
+    let mut seen: Vec<u64> = ledger
+        .orders
+        .iter()
+        .map(|o| {
+            assert_eq!(o.order.outcome, OrderOutcome::Sent, "{o:?}");
+            o.order.order_id.parse().unwrap()
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ids);
+}
+
 #[tokio::test]
 async fn cancellations_refunds_and_unmatchable_orders_are_recorded_in_the_ledger() {
     let app = shopify_app(None, |_| {}).await;
@@ -1195,4 +1387,67 @@ async fn the_pixel_reports_page_visits_and_cart_additions_and_never_throws_into_
     );
     assert_eq!(fetches[1]["body"]["em"], "Jane@Example.com");
     assert!(fetches[1]["body"].get("epik").is_none());
+}
+
+#[tokio::test]
+async fn the_pixel_sends_shopifys_amounts_to_the_collector_digit_for_digit() {
+    let dir = tempfile::tempdir().unwrap();
+    let pixel = rendered_pixel(dir.path()).await;
+    let fixture: Value = serde_json::from_str(DOCS_ORDER).unwrap();
+    let mut checkout = checkout_completed(&fixture, json!("5980000000001"));
+    // Amounts a float would change: far too large, far too small (exponents in JavaScript).
+    checkout["data"]["checkout"]["subtotalPrice"]["amount"] = json!(1e21);
+    checkout["data"]["checkout"]["lineItems"][0]["variant"]["price"]["amount"] = json!(1.5e-7);
+    let scenario = json!({
+        "events": [
+            {"name": "product_added_to_cart", "event": {"data": {"cartLine": {
+                "quantity": 2,
+                // Decimal strings, as the Storefront API gives them: trailing zero included.
+                "cost": {"totalAmount": {"amount": "19.90", "currencyCode": "USD"}},
+                "merchandise": {"id": "gid://shopify/ProductVariant/40000000001",
+                    "price": {"amount": "9.950", "currencyCode": "USD"},
+                    "product": {"id": "788032119674292922", "title": "Aviator sunglasses"}}
+            }}}},
+            {"name": "checkout_completed", "event": checkout}
+        ]
+    });
+    let out = run_pixel(&pixel, &scenario).await;
+    assert_eq!(out["errors"], json!([]), "{out}");
+
+    // The Tag takes numbers.
+    let cart = &tag_calls(&out, "addtocart")[0][2];
+    assert_eq!(cart["value"], json!(19.9));
+    assert_eq!(cart["line_items"][0]["product_price"], json!(9.95));
+    // The collector gets Shopify's text, digit for digit.
+    let beacons = out["beacons"].as_array().unwrap();
+    let raw = beacons[0]["raw"].as_str().unwrap();
+    assert!(raw.contains(r#""value":"19.90""#), "{raw}");
+    assert!(raw.contains(r#""product_price":"9.950""#), "{raw}");
+    let purchase = &beacons[1]["body"]["data"];
+    assert_eq!(purchase["value"], "1000000000000000000000", "{purchase}");
+    assert_eq!(
+        purchase["line_items"][0]["product_price"], "0.00000015",
+        "{purchase}"
+    );
+
+    // And Pinterest receives them as they were written.
+    let app = spawn_app().await;
+    let mut cart_body = beacons[0]["body"].clone();
+    cart_body["event_source_url"] = json!("https://shop.example/products/aviator");
+    let resp = app
+        .http
+        .post(app.url("/collect"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("user-agent", BROWSER_UA)
+        .body(cart_body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["warnings"], json!([]), "{answer}");
+    app.wait_delivered(1).await;
+    let sandbox = app.stop().await;
+    let cd = &sandbox.events()[0].event["custom_data"];
+    assert_eq!(cd["value"], "19.90", "{cd}");
+    assert_eq!(cd["contents"][0]["item_price"], "9.950", "{cd}");
 }

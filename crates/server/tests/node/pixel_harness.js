@@ -2,7 +2,9 @@
 // with stand-ins for Shopify's custom pixel API (`analytics`, `browser`, `init`) and the page
 // (`window`, `document`, `navigator`), feeds it the scenario's events, and prints what it did
 // as JSON: the Pinterest Tag calls (`pintrk` queue), the scripts it loaded, the beacons and
-// fetches it sent to the collector, and any error that escaped a handler.
+// fetches it sent to the collector (parsed as `body`, and as sent as `raw`, so a test can check
+// the exact text, e.g. that an amount is the string "19.90" and not the number 19.9), and any
+// error that escaped a handler.
 //
 // Usage: node pixel_harness.js PIXEL.js SCENARIO.json
 // SCENARIO: {"init": {...}, "cookies": {"_epik": "..."}, "crypto": true|false, "beacon": true|false,
@@ -60,14 +62,14 @@ async function main() {
     },
     navigator: {},
     fetch(url, options) {
-      fetches.push({ url, body: JSON.parse(options.body), keepalive: options.keepalive });
+      fetches.push({ url, body: JSON.parse(options.body), raw: options.body, keepalive: options.keepalive });
       return Promise.resolve({ ok: true });
     },
   };
   if (scenario.beacon !== false) {
     ctx.navigator.sendBeacon = (url, body) => {
       if (typeof body !== "string") throw new Error("the beacon body must be a string");
-      beacons.push({ url, body: JSON.parse(body) });
+      beacons.push({ url, body: JSON.parse(body), raw: body });
       return true;
     };
   }
