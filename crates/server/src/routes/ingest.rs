@@ -109,8 +109,12 @@ async fn ingest(
     let mut resp = IngestResponse::default();
     let mut new_events = Vec::with_capacity(raw_events.len());
     for (index, raw) in raw_events.iter().enumerate() {
-        let de = &mut serde_json::Deserializer::from_str(raw.get());
-        let parsed: Result<IngestEvent, _> = serde_path_to_error::deserialize(de);
+        // Plain serde first; only a failing event is parsed again to learn the field path,
+        // which costs a quarter of the parse when done for every event.
+        let parsed = serde_json::from_str::<IngestEvent>(raw.get()).or_else(|_| {
+            let de = &mut serde_json::Deserializer::from_str(raw.get());
+            serde_path_to_error::deserialize::<_, IngestEvent>(de)
+        });
         let ev = match parsed {
             Ok(ev) => ev,
             Err(e) => {
