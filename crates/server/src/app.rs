@@ -21,6 +21,9 @@ use crate::outbox::sqlite::SqliteOutbox;
 use crate::pinterest_client::PinterestClient;
 use crate::routes;
 
+/// How long a graceful stop waits for open requests.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -128,10 +131,25 @@ impl App {
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");
         // With the peer address, so the browser collector knows the client's IP.
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("while serving HTTP")?;
+        let (signalled, mut on_signal) = watch::channel(false);
+        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = signalled.send(true);
+        });
+        // A graceful stop lets requests in flight finish, but a client that never finishes
+        // its body must not keep the process (and the delivery workers' last settlements)
+        // hanging: after the grace period the server is dropped.
+        let grace = async move {
+            let _ = on_signal.wait_for(|s| *s).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = serve => served.context("while serving HTTP")?,
+            () = grace => tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "Connections still open after the grace period; stopping anyway"
+            ),
+        }
         let _ = stop.send(true);
         for w in workers {
             let _ = w.await;

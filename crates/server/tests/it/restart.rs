@@ -122,3 +122,41 @@ async fn a_second_gateway_on_the_same_store_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another pincapi process"), "{err}");
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_does_not_keep_the_gateway_from_stopping() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pincapi.db");
+    let (mut child, addr) = start_gateway(&db, "http://127.0.0.1:1/v5");
+    let host = addr.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(host).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {API_KEY}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"data\":["
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // It stops after its grace period although the request never completes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "{exit}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(slow);
+}
