@@ -148,8 +148,11 @@ pub async fn run(
     }
     let stats = sandbox.stats();
     println!(
-        "Delivered: the sandbox processed {} events in {} requests ({} failed).",
-        stats.events_processed, stats.requests, stats.events_failed
+        "Delivered: the sandbox processed {} events in {} request{} ({} failed).",
+        stats.events_processed,
+        stats.requests,
+        if stats.requests == 1 { "" } else { "s" },
+        stats.events_failed
     );
     println!("Look at:");
     println!(
