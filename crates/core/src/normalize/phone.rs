@@ -84,20 +84,23 @@ pub(super) fn nsn_lengths(calling_code: &str) -> Option<(usize, usize)> {
 /// The calling code that `digits` starts with. Calling codes are prefix-free, so at most one
 /// matches.
 pub(super) fn split_calling_code(digits: &str) -> Option<&'static str> {
-    (1..=3).find_map(|n| {
-        let head = digits.get(..n)?;
+    // Every phone passes here: the codes are a set built once, not a table scan per prefix.
+    static CODES: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    let codes = CODES.get_or_init(|| {
         COUNTRIES
             .iter()
-            .find(|&&(_, cc, _)| !cc.is_empty() && cc == head)
             .map(|&(_, cc, _)| cc)
-    })
+            .filter(|cc| !cc.is_empty())
+            .collect()
+    });
+    (1..=3).find_map(|n| codes.get(digits.get(..n)?).copied())
 }
 
 fn calling_code_of(country: &str) -> Option<&'static str> {
-    COUNTRIES
-        .iter()
-        .find(|&&(a2, cc, _)| a2 == country && !cc.is_empty())
+    super::by_code(country)
         .map(|&(_, cc, _)| cc)
+        .filter(|cc| !cc.is_empty())
 }
 
 /// Validate the national significant number for a calling code.
