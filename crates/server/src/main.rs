@@ -264,12 +264,10 @@ async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode
         anyhow::bail!("store: {} does not exist", path.display());
     }
     let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)?;
+    // clap already refuses --id together with --all.
     let selection = |ids: Vec<i64>, all: bool| -> anyhow::Result<Selection> {
-        match (all, ids.is_empty()) {
-            (true, _) => Ok(Selection::All),
-            (false, false) => Ok(Selection::Ids(ids)),
-            (false, true) => anyhow::bail!("say which: --id N (repeatable) or --all"),
-        }
+        Selection::from_parts(all, ids)
+            .ok_or_else(|| anyhow::anyhow!("say which: --id N (repeatable) or --all"))
     };
     match action {
         DeadAction::List { limit, json } => {

@@ -172,6 +172,17 @@ pub enum Selection {
     Ids(Vec<i64>),
 }
 
+impl Selection {
+    /// From an operator's "all" flag and id list: exactly one of them must be given.
+    pub fn from_parts(all: bool, ids: Vec<i64>) -> Option<Selection> {
+        match (all, ids.is_empty()) {
+            (true, true) => Some(Selection::All),
+            (false, false) => Some(Selection::Ids(ids)),
+            _ => None,
+        }
+    }
+}
+
 /// Queue depth for one (account, event name).
 #[derive(Debug, Clone, Serialize)]
 pub struct Depth {

@@ -28,15 +28,17 @@ pub struct SelectionBody {
 
 impl SelectionBody {
     fn selection(self) -> Result<Selection, ApiError> {
-        match (self.all, self.ids.is_empty()) {
-            (true, true) => Ok(Selection::All),
-            (false, false) => Ok(Selection::Ids(self.ids)),
-            _ => Err(ApiError::bad_request(
+        Selection::from_parts(self.all, self.ids).ok_or_else(|| {
+            ApiError::bad_request(
                 "invalid_selection",
                 "send either {\"ids\": [...]} or {\"all\": true}",
-            )),
-        }
+            )
+        })
     }
+}
+
+fn store_error(e: crate::outbox::StoreError) -> ApiError {
+    ApiError::unavailable(e.to_string())
 }
 
 fn check(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -58,7 +60,7 @@ pub async fn list_dead(
         .outbox
         .dead_letters(q.limit.unwrap_or(100).min(10_000))
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(store_error)?;
     Ok(Json(json!({ "dead_letters": rows })))
 }
 
@@ -73,7 +75,7 @@ pub async fn retry_dead(
         .outbox
         .retry_dead(body.selection()?, now_ms())
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(store_error)?;
     for a in state.accounts.iter() {
         state.delivery.wake(a);
     }
@@ -91,6 +93,6 @@ pub async fn drop_dead(
         .outbox
         .drop_dead(body.selection()?)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        .map_err(store_error)?;
     Ok(Json(json!({ "dropped": n })))
 }
