@@ -196,6 +196,9 @@ pub struct Config {
     pub pinterest_token: Secret,
     /// Single-account shorthand: test mode.
     pub test: bool,
+    /// OAuth access token for the Ads API calls (audiences and customer lists need `ads:write`,
+    /// Event Quality Score needs `ads:read`). The conversion token is not accepted there.
+    pub pinterest_oauth_token: Secret,
     /// Further ad accounts.
     pub accounts: Vec<AccountConfig>,
     pub delivery: DeliveryConfig,
@@ -229,6 +232,7 @@ impl Default for Config {
             ad_account_id: None,
             pinterest_token: Secret::default(),
             test: false,
+            pinterest_oauth_token: Secret::default(),
             accounts: Vec::new(),
             delivery: DeliveryConfig::default(),
             ingest: IngestConfig::default(),

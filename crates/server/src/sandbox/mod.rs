@@ -67,6 +67,28 @@ pub struct SandboxOptions {
     /// Calls per minute per ad account before the events endpoint answers 429
     /// (Pinterest publishes 5,000). `None` disables the limit.
     pub rate_limit_per_minute: Option<u32>,
+    /// OAuth access tokens accepted on the Ads API routes (audiences, customer lists, event
+    /// quality), each with its scopes. Empty: any non-empty bearer token other than the
+    /// conversion `token` is accepted with every scope. The conversion token is never
+    /// accepted there, as at Pinterest.
+    pub oauth_tokens: Vec<OAuthToken>,
+}
+
+/// An OAuth access token the sandbox knows, with its scopes (`ads:read`, `ads:write`, ...).
+#[derive(Clone)]
+pub struct OAuthToken {
+    pub token: String,
+    pub scopes: Vec<String>,
+}
+
+impl OAuthToken {
+    /// A token with the given scopes.
+    pub fn new(token: impl Into<String>, scopes: &[&str]) -> OAuthToken {
+        OAuthToken {
+            token: token.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
 }
 
 // By hand so the token never lands in logs.
@@ -78,6 +100,7 @@ impl std::fmt::Debug for SandboxOptions {
             .field("max_event_age_secs", &self.max_event_age_secs)
             .field("max_future_skew_secs", &self.max_future_skew_secs)
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("oauth_tokens", &self.oauth_tokens.len())
             .finish()
     }
 }
@@ -90,6 +113,7 @@ impl Default for SandboxOptions {
             max_event_age_secs: 7 * 86_400,
             max_future_skew_secs: 60,
             rate_limit_per_minute: Some(5_000),
+            oauth_tokens: Vec::new(),
         }
     }
 }
@@ -357,9 +381,16 @@ impl Sandbox {
     }
 }
 
-/// Endpoints that require a bearer token. Add new Pinterest endpoints here.
+/// Endpoints that take the conversion token. Add new Conversions API endpoints here.
 fn authenticated_v5_routes() -> Router<Sandbox> {
     Router::new().route(EVENTS_PATH, post(events::create))
+}
+
+/// Ads API endpoints that take an OAuth token (never the conversion token). Each handler
+/// checks its own scope with [`api::require_scope`]. Add audience, customer-list and event
+/// quality endpoints here.
+fn oauth_v5_routes() -> Router<Sandbox> {
+    Router::new()
 }
 
 /// The `/v5` stand-in: authenticated routes, JSON 404/405 answers, recording of everything.
@@ -369,6 +400,7 @@ fn v5_router(sandbox: &Sandbox) -> Router<Sandbox> {
             authenticated_v5_routes()
                 .route_layer(from_fn_with_state(sandbox.clone(), api::require_bearer)),
         )
+        .merge(oauth_v5_routes())
         // Unknown `/v5` paths are still Pinterest traffic: answered with an `Error` body and
         // recorded, unlike unknown paths elsewhere.
         .route("/v5", any(api::not_found))
