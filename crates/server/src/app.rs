@@ -13,11 +13,11 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, StoreUrl};
+use crate::config::Config;
 use crate::delivery::{Delivery, now_ms};
 use crate::metrics::Metrics;
 use crate::outbox::SharedOutbox;
-use crate::outbox::sqlite::SqliteOutbox;
+use crate::outbox::open::{Opener, open_store};
 use crate::pinterest_client::PinterestClient;
 use crate::routes;
 
@@ -46,25 +46,26 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store (taking its owner lock), ends leases left by a previous process, and
-    /// wires everything. The config must already be validated.
+    /// Opens the store (taking an embedded store's owner lock and ending leases left by a
+    /// previous process), and wires everything. The config must already be validated.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let (outbox, lock): (SharedOutbox, _) = match config.store_url()? {
-            StoreUrl::Sqlite(path) => {
-                let lock = SqliteOutbox::lock_owner(&path)?;
-                let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)
-                    .with_context(|| format!("while opening the store {}", path.display()))?;
-                (Arc::new(outbox), Some(lock))
+        let store = open_store(&config, Opener::Gateway).await?;
+        let outbox = store.outbox;
+        if store.single_owner {
+            // We are the only owner: anything still leased belongs to a process that is gone.
+            // (A shared store is left alone: other live instances own its leases, and what a
+            // dead one held is claimed again when its lease ends.)
+            let released = outbox.release_leases(now_ms()).await?;
+            if released > 0 {
+                tracing::info!(
+                    events = released,
+                    "Released events claimed by a previous run"
+                );
             }
-        };
-        // We are the only owner: anything still leased belongs to a process that is gone.
-        let released = outbox.release_leases(now_ms()).await?;
-        if released > 0 {
-            tracing::info!(
-                events = released,
-                "Released events claimed by a previous run"
-            );
+        } else {
+            tracing::info!(store = %store.display, schema_version = store.schema_version, "Using a shared PostgreSQL store");
         }
+        let lock = store.owner_lock;
         let client = PinterestClient::new(&config.pinterest_api_base, config.request_timeout())?;
         let metrics = Arc::new(Metrics::default());
         let accounts = config.all_accounts();

@@ -179,7 +179,8 @@ pub enum Synchronous {
 pub struct Config {
     /// Address the gateway listens on.
     pub listen: SocketAddr,
-    /// `sqlite://PATH` (default) or, later, `postgres://...`.
+    /// `sqlite://PATH` (default) or `postgres://...` (printed without its password).
+    #[serde(serialize_with = "crate::outbox::postgres::serialize_redacted")]
     pub store: String,
     /// SQLite durability: `full` (default) or `normal`.
     pub sqlite_synchronous: Synchronous,
@@ -214,6 +215,8 @@ pub struct Config {
     pub allowed_origins: Option<String>,
     pub shopify: crate::shopify::config::ShopifyConfig,
     pub browser: crate::browser::config::BrowserConfig,
+    /// `[postgres]`: the connection pool, when `store` is a PostgreSQL URL.
+    pub postgres: crate::outbox::postgres::PostgresConfig,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -242,16 +245,32 @@ impl Default for Config {
             allowed_origins: None,
             shopify: Default::default(),
             browser: Default::default(),
+            postgres: Default::default(),
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }
     }
 }
 
-/// Where the store lives, parsed from `store`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the store lives, parsed from `store`. `Debug` hides a PostgreSQL password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL, as given (it may hold a password: print it
+    /// with [`crate::outbox::postgres::redact_url`]).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            StoreUrl::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&crate::outbox::postgres::redact_url(url))
+                .finish(),
+        }
+    }
 }
 
 impl Config {
@@ -350,6 +369,7 @@ impl Config {
             bail!("log_format: must be text or json");
         }
         crate::shopify::config::ShopifyConfig::validate(self)?;
+        crate::outbox::postgres::PostgresConfig::validate(self)?;
         Ok(())
     }
 
@@ -359,7 +379,7 @@ impl Config {
     }
 }
 
-/// Parses `sqlite://PATH` (or `sqlite:PATH`).
+/// Parses `sqlite://PATH` (or `sqlite:PATH`) and `postgres://...` (or `postgresql://...`).
 pub fn parse_store_url(s: &str) -> anyhow::Result<StoreUrl> {
     if let Some(rest) = s
         .strip_prefix("sqlite://")
@@ -371,9 +391,15 @@ pub fn parse_store_url(s: &str) -> anyhow::Result<StoreUrl> {
         return Ok(StoreUrl::Sqlite(PathBuf::from(rest)));
     }
     if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-        bail!("store: PostgreSQL is not supported by this build yet; use sqlite://PATH");
+        if let Err(e) = s.parse::<tokio_postgres::Config>() {
+            bail!(
+                "store: {} is not a usable PostgreSQL URL: {e}",
+                crate::outbox::postgres::redact_url(s)
+            );
+        }
+        return Ok(StoreUrl::Postgres(s.to_owned()));
     }
-    bail!("store: must be sqlite://PATH, got an unsupported scheme")
+    bail!("store: must be sqlite://PATH or postgres://USER@HOST/DB, got an unsupported scheme")
 }
 
 /// Loads the configuration: defaults, then `file` (if given, it must exist), then `PINCAPI_*`
@@ -494,5 +520,14 @@ mod tests {
             StoreUrl::Sqlite("data/p.db".into())
         );
         assert!(parse_store_url("mysql://x").is_err());
+        assert_eq!(
+            parse_store_url("postgresql://app@db/pincapi").unwrap(),
+            StoreUrl::Postgres("postgresql://app@db/pincapi".into())
+        );
+        let bad = parse_store_url("postgres://app:s3cret@db/pincapi?sslmode=sometimes")
+            .unwrap_err()
+            .to_string();
+        assert!(bad.starts_with("store: "), "{bad}");
+        assert!(!bad.contains("s3cret"), "{bad}");
     }
 }

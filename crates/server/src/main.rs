@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pincapi::config::{self, Config, StoreUrl};
-use pincapi::outbox::sqlite::SqliteOutbox;
-use pincapi::outbox::{Outbox, Selection};
+use pincapi::outbox::Selection;
+use pincapi::outbox::open::{Opener, open_store};
 use pincapi::sandbox::{Sandbox, SandboxOptions};
 use pincapi_core::normalize::{self, HashedField};
 
@@ -78,6 +78,8 @@ enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// Create or upgrade the store's schema (`serve` does it too) and print its version.
+    Migrate(ConfigArg),
     /// Measure ingest and delivery throughput on this machine.
     Bench(pincapi::bench::BenchArgs),
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
@@ -187,6 +189,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => Ok(hash(&field, &value, country.as_deref(), show_normalized)),
         Command::CheckConfig { config, offline } => check_config(config, offline).await,
         Command::Deadletter { config, action } => deadletter(config, action).await,
+        Command::Migrate(c) => {
+            let config = config::load(c.config.as_deref())?;
+            init_tracing(&config);
+            config.validate(false)?;
+            let store = open_store(&config, Opener::Tool).await?;
+            println!("{}: schema version {}", store.display, store.schema_version);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => {
             pincapi::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
@@ -259,11 +269,12 @@ async fn check_config(c: ConfigArg, offline: bool) -> anyhow::Result<ExitCode> {
 
 async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode> {
     let config = config::load(c.config.as_deref())?;
-    let StoreUrl::Sqlite(path) = config.store_url()?;
-    if !path.exists() {
+    if let StoreUrl::Sqlite(path) = config.store_url()?
+        && !path.exists()
+    {
         anyhow::bail!("store: {} does not exist", path.display());
     }
-    let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)?;
+    let outbox = open_store(&config, Opener::Tool).await?.outbox;
     // clap already refuses --id together with --all.
     let selection = |ids: Vec<i64>, all: bool| -> anyhow::Result<Selection> {
         Selection::from_parts(all, ids)

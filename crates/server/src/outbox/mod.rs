@@ -1,14 +1,18 @@
 //! The outbox: the durable queue every accepted event passes through on its way to Pinterest.
 //!
 //! [`Outbox`] is the one trait the rest of the server talks to; [`sqlite::SqliteOutbox`] is
-//! the embedded implementation. An event is stored once per (ad account, event_id): a repeat
-//! is reported as [`Enqueued::Duplicate`] and never sent twice. Rows hold only what Pinterest
+//! the embedded implementation and [`postgres::PostgresOutbox`] the shared one, for several
+//! gateway instances; [`open::open_store`] opens the one the configuration names. An event
+//! is stored once per (ad account, event_id): a repeat is reported as
+//! [`Enqueued::Duplicate`] and never sent twice. Rows hold only what Pinterest
 //! receives (hashed match keys, raw IP/user agent/click id), never raw PII.
 //!
 //! An event's life: `pending` (due at `next_attempt_at`) → claimed by a worker under a lease →
 //! settled as `delivered`, back to `pending` for a retry, or `dead` (dead-letter table view);
 //! an operator can retry a dead event or drop it (`dropped`).
 
+pub mod open;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -289,6 +293,39 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     /// Forgets webhook deliveries received before `before_ms` (they are only kept to
     /// recognise Shopify's retries, which end after 4 hours); returns how many.
     async fn prune_shopify_deliveries(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    // --- Multi-instance ---
+
+    /// Takes the lock that lets one gateway instance at a time run the Shopify poller of
+    /// `shop`, or `None` while another instance holds it. The lock lasts as long as the
+    /// returned guard, and ends by itself when the instance holding it dies. An embedded store
+    /// has a single owner process, so there it is always granted.
+    async fn try_lock_shopify_poller(&self, shop: &str) -> Result<Option<StoreLock>, StoreError> {
+        let _ = shop;
+        Ok(Some(StoreLock::default()))
+    }
+}
+
+// --- Multi-instance ---
+
+/// A lock held in the store for as long as this value lives (see
+/// [`Outbox::try_lock_shopify_poller`]).
+#[derive(Default)]
+pub struct StoreLock(Option<Box<dyn Send>>);
+
+impl StoreLock {
+    /// A lock that lasts as long as `holder` (e.g. the database session that holds it).
+    pub fn holding(holder: impl Send + 'static) -> StoreLock {
+        StoreLock(Some(Box::new(holder)))
+    }
+}
+
+impl fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("held_in_store", &self.0.is_some())
+            .finish()
+    }
 }
 
 // --- Shopify ---

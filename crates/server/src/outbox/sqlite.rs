@@ -235,6 +235,15 @@ impl SqliteOutbox {
         Ok(file)
     }
 
+    /// The schema version of the file (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError::Unavailable("reader poisoned".into()))?;
+        Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
     /// Runs `f` on the writer thread inside the next group commit and returns its result once
     /// the commit is durable.
     async fn write<R, F>(&self, f: F) -> Result<R, StoreError>

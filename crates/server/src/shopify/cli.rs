@@ -19,10 +19,10 @@ use super::pixel::{self, PixelOptions};
 use super::poller::{PollReport, Reconciler};
 use super::record::{Recorder, Status, decide};
 use super::standin::ShopifyStandin;
-use crate::config::{self, Config, StoreUrl};
+use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::outbox::Source;
-use crate::outbox::sqlite::SqliteOutbox;
+use crate::outbox::open::{Opener, open_store};
 
 /// `pincapi shopify ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -258,11 +258,7 @@ async fn backfill(
              (or PINCAPI_SHOPIFY__ACCESS_TOKEN for the single-shop shorthand)"
         );
     }
-    let StoreUrl::Sqlite(path) = config.store_url()?;
-    let outbox = Arc::new(
-        SqliteOutbox::open(&path, config.sqlite_synchronous)
-            .with_context(|| format!("while opening the store {}", path.display()))?,
-    );
+    let outbox = open_store(&config, Opener::Tool).await?.outbox;
     let recorder = Recorder {
         outbox,
         metrics: Arc::new(Metrics::default()),

@@ -345,8 +345,31 @@ pub async fn run_loop(reconciler: Reconciler, interval: Duration, mut stop: watc
         if *stop.borrow() {
             break;
         }
-        match reconciler.poll().await {
-            Ok(r) => {
+        // With several instances on one store, one of them polls a shop at a time; the
+        // others skip this round.
+        let lock = match reconciler
+            .recorder
+            .outbox
+            .try_lock_shopify_poller(&shop)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(e) => {
+                tracing::warn!(shop = %shop, error = %e, "Could not take the Shopify poller lock; trying again at the next interval");
+                None
+            }
+        };
+        let result = match &lock {
+            Some(_) => Some(reconciler.poll().await),
+            None => {
+                tracing::debug!(shop = %shop, "Another instance is polling this shop; skipping this round");
+                None
+            }
+        };
+        drop(lock);
+        match result {
+            None => {}
+            Some(Ok(r)) => {
                 reconciler.recorder.metrics.inc(
                     "pincapi_shopify_polls_total",
                     &[("shop", &shop), ("result", "ok")],
@@ -358,7 +381,7 @@ pub async fn run_loop(reconciler: Reconciler, interval: Duration, mut stop: watc
                     tracing::debug!(shop = %shop, orders = r.orders, "Reconciled Shopify orders; nothing was missing");
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 reconciler.recorder.metrics.inc(
                     "pincapi_shopify_polls_total",
                     &[("shop", &shop), ("result", "error")],

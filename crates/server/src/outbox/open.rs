@@ -1,0 +1,67 @@
+//! Opening the store the configuration names: `sqlite://` or `postgres://`.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::SharedOutbox;
+use super::postgres::PostgresOutbox;
+use super::sqlite::SqliteOutbox;
+use crate::config::{Config, StoreUrl};
+
+/// Who opens the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    /// `serve`: for SQLite, the single owner (takes `<db>.lock`).
+    Gateway,
+    /// A CLI command working alongside a running gateway.
+    Tool,
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct OpenedStore {
+    pub outbox: SharedOutbox,
+    /// SQLite's owner lock when opened by the gateway; hold it as long as the outbox.
+    pub owner_lock: Option<File>,
+    /// `true` for an embedded store, which one process owns (so leases left at start belong
+    /// to a process that is gone); `false` for a store several instances share.
+    pub single_owner: bool,
+    /// The schema version after migrations.
+    pub schema_version: i64,
+    /// Where it is, for messages (never with a password).
+    pub display: String,
+}
+
+/// Opens (creating and migrating as needed) the configured store.
+pub async fn open_store(config: &Config, opener: Opener) -> anyhow::Result<OpenedStore> {
+    match config.store_url()? {
+        StoreUrl::Sqlite(path) => {
+            let owner_lock = match opener {
+                Opener::Gateway => Some(SqliteOutbox::lock_owner(&path)?),
+                Opener::Tool => None,
+            };
+            let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)
+                .with_context(|| format!("while opening the store {}", path.display()))?;
+            let schema_version = outbox.schema_version()?;
+            Ok(OpenedStore {
+                outbox: Arc::new(outbox),
+                owner_lock,
+                single_owner: true,
+                schema_version,
+                display: format!("sqlite://{}", path.display()),
+            })
+        }
+        StoreUrl::Postgres(url) => {
+            let outbox = PostgresOutbox::connect(&url, &config.postgres).await?;
+            Ok(OpenedStore {
+                schema_version: i64::from(outbox.schema_version()),
+                display: outbox.display_url().to_owned(),
+                outbox: Arc::new(outbox),
+                owner_lock: None,
+                single_owner: false,
+            })
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The PostgreSQL schema as a numbered list of migrations, the same tables and meanings as
+//! SQLite's `MIGRATION_1` and `MIGRATION_2` (see `outbox/sqlite.rs`), in PostgreSQL's types:
+//! `BIGINT` for Unix seconds and milliseconds, `BIGSERIAL` row ids, `BOOLEAN` flags.
+//!
+//! `schema_migrations` records every version applied. [`migrate`] runs in one transaction
+//! under a transaction-level advisory lock, so several instances starting at once apply each
+//! migration once and the others wait, then find nothing left to do. A later change appends
+//! a [`Migration`] with the next version; an applied migration is never edited.
+
+use deadpool_postgres::Client;
+
+use super::PgError;
+use crate::outbox::StoreError;
+
+/// One schema step.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Key of the advisory lock taken while migrating ("pincapi" in ASCII).
+const MIGRATION_LOCK: i64 = 0x70_69_6e_63_61_70_69;
+
+/// Every migration, in order.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events and payloads",
+        sql: "
+CREATE TABLE events (
+    id               BIGSERIAL PRIMARY KEY,
+    ad_account_id    TEXT     NOT NULL,
+    event_id         TEXT     NOT NULL,
+    event_name       TEXT     NOT NULL,
+    event_time       BIGINT   NOT NULL,          -- Unix seconds
+    received_at      BIGINT   NOT NULL,          -- Unix ms
+    source           TEXT     NOT NULL,          -- the first source that sent it
+    sources          BIGINT   NOT NULL,          -- bit set of every source that sent it
+    match_keys       BIGINT   NOT NULL,          -- MatchKeys bits
+    test             BOOLEAN  NOT NULL DEFAULT false,
+    state            TEXT     NOT NULL DEFAULT 'pending', -- pending | delivered | dead | dropped
+    attempts         INTEGER  NOT NULL DEFAULT 0,
+    next_attempt_at  BIGINT   NOT NULL,          -- Unix ms; a claim moves it to the lease end
+    lease_until      BIGINT,                     -- Unix ms while claimed
+    sent_at          BIGINT,                     -- Unix ms of the request that delivered it
+    last_error       TEXT,
+    warning          TEXT,
+    UNIQUE (ad_account_id, event_id)
+);
+CREATE INDEX events_due ON events (ad_account_id, next_attempt_at, id) WHERE state = 'pending';
+CREATE INDEX events_dead ON events (id) WHERE state = 'dead';
+-- The event as Pinterest receives it (hashed), apart from the hot row that claims and
+-- settlements rewrite.
+CREATE TABLE payloads (
+    id               BIGINT   PRIMARY KEY,       -- = events.id
+    payload_version  INTEGER  NOT NULL,
+    body             TEXT     NOT NULL
+);
+",
+    },
+    Migration {
+        version: 2,
+        name: "shopify",
+        sql: "
+CREATE TABLE shopify_deliveries (
+    shop         TEXT     NOT NULL,
+    webhook_id   TEXT     NOT NULL,          -- X-Shopify-Webhook-Id
+    topic        TEXT     NOT NULL,
+    outcome      TEXT     NOT NULL,          -- accepted | skipped | ignored | recorded
+    received_at  BIGINT   NOT NULL,          -- Unix ms
+    PRIMARY KEY (shop, webhook_id)
+);
+CREATE INDEX shopify_deliveries_age ON shopify_deliveries (received_at);
+CREATE TABLE shopify_orders (
+    shop           TEXT     NOT NULL,
+    order_id       TEXT     NOT NULL,
+    ad_account_id  TEXT     NOT NULL,
+    created_at     BIGINT   NOT NULL,        -- Unix seconds
+    test           BOOLEAN  NOT NULL,
+    value          TEXT,
+    currency       TEXT,
+    source_name    TEXT,
+    outcome        TEXT     NOT NULL,        -- sent | skipped | ignored; sent is final
+    reason         TEXT,
+    event_id       TEXT,
+    sources        BIGINT   NOT NULL,        -- bit set of the sources that saw it
+    first_seen_at  BIGINT   NOT NULL,        -- Unix ms
+    updated_at     BIGINT   NOT NULL,        -- Unix ms
+    PRIMARY KEY (shop, order_id)
+);
+CREATE INDEX shopify_orders_created ON shopify_orders (created_at);
+CREATE TABLE shopify_adjustments (
+    id           BIGSERIAL PRIMARY KEY,
+    shop         TEXT     NOT NULL,
+    order_id     TEXT     NOT NULL,
+    kind         TEXT     NOT NULL,          -- cancelled | refunded
+    at           BIGINT   NOT NULL,          -- Unix seconds
+    amount       TEXT,
+    currency     TEXT,
+    reason       TEXT,
+    test         BOOLEAN  NOT NULL,
+    recorded_at  BIGINT   NOT NULL           -- Unix ms
+);
+CREATE UNIQUE INDEX shopify_adjustments_once
+    ON shopify_adjustments (shop, order_id, kind, at, coalesce(amount, ''));
+CREATE TABLE shopify_checkpoints (
+    shop        TEXT     PRIMARY KEY,
+    checkpoint  BIGINT   NOT NULL,           -- Unix seconds of the newest order seen
+    updated_at  BIGINT   NOT NULL            -- Unix ms
+);
+",
+    },
+];
+
+/// The newest version this build knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Brings the schema to [`latest`] and returns the version it is at.
+pub async fn migrate(client: &mut Client, now_ms: i64) -> Result<i32, StoreError> {
+    run(client, now_ms).await.map_err(PgError::into_store)
+}
+
+async fn run(client: &mut Client, now_ms: i64) -> Result<i32, PgError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version     INTEGER  PRIMARY KEY,
+             name        TEXT     NOT NULL,
+             applied_at  BIGINT   NOT NULL        -- Unix ms
+         )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    if current > latest() {
+        return Err(StoreError::Unavailable(format!(
+            "the store has schema version {current}, newer than this build ({})",
+            latest()
+        ))
+        .into());
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        tx.batch_execute(m.sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &now_ms],
+        )
+        .await?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "Applied a PostgreSQL migration"
+        );
+    }
+    tx.commit().await?;
+    Ok(latest())
+}
