@@ -157,7 +157,7 @@ pub(super) async fn method_not_allowed() -> ApiError {
 
 /// The bearer token of `Authorization: Bearer <token>` (scheme case-insensitive, as HTTP
 /// says), or `None` when the header is missing, malformed or the token is empty.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();

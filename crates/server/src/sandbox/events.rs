@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -71,8 +71,11 @@ pub(super) async fn create(
     State(sandbox): State<Sandbox>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Counted until answered; dropped unfinished if the client goes away during a delay.
+    let _in_flight = sandbox.enter_request(api::bearer_token(&headers).unwrap_or_default());
     let ad_account_id = match api::ad_account_id(path) {
         Ok(id) => id,
         Err(e) => return e.into_response(),

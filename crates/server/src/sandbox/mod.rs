@@ -29,7 +29,7 @@ mod json;
 mod rate_limit;
 mod validate;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -220,6 +220,25 @@ struct Inner {
     faults: Mutex<FaultState>,
     rate_limiter: RateLimiter,
     counters: Counters,
+    /// Per bearer token: events requests being handled (body read, answer not yet sent),
+    /// and events requests received in all.
+    in_flight: Mutex<HashMap<String, (usize, u64)>>,
+}
+
+/// Counts one events request as in flight until dropped: when it is answered, or when the
+/// client goes away first and the server drops the request unfinished.
+pub(crate) struct InFlight {
+    sandbox: Sandbox,
+    token: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = lock(&self.sandbox.inner.in_flight);
+        if let Some((n, _)) = map.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -249,6 +268,7 @@ impl Sandbox {
                 faults: Mutex::new(FaultState::default()),
                 rate_limiter,
                 counters: Counters::default(),
+                in_flight: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -288,6 +308,20 @@ impl Sandbox {
     /// Processed events, test and non-test (empty when recording is off).
     pub fn events(&self) -> Vec<RecordedEvent> {
         lock(&self.inner.events).clone()
+    }
+
+    /// How many events requests with this bearer token are being handled right now: their
+    /// body has arrived and they have not been answered. A request whose client disconnects
+    /// during a delay fault is dropped unfinished (never processed nor recorded), as a request
+    /// cut off at Pinterest; it then stops counting.
+    pub fn in_flight(&self, token: &str) -> usize {
+        lock(&self.inner.in_flight).get(token).map_or(0, |t| t.0)
+    }
+
+    /// How many events requests with this bearer token have arrived (body read), answered
+    /// or not.
+    pub fn requests_started(&self, token: &str) -> u64 {
+        lock(&self.inner.in_flight).get(token).map_or(0, |t| t.1)
     }
 
     /// Replaces the current faults.
@@ -374,6 +408,18 @@ impl Sandbox {
 
     fn faults_state(&self) -> MutexGuard<'_, FaultState> {
         lock(&self.inner.faults)
+    }
+
+    fn enter_request(&self, token: &str) -> InFlight {
+        let mut map = lock(&self.inner.in_flight);
+        let entry = map.entry(token.to_owned()).or_insert((0, 0));
+        entry.0 += 1;
+        entry.1 += 1;
+        drop(map);
+        InFlight {
+            sandbox: self.clone(),
+            token: token.to_owned(),
+        }
     }
 
     fn rate_limiter(&self) -> &RateLimiter {
