@@ -1,17 +1,33 @@
 //! The outbox contract: what every store backend must do, written once against the trait.
-//! Runs on SQLite; a PostgreSQL backend runs the same functions.
+//! Every contract function runs on SQLite and on PostgreSQL (a schema of its own per test).
 
 use std::sync::Arc;
 
 use pincapi::config::Synchronous;
+use pincapi::outbox::postgres::{PostgresConfig, PostgresOutbox};
 use pincapi::outbox::sqlite::SqliteOutbox;
-use pincapi::outbox::{Enqueued, NewEvent, Outbox, Selection, Settlement, SharedOutbox, Source};
+use pincapi::outbox::{
+    Enqueued, NewEvent, OrderOutcome, Outbox, Selection, Settlement, SharedOutbox,
+    ShopifyAdjustment, ShopifyDelivery, ShopifyOrder, ShopifyRecord, ShopifyStored, Source,
+    TestOrderCopy,
+};
 use pincapi_core::event::EventName;
+
+use crate::helpers::wait_for;
+use crate::pg::TestSchema;
 
 fn sqlite() -> (SharedOutbox, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let outbox = SqliteOutbox::open(&dir.path().join("o.db"), Synchronous::Normal).unwrap();
     (Arc::new(outbox), dir)
+}
+
+async fn postgres() -> (SharedOutbox, TestSchema) {
+    let schema = TestSchema::create().await;
+    let outbox = PostgresOutbox::connect(&schema.url, &PostgresConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("the PostgreSQL store opens: {e}"));
+    (Arc::new(outbox), schema)
 }
 
 fn event(id: &str, received: i64) -> NewEvent {
@@ -205,6 +221,432 @@ async fn an_outcome_under_an_ended_lease_is_not_recorded(o: SharedOutbox) {
     assert_eq!(on_time, 1);
 }
 
+async fn a_large_batch_with_repeats_is_stored_once_per_event_id(o: SharedOutbox) {
+    let mut batch: Vec<NewEvent> = (0..1000).map(|i| event(&format!("e{i}"), 0)).collect();
+    // Repeats inside the batch and of an event stored before.
+    o.enqueue(vec![event("e999", 0)]).await.unwrap();
+    batch[10] = event("e3", 0);
+    let r = o.enqueue(batch).await.unwrap();
+    assert_eq!(r.len(), 1000);
+    assert_eq!(r[3], Enqueued::Accepted);
+    assert_eq!(r[10], Enqueued::Merged);
+    assert_eq!(r[999], Enqueued::Merged);
+    assert_eq!(
+        r.iter().filter(|e| **e == Enqueued::Accepted).count(),
+        998,
+        "{r:?}"
+    );
+    let depth: u64 = o.depth().await.unwrap().iter().map(|d| d.pending).sum();
+    assert_eq!(depth, 999);
+    let claimed = o.claim("1", 1000, 0, 1000).await.unwrap();
+    assert_eq!(claimed.len(), 999);
+    // Oldest first, and each payload is its own event's.
+    assert!(claimed.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(claimed.iter().all(|c| {
+        c.payload
+            .contains(&format!("\"event_id\":\"{}\"", c.event_id))
+    }));
+}
+
+async fn concurrent_enqueues_of_one_event_store_it_once(o: SharedOutbox) {
+    // Eight writers (as from eight gateway instances) enqueue overlapping batches at once,
+    // in different orders.
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let o = Arc::clone(&o);
+        tasks.push(tokio::spawn(async move {
+            let mut ids: Vec<usize> = (0..50).collect();
+            if w % 2 == 1 {
+                ids.reverse();
+            }
+            let batch = ids.iter().map(|i| event(&format!("c{i}"), 0)).collect();
+            o.enqueue(batch).await.unwrap()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| **e == Enqueued::Accepted)
+            .count();
+    }
+    assert_eq!(accepted, 50);
+    let claimed = o.claim("1", 1000, 0, 1000).await.unwrap();
+    assert_eq!(claimed.len(), 50);
+}
+
+async fn concurrent_claims_take_disjoint_events(o: SharedOutbox) {
+    let batch: Vec<NewEvent> = (0..300).map(|i| event(&format!("d{i}"), 0)).collect();
+    o.enqueue(batch).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let o = Arc::clone(&o);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let c = o.claim("1", 7, 100, 60_000).await.unwrap();
+                if c.is_empty() {
+                    return mine;
+                }
+                mine.extend(c.into_iter().map(|e| e.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(total, 300, "every event claimed");
+    assert_eq!(all.len(), 300, "no event claimed twice");
+}
+
+async fn the_shops_record_completes_a_held_browser_purchase_at_once(o: SharedOutbox) {
+    let mut browser = event("order-7", 1000);
+    browser.event_name = EventName::Checkout;
+    browser.source = Source::Collector;
+    browser.hold_ms = 600_000;
+    o.enqueue(vec![browser]).await.unwrap();
+    assert!(o.claim("1", 10, 5000, 1000).await.unwrap().is_empty());
+    let mut shop = event("order-7", 5000);
+    shop.event_name = EventName::Checkout;
+    shop.source = Source::Webhook;
+    shop.hold_ms = 60_000;
+    shop.payload = shop.payload.replace(
+        "}}",
+        "},\"custom_data\":{\"currency\":\"USD\",\"value\":\"10.00\"}}",
+    );
+    assert_eq!(o.enqueue(vec![shop]).await.unwrap(), vec![Enqueued::Merged]);
+    // Due at the shop's arrival, not at the end of either hold.
+    assert_eq!(o.next_due("1").await.unwrap(), Some(5000));
+    let claimed = o.claim("1", 10, 5000, 1000).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        claimed[0].payload.contains("10.00"),
+        "{}",
+        claimed[0].payload
+    );
+}
+
+fn webhook(shop: &str, webhook_id: &str, order_id: &str, received: i64) -> ShopifyRecord {
+    let mut e = event(&format!("order-{order_id}"), received);
+    e.event_name = EventName::Checkout;
+    e.source = Source::Webhook;
+    ShopifyRecord {
+        shop: shop.into(),
+        delivery: Some(ShopifyDelivery {
+            webhook_id: webhook_id.into(),
+            topic: "orders/create".into(),
+            outcome: "accepted".into(),
+        }),
+        event: Some(e),
+        order: Some(ShopifyOrder {
+            order_id: order_id.into(),
+            ad_account_id: "1".into(),
+            created_at: 1_764_000_000,
+            test: false,
+            value: Some("10.00".into()),
+            currency: Some("USD".into()),
+            source_name: Some("web".into()),
+            outcome: OrderOutcome::Sent,
+            reason: None,
+            event_id: Some(format!("order-{order_id}")),
+            source: Source::Webhook,
+        }),
+        adjustment: None,
+        test_order: None,
+        received_at_ms: received,
+    }
+}
+
+async fn shopify_deliveries_are_stored_once_per_webhook_id(o: SharedOutbox) {
+    let r = o
+        .record_shopify(vec![webhook("a.myshopify.com", "w1", "1", 1000)])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![ShopifyStored::Stored(Some(Enqueued::Accepted))]);
+    // Shopify's retry of the same delivery stores nothing, on the same or another shop's id.
+    let r = o
+        .record_shopify(vec![
+            webhook("a.myshopify.com", "w1", "1", 2000),
+            webhook("b.myshopify.com", "w1", "2", 2000),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        vec![
+            ShopifyStored::DuplicateDelivery,
+            ShopifyStored::Stored(Some(Enqueued::Accepted))
+        ]
+    );
+    // The same delivery from two instances at once: stored once.
+    let (x, y) = tokio::join!(
+        o.record_shopify(vec![webhook("a.myshopify.com", "w2", "3", 3000)]),
+        o.record_shopify(vec![webhook("a.myshopify.com", "w2", "3", 3000)]),
+    );
+    let mut both = vec![x.unwrap()[0], y.unwrap()[0]];
+    both.sort_by_key(|s| matches!(s, ShopifyStored::DuplicateDelivery));
+    assert_eq!(
+        both,
+        vec![
+            ShopifyStored::Stored(Some(Enqueued::Accepted)),
+            ShopifyStored::DuplicateDelivery
+        ]
+    );
+    // Forgotten deliveries are accepted again (the event itself is still stored once).
+    assert_eq!(o.prune_shopify_deliveries(2500).await.unwrap(), 2);
+    let r = o
+        .record_shopify(vec![webhook("a.myshopify.com", "w1", "1", 4000)])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![ShopifyStored::Stored(Some(Enqueued::Merged))]);
+}
+
+async fn the_order_ledger_keeps_sent_orders_and_adjustments_once(o: SharedOutbox) {
+    o.record_shopify(vec![webhook("a.myshopify.com", "w1", "1", 1000)])
+        .await
+        .unwrap();
+    // The poller sees it later as skipped: `sent` stays, its source is added.
+    let mut polled = webhook("a.myshopify.com", "-", "1", 2000);
+    polled.delivery = None;
+    polled.event = None;
+    if let Some(order) = polled.order.as_mut() {
+        order.outcome = OrderOutcome::Skipped;
+        order.reason = Some("no match key".into());
+        order.source = Source::Poller;
+        order.value = Some("99.00".into());
+    }
+    o.record_shopify(vec![polled]).await.unwrap();
+    let refund = ShopifyAdjustment {
+        order_id: "1".into(),
+        kind: "refunded".into(),
+        at: 1_764_000_100,
+        amount: Some("4.00".into()),
+        currency: Some("USD".into()),
+        reason: None,
+        test: false,
+    };
+    for webhook_id in ["r1", "r2"] {
+        o.record_shopify(vec![ShopifyRecord {
+            shop: "a.myshopify.com".into(),
+            delivery: Some(ShopifyDelivery {
+                webhook_id: webhook_id.into(),
+                topic: "refunds/create".into(),
+                outcome: "recorded".into(),
+            }),
+            event: None,
+            order: None,
+            adjustment: Some(refund.clone()),
+            test_order: None,
+            received_at_ms: 3000,
+        }])
+        .await
+        .unwrap();
+    }
+    o.record_shopify(vec![webhook("b.myshopify.com", "w9", "9", 1000)])
+        .await
+        .unwrap();
+    let ledger = o
+        .shopify_ledger(Some("a.myshopify.com".into()), 100)
+        .await
+        .unwrap();
+    assert_eq!(ledger.orders.len(), 1);
+    let row = &ledger.orders[0];
+    assert_eq!(row.order.outcome, OrderOutcome::Sent);
+    assert_eq!(row.order.value.as_deref(), Some("10.00"));
+    assert_eq!(row.sources, vec![Source::Webhook, Source::Poller]);
+    assert_eq!(ledger.adjustments.len(), 1, "the same refund counts once");
+    assert_eq!(
+        ledger.adjustments[0].adjustment.amount.as_deref(),
+        Some("4.00")
+    );
+    let all = o.shopify_ledger(None, 100).await.unwrap();
+    assert_eq!(all.orders.len(), 2);
+}
+
+async fn a_test_orders_browser_copy_is_dropped_or_flagged(o: SharedOutbox) {
+    let mut copies = Vec::new();
+    for id in ["order-1", "order-2", "order-3"] {
+        let mut e = event(id, 0);
+        e.event_name = EventName::Checkout;
+        e.source = Source::Collector;
+        e.hold_ms = 600_000;
+        copies.push(e);
+    }
+    let mut api = event("order-4", 0);
+    api.event_name = EventName::Checkout;
+    copies.push(api);
+    o.enqueue(copies).await.unwrap();
+    let test_order = |event_id: &str, send_as_test: bool| ShopifyRecord {
+        shop: "a.myshopify.com".into(),
+        delivery: None,
+        event: None,
+        order: None,
+        adjustment: None,
+        test_order: Some(TestOrderCopy {
+            ad_account_id: "1".into(),
+            event_id: event_id.into(),
+            send_as_test,
+        }),
+        received_at_ms: 1000,
+    };
+    o.record_shopify(vec![
+        test_order("order-1", false),
+        test_order("order-2", true),
+        test_order("order-4", false),
+    ])
+    .await
+    .unwrap();
+    let claimed = o.claim("1", 10, 600_000, 1000).await.unwrap();
+    let seen: Vec<(&str, bool)> = claimed
+        .iter()
+        .map(|c| (c.event_id.as_str(), c.test))
+        .collect();
+    // order-1 dropped; order-2 flagged; order-3 untouched; order-4 (not from the browser)
+    // kept as it was.
+    assert_eq!(
+        seen,
+        vec![("order-2", true), ("order-3", false), ("order-4", false)]
+    );
+    // A dropped copy still counts for de-duplication.
+    assert_eq!(
+        o.enqueue(vec![event("order-1", 0)]).await.unwrap(),
+        vec![Enqueued::Duplicate]
+    );
+}
+
+async fn shopify_checkpoints_only_move_forward(o: SharedOutbox) {
+    assert_eq!(o.shopify_checkpoint("a.myshopify.com").await.unwrap(), None);
+    o.advance_shopify_checkpoint("a.myshopify.com", 100, 1)
+        .await
+        .unwrap();
+    o.advance_shopify_checkpoint("a.myshopify.com", 50, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        o.shopify_checkpoint("a.myshopify.com").await.unwrap(),
+        Some(100)
+    );
+    o.advance_shopify_checkpoint("a.myshopify.com", 200, 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        o.shopify_checkpoint("a.myshopify.com").await.unwrap(),
+        Some(200)
+    );
+    assert_eq!(o.shopify_checkpoint("b.myshopify.com").await.unwrap(), None);
+}
+
+async fn the_poller_lock_is_granted(o: SharedOutbox) {
+    let lock = o.try_lock_shopify_poller("a.myshopify.com").await.unwrap();
+    assert!(lock.is_some());
+    drop(lock);
+    assert!(
+        o.try_lock_shopify_poller("a.myshopify.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// On a shared store the poller lock is exclusive across instances, and ends with its holder.
+#[tokio::test]
+async fn postgres_the_poller_lock_is_held_by_one_instance_at_a_time() {
+    let (first, _schema) = postgres().await;
+    let second = PostgresOutbox::connect(&_schema.url, &PostgresConfig::default())
+        .await
+        .unwrap();
+    let held = first
+        .try_lock_shopify_poller("a.myshopify.com")
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    assert!(
+        second
+            .try_lock_shopify_poller("a.myshopify.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Another shop is independent.
+    assert!(
+        second
+            .try_lock_shopify_poller("b.myshopify.com")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    drop(held);
+    wait_for("the lock to be free once its holder lets go", || async {
+        second
+            .try_lock_shopify_poller("a.myshopify.com")
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+}
+
+/// Several instances starting at once migrate the schema once.
+#[tokio::test]
+async fn postgres_instances_starting_at_once_migrate_once() {
+    let schema = TestSchema::create().await;
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let url = schema.url.clone();
+            tokio::spawn(
+                async move { PostgresOutbox::connect(&url, &PostgresConfig::default()).await },
+            )
+        })
+        .collect();
+    let mut outboxes = Vec::new();
+    for h in handles {
+        outboxes.push(h.await.unwrap());
+    }
+    for o in &outboxes {
+        let o = o.as_ref().unwrap();
+        assert_eq!(
+            i64::from(o.schema_version()),
+            i64::from(
+                pincapi::outbox::postgres::MIGRATIONS
+                    .last()
+                    .unwrap()
+                    .version
+            )
+        );
+    }
+}
+
+/// `sslmode=require` speaks TLS and checks the server's certificate: the local server's
+/// self-signed one is refused with a certificate error, not silently used in plain text.
+#[tokio::test]
+async fn postgres_sslmode_require_verifies_the_server_certificate() {
+    let url = format!(
+        "{}{}sslmode=require",
+        crate::pg::base_url(),
+        if crate::pg::base_url().contains('?') {
+            '&'
+        } else {
+            '?'
+        }
+    );
+    let settings = PostgresConfig {
+        connect_timeout_secs: 5,
+        ..PostgresConfig::default()
+    };
+    let err = PostgresOutbox::connect(&url, &settings)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("TLS handshake"), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite_contract {
@@ -212,6 +654,15 @@ macro_rules! contract {
                 #[tokio::test]
                 async fn $name() {
                     let (o, _dir) = super::sqlite();
+                    super::$name(o).await;
+                }
+            )*
+        }
+        mod postgres_contract {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (o, _schema) = super::postgres().await;
                     super::$name(o).await;
                 }
             )*
@@ -226,6 +677,15 @@ contract!(
     held_events_wait_and_repeats_merge_into_them,
     dead_letters_can_be_retried_and_dropped,
     an_outcome_under_an_ended_lease_is_not_recorded,
+    a_large_batch_with_repeats_is_stored_once_per_event_id,
+    concurrent_enqueues_of_one_event_store_it_once,
+    concurrent_claims_take_disjoint_events,
+    the_shops_record_completes_a_held_browser_purchase_at_once,
+    shopify_deliveries_are_stored_once_per_webhook_id,
+    the_order_ledger_keeps_sent_orders_and_adjustments_once,
+    a_test_orders_browser_copy_is_dropped_or_flagged,
+    shopify_checkpoints_only_move_forward,
+    the_poller_lock_is_granted,
 );
 
 #[tokio::test]
