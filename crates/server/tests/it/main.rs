@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod gateway;
 mod helpers;
+mod multi_instance;
 mod outbox;
 mod pg;
 mod restart;
