@@ -78,6 +78,20 @@ enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// Conversion-quality report from the store `serve` uses: volume, match keys, lag,
+    /// Shopify orders against Pinterest, API health, Pinterest's EQS and open alerts.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// From when: a date (2026-11-20), an RFC 3339 time, or a span back (7d, 24h).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// Exit with status 1 when an alert is firing (for cron).
+        #[arg(long)]
+        check: bool,
+    },
     /// Measure ingest and delivery throughput on this machine.
     Bench(pincapi::bench::BenchArgs),
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
@@ -93,6 +107,12 @@ enum Command {
         #[command(subcommand)]
         source: pincapi::shopify::cli::MapSource,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +207,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => Ok(hash(&field, &value, country.as_deref(), show_normalized)),
         Command::CheckConfig { config, offline } => check_config(config, offline).await,
         Command::Deadletter { config, action } => deadletter(config, action).await,
+        Command::Report {
+            config,
+            since,
+            format,
+            check,
+        } => report(config, &since, format, check).await,
         Command::Bench(args) => {
             pincapi::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
@@ -301,6 +327,39 @@ async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode
             let n = outbox.drop_dead(selection(ids, all)?).await?;
             println!("{n} dead letters dropped");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report(
+    c: ConfigArg,
+    since: &str,
+    format: ReportFormat,
+    check: bool,
+) -> anyhow::Result<ExitCode> {
+    use pincapi::quality::report;
+    let config = config::load(c.config.as_deref())?;
+    let StoreUrl::Sqlite(path) = config.store_url()?;
+    if !path.exists() {
+        anyhow::bail!("store: {} does not exist", path.display());
+    }
+    let now = pincapi::delivery::now_ms();
+    let since = report::parse_since(since, now / 1000).map_err(anyhow::Error::msg)?;
+    let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)?;
+    let eqs = !config.pinterest_oauth_token.is_empty();
+    let r = report::build(&outbox, since, now, eqs).await?;
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        ReportFormat::Table => print!("{}", report::to_table(&r)),
+    }
+    if check && !r.alerts.is_empty() {
+        for a in &r.alerts {
+            eprintln!(
+                "alert: {} (ad account {}): {}",
+                a.rule, a.ad_account_id, a.detail
+            );
+        }
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

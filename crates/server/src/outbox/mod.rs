@@ -302,12 +302,13 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     async fn quality_messages(&self, since_day: i64) -> Result<Vec<QualityMessage>, StoreError>;
 
     /// The Shopify order ledger against what was delivered and what the browser saw, per day
-    /// of order creation from `since` (Unix seconds) on, for non-test orders that are
-    /// conversions (not `ignored`); with up to `missing_limit` orders that have no delivered
-    /// purchase, oldest first.
+    /// of order creation, for orders created in `since..until` (Unix seconds) that are not
+    /// test orders and are conversions (not `ignored`); with up to `missing_limit` of those
+    /// orders that have no delivered purchase, oldest first.
     async fn shopify_truth(
         &self,
         since: i64,
+        until: i64,
         missing_limit: usize,
     ) -> Result<ShopifyTruth, StoreError>;
 

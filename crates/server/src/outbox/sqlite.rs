@@ -826,6 +826,7 @@ impl Outbox for SqliteOutbox {
     async fn shopify_truth(
         &self,
         since: i64,
+        until: i64,
         missing_limit: usize,
     ) -> Result<ShopifyTruth, StoreError> {
         self.read(move |conn| {
@@ -835,10 +836,10 @@ impl Outbox for SqliteOutbox {
                             sum(browser_seen),
                             sum(CASE WHEN delivered = 1 AND browser_seen = 0 THEN 1 ELSE 0 END)
                      FROM shopify_orders
-                     WHERE test = 0 AND outcome <> 'ignored' AND created_at >= ?1
+                     WHERE test = 0 AND outcome <> 'ignored' AND created_at >= ?1 AND created_at < ?2
                      GROUP BY (created_at / 86400) * 86400 ORDER BY day",
                 )?
-                .query_map(params![since], |r| {
+                .query_map(params![since, until], |r| {
                     Ok(TruthDay {
                         day: r.get(0)?,
                         orders: r.get(1)?,
@@ -852,10 +853,10 @@ impl Outbox for SqliteOutbox {
             let mut stmt = conn.prepare_cached(
                 "SELECT (created_at / 86400) * 86400 AS day, coalesce(reason, ''), count(*)
                  FROM shopify_orders
-                 WHERE test = 0 AND outcome = 'skipped' AND created_at >= ?1
+                 WHERE test = 0 AND outcome = 'skipped' AND created_at >= ?1 AND created_at < ?2
                  GROUP BY (created_at / 86400) * 86400, coalesce(reason, '') ORDER BY 1, 3 DESC",
             )?;
-            let skipped = stmt.query_map(params![since], |r| {
+            let skipped = stmt.query_map(params![since, until], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -873,10 +874,10 @@ impl Outbox for SqliteOutbox {
                     "SELECT shop, order_id, ad_account_id, created_at, outcome, reason
                      FROM shopify_orders
                      WHERE test = 0 AND outcome <> 'ignored' AND delivered = 0
-                         AND created_at >= ?1
-                     ORDER BY created_at, order_id LIMIT ?2",
+                         AND created_at >= ?1 AND created_at < ?2
+                     ORDER BY created_at, order_id LIMIT ?3",
                 )?
-                .query_map(params![since, missing_limit as i64], |r| {
+                .query_map(params![since, until, missing_limit as i64], |r| {
                     Ok(MissingOrder {
                         shop: r.get(0)?,
                         order_id: r.get(1)?,

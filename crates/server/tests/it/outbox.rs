@@ -402,7 +402,7 @@ async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered
     assert_eq!(settle.len(), 2);
     o.settle(claimed[0].lease_until, settle).await.unwrap();
 
-    let truth = o.shopify_truth(day, 10).await.unwrap();
+    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
     assert_eq!(truth.days.len(), 2, "{truth:?}");
     let d = &truth.days[0];
     assert_eq!(d.day, day);
@@ -420,14 +420,20 @@ async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered
     assert_eq!(missing, ["3", "5"]);
     assert_eq!(truth.missing[0].outcome, "skipped");
     assert_eq!(
-        o.shopify_truth(day, 1).await.unwrap().missing.len(),
+        o.shopify_truth(day, i64::MAX, 1)
+            .await
+            .unwrap()
+            .missing
+            .len(),
         1,
         "the list of missing orders is bounded"
     );
-    assert_eq!(
-        o.shopify_truth(day + 86_400, 10).await.unwrap().days.len(),
-        1
-    );
+    let next_day = o.shopify_truth(day + 86_400, i64::MAX, 10).await.unwrap();
+    assert_eq!(next_day.days.len(), 1);
+    // Orders created before `until` only.
+    let early = o.shopify_truth(day, day + 25, 10).await.unwrap();
+    assert_eq!(early.days[0].orders, 2);
+    assert!(early.missing.is_empty());
 }
 
 async fn alert_states_and_event_quality_scores_are_kept(o: SharedOutbox) {
