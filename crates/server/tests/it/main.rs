@@ -5,6 +5,7 @@ mod cli;
 mod gateway;
 mod helpers;
 mod outbox;
+mod quality;
 mod restart;
 mod sandbox;
 mod shopify;
