@@ -102,3 +102,32 @@ impl QualityConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_quality_settings_name_their_key() {
+        assert!(QualityConfig::default().validate().is_ok());
+        let mut c = QualityConfig::default();
+        c.coverage_min_percent.insert("email".into(), 50.0);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("quality.coverage_min_percent.email:"),
+            "{err}"
+        );
+        let c = QualityConfig {
+            webhook_url: Some("hooks.slack.com/x".into()),
+            ..QualityConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("quality.webhook_url:"), "{err}");
+        let c = QualityConfig {
+            coverage_event_name: "purchase".into(),
+            ..QualityConfig::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("quality.coverage_event_name:"), "{err}");
+    }
+}

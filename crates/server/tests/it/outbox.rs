@@ -504,3 +504,55 @@ async fn a_committed_enqueue_survives_reopening_the_file() {
     let o = SqliteOutbox::open(&path, Synchronous::Full).unwrap();
     assert_eq!(o.claim("1", 10, 0, 1000).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let day = 1_764_028_800;
+    {
+        let o = SqliteOutbox::open(&path, Synchronous::Normal).unwrap();
+        let mut browser = event("order-1", 500);
+        browser.event_name = EventName::Checkout;
+        browser.source = Source::Collector;
+        o.enqueue(vec![browser]).await.unwrap();
+        o.record_shopify(vec![
+            order("1", day, OrderOutcome::Sent, false),
+            order("2", day, OrderOutcome::Sent, false),
+        ])
+        .await
+        .unwrap();
+        let c = o.claim("1", 10, 10_000, 1000).await.unwrap();
+        let delivered = c.iter().find(|e| e.event_id == "order-2").unwrap();
+        o.settle(
+            delivered.lease_until,
+            vec![Settlement::Delivered {
+                id: delivered.id,
+                sent_at_ms: 10_000,
+                warning: None,
+            }],
+        )
+        .await
+        .unwrap();
+    }
+    // Take the store back to schema 2, as a build without quality left it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE quality_hours; DROP TABLE quality_messages; DROP TABLE alert_states;
+         DROP TABLE eqs_scores; DROP INDEX shopify_orders_order;
+         ALTER TABLE events DROP COLUMN repeats;
+         ALTER TABLE shopify_orders DROP COLUMN browser_seen;
+         ALTER TABLE shopify_orders DROP COLUMN delivered;
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let o = SqliteOutbox::open(&path, Synchronous::Normal).unwrap();
+    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
+    let d = &truth.days[0];
+    assert_eq!(
+        (d.orders, d.delivered, d.browser_seen, d.recovered),
+        (2, 1, 1, 1)
+    );
+    assert!(o.quality_hours(0).await.unwrap().is_empty());
+}

@@ -699,3 +699,84 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_the_api() {
     s.quit().await;
     driver.stop().await;
 }
+
+#[tokio::test]
+async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_fixed() {
+    use pincapi::config::DeliveryConfig;
+    use pincapi::delivery::Delivery;
+    use pincapi::outbox::{NewEvent, Selection, Settlement, Source};
+    use pincapi::quality::alerts::{Alerter, Transition};
+    use pincapi::quality::config::QualityConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let outbox: Arc<dyn Outbox> =
+        Arc::new(SqliteOutbox::open(&dir.path().join("a.db"), Synchronous::Normal).unwrap());
+    let alerter = || {
+        let metrics = Arc::new(Metrics::default());
+        let client =
+            PinterestClient::new("http://127.0.0.1:9/v5", std::time::Duration::from_secs(1))
+                .unwrap();
+        let delivery = Arc::new(Delivery::new(
+            Arc::clone(&outbox),
+            client,
+            Arc::clone(&metrics),
+            DeliveryConfig::default(),
+            7 * 86_400,
+            &[second_account(ACCOUNT, TOKEN)],
+        ));
+        Alerter::new(
+            Arc::clone(&outbox),
+            delivery,
+            metrics,
+            QualityConfig::default(),
+            vec![ACCOUNT.to_owned()],
+        )
+    };
+    let first = alerter();
+    assert!(first.evaluate_once(1000).await.unwrap().is_empty());
+    outbox
+        .enqueue(vec![NewEvent {
+            ad_account_id: ACCOUNT.into(),
+            event_id: "dead-1".into(),
+            event_name: pincapi_core::event::EventName::PageVisit,
+            event_time: now(),
+            received_at_ms: now() * 1000,
+            source: Source::Api,
+            match_keys: 16,
+            test: false,
+            hold_ms: 0,
+            payload: "{}".into(),
+        }])
+        .await
+        .unwrap();
+    let c = outbox
+        .claim(ACCOUNT, 10, now() * 1000, 60_000)
+        .await
+        .unwrap();
+    outbox
+        .settle(
+            c[0].lease_until,
+            vec![Settlement::Dead {
+                id: c[0].id,
+                reason: "Pinterest: bad".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    let fired = first.evaluate_once(2000).await.unwrap();
+    assert!(
+        matches!(&fired[..], [Transition::Fired(s)] if s.rule == "dead_letter"),
+        "{fired:?}"
+    );
+    assert!(first.evaluate_once(3000).await.unwrap().is_empty());
+    // A new process (a restart) finds the alert already fired.
+    let second = alerter();
+    assert!(second.evaluate_once(4000).await.unwrap().is_empty());
+    outbox.drop_dead(Selection::All).await.unwrap();
+    let cleared = second.evaluate_once(5000).await.unwrap();
+    assert!(
+        matches!(&cleared[..], [Transition::Cleared(s)] if s.cleared_at_ms == Some(5000) && s.fired_at_ms == 2000),
+        "{cleared:?}"
+    );
+    assert!(second.evaluate_once(6000).await.unwrap().is_empty());
+}
