@@ -1257,7 +1257,9 @@ struct Settled {
 /// event name) and per message, instead of one per event.
 #[derive(Default)]
 struct Tally {
-    hours: std::collections::HashMap<(i64, String, String), QualityCounts>,
+    /// A job touches few (hour, ad account, event name) groups, so a short list searched in
+    /// order is cheaper than hashing, and allocates only for a new group.
+    hours: Vec<(i64, String, String, QualityCounts)>,
     messages: std::collections::HashMap<(i64, String, &'static str, String), i64>,
 }
 
@@ -1265,9 +1267,23 @@ impl Tally {
     /// The counts of the hour `received_at_ms` falls in.
     fn hour(&mut self, account: &str, event_name: &str, received_at_ms: i64) -> &mut QualityCounts {
         let hour = received_at_ms.div_euclid(3_600_000) * 3600;
-        self.hours
-            .entry((hour, account.to_owned(), event_name.to_owned()))
-            .or_default()
+        let found = self
+            .hours
+            .iter()
+            .position(|(h, a, n, _)| *h == hour && a == account && n == event_name);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.hours.push((
+                    hour,
+                    account.to_owned(),
+                    event_name.to_owned(),
+                    QualityCounts::default(),
+                ));
+                self.hours.len() - 1
+            }
+        };
+        &mut self.hours[i].3
     }
 
     fn message(&mut self, account: &str, received_at_ms: i64, kind: &'static str, text: &str) {
@@ -1334,7 +1350,7 @@ impl Tally {
     fn flush(self, conn: &Connection) -> Result<(), StoreError> {
         if !self.hours.is_empty() {
             let mut stmt = conn.prepare_cached(&UPSERT_HOUR)?;
-            for ((hour, account, name), counts) in &self.hours {
+            for (hour, account, name, counts) in &self.hours {
                 let row = counts_to_row(counts);
                 let mut values: Vec<&dyn rusqlite::ToSql> = vec![hour, account, name];
                 values.extend(row.iter().map(|v| v as &dyn rusqlite::ToSql));

@@ -51,7 +51,8 @@ pub fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
         .any(|v| v.as_bytes().ct_eq(expected.as_bytes()).into())
 }
 
-/// `GET /dashboard`: the page, or the sign-in form with 401.
+/// `GET /dashboard[?since=...]`: the page (the last 30 days by default), or the sign-in form
+/// with 401.
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -60,7 +61,8 @@ pub async fn page(
     if !authorized(&state, &headers) {
         return (StatusCode::UNAUTHORIZED, Html(dashboard::login_page(None))).into_response();
     }
-    match super::quality::build(&state, q.since.as_deref()).await {
+    // A month by default: the charts are about trends.
+    match super::quality::build(&state, Some(q.since.as_deref().unwrap_or("30d"))).await {
         Ok(report) => Html(dashboard::render(&report)).into_response(),
         Err(e) => e.into_response(),
     }
