@@ -8,5 +8,6 @@ pub mod event;
 pub mod ingest;
 pub mod normalize;
 pub mod pinterest;
+pub mod quality;
 pub mod shopify;
 pub mod tag;

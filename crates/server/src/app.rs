@@ -111,6 +111,9 @@ impl App {
             .route("/healthz", get(routes::health::healthz))
             .route("/readyz", get(routes::health::readyz))
             .route("/metrics", get(routes::health::metrics))
+            .route("/api/quality", get(routes::quality::get_report))
+            .route("/dashboard", get(routes::dashboard::page))
+            .route("/dashboard/login", post(routes::dashboard::login))
             .merge(crate::shopify::routes())
             .merge(crate::browser::routes())
             .layer(DefaultBodyLimit::max(max_body))
@@ -126,7 +129,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let mut workers = self.state.delivery.spawn(stopped.clone());
-        workers.extend(crate::shopify::spawn_background(&self.state, stopped));
+        workers.extend(crate::shopify::spawn_background(
+            &self.state,
+            stopped.clone(),
+        ));
+        workers.extend(crate::quality::spawn_background(&self.state, stopped));
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");

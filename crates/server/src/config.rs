@@ -217,6 +217,7 @@ pub struct Config {
     pub browser: crate::browser::config::BrowserConfig,
     /// `[postgres]`: the connection pool, when `store` is a PostgreSQL URL.
     pub postgres: crate::outbox::postgres::PostgresConfig,
+    pub quality: crate::quality::config::QualityConfig,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -246,6 +247,7 @@ impl Default for Config {
             shopify: Default::default(),
             browser: Default::default(),
             postgres: Default::default(),
+            quality: Default::default(),
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }
@@ -370,6 +372,7 @@ impl Config {
         }
         crate::shopify::config::ShopifyConfig::validate(self)?;
         crate::outbox::postgres::PostgresConfig::validate(self)?;
+        self.quality.validate()?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod metrics;
 pub mod outbox;
 pub mod pinterest_client;
+pub mod quality;
 pub mod routes;
 pub mod sandbox;
 pub mod shopify;

@@ -80,6 +80,20 @@ enum Command {
     },
     /// Create or upgrade the store's schema (`serve` does it too) and print its version.
     Migrate(ConfigArg),
+    /// Conversion-quality report from the store `serve` uses: volume, match keys, lag,
+    /// Shopify orders against Pinterest, API health, Pinterest's EQS and open alerts.
+    Report {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// From when: a date (2026-11-20), an RFC 3339 time, or a span back (7d, 24h).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// Exit with status 1 when an alert is firing (for cron).
+        #[arg(long)]
+        check: bool,
+    },
     /// Measure ingest and delivery throughput on this machine.
     Bench(pincapi::bench::BenchArgs),
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
@@ -95,6 +109,12 @@ enum Command {
         #[command(subcommand)]
         source: pincapi::shopify::cli::MapSource,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +217,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: schema version {}", store.display, store.schema_version);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report {
+            config,
+            since,
+            format,
+            check,
+        } => report(config, &since, format, check).await,
         Command::Bench(args) => {
             pincapi::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
@@ -312,6 +338,40 @@ async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode
             let n = outbox.drop_dead(selection(ids, all)?).await?;
             println!("{n} dead letters dropped");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report(
+    c: ConfigArg,
+    since: &str,
+    format: ReportFormat,
+    check: bool,
+) -> anyhow::Result<ExitCode> {
+    use pincapi::quality::report;
+    let config = config::load(c.config.as_deref())?;
+    if let StoreUrl::Sqlite(path) = config.store_url()?
+        && !path.exists()
+    {
+        anyhow::bail!("store: {} does not exist", path.display());
+    }
+    let now = pincapi::delivery::now_ms();
+    let since = report::parse_since(since, now / 1000).map_err(anyhow::Error::msg)?;
+    let outbox = open_store(&config, Opener::Tool).await?.outbox;
+    let eqs = !config.pinterest_oauth_token.is_empty();
+    let r = report::build(outbox.as_ref(), since, now, eqs).await?;
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        ReportFormat::Table => print!("{}", report::to_table(&r)),
+    }
+    if check && !r.alerts.is_empty() {
+        for a in &r.alerts {
+            eprintln!(
+                "alert: {} (ad account {}): {}",
+                a.rule, a.ad_account_id, a.detail
+            );
+        }
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

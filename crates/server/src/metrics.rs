@@ -97,6 +97,61 @@ const FAMILIES: &[Family] = &[
         help: "Browser collector requests refused before mapping, by reason (origin, rate_limited, too_large, content_type).",
     },
     Family {
+        name: "pincapi_alert_active",
+        kind: "gauge",
+        help: "1 while an alert rule fires for an ad account (rule: auth_failure, dead_letter, coverage_<key>, volume_drop, p95_send_lag, purchases_missing).",
+    },
+    Family {
+        name: "pincapi_alert_transitions_total",
+        kind: "counter",
+        help: "Alert state changes, by rule, ad account and transition (fired, cleared).",
+    },
+    Family {
+        name: "pincapi_quality_coverage_percent",
+        kind: "gauge",
+        help: "Share of events received in the last 24 hours that carry each match key, by event name and key.",
+    },
+    Family {
+        name: "pincapi_quality_match_score",
+        kind: "gauge",
+        help: "Local match-quality score (0-100, EQS user-matching components) of events received in the last 24 hours, by event name.",
+    },
+    Family {
+        name: "pincapi_quality_send_lag_p95_seconds",
+        kind: "gauge",
+        help: "p95 of send time minus event_time (a bucket bound) of events received in the last 24 hours, by event name.",
+    },
+    Family {
+        name: "pincapi_quality_late_percent",
+        kind: "gauge",
+        help: "Share of the delivered events received in the last 24 hours that were sent more than an hour after event_time, by event name.",
+    },
+    Family {
+        name: "pincapi_shopify_orders_recent",
+        kind: "gauge",
+        help: "Shopify orders created in the last 24 hours (non-test), by state: orders, delivered, browser_seen, recovered, missing.",
+    },
+    Family {
+        name: "pincapi_shopify_browser_loss_percent",
+        kind: "gauge",
+        help: "Shopify orders of the last 24 hours whose purchase the browser never reported, percent of orders.",
+    },
+    Family {
+        name: "pincapi_shopify_recovered_percent",
+        kind: "gauge",
+        help: "Delivered purchases of the last 24 hours' Shopify orders that the browser never reported, percent of orders.",
+    },
+    Family {
+        name: "pincapi_eqs_polls_total",
+        kind: "counter",
+        help: "Polls of Pinterest's Event Quality Score, by ad account and result (ok, error).",
+    },
+    Family {
+        name: "pincapi_eqs_status",
+        kind: "gauge",
+        help: "Pinterest's Event Quality Score overall status as last polled: 0 NEEDS_IMPROVEMENT, 1 FAIR, 2 GOOD.",
+    },
+    Family {
         name: "pincapi_send_lag_seconds",
         kind: "histogram",
         help: "Time from event_time to delivery. Past 3600 s Pinterest counts the event as offline.",
@@ -113,7 +168,8 @@ const BUCKETS: &[f64] = &[
     86400.0, 604800.0,
 ];
 
-type Labels = Vec<(&'static str, String)>;
+/// Label pairs of one series.
+pub type Labels = Vec<(&'static str, String)>;
 
 #[derive(Default)]
 struct Histogram {

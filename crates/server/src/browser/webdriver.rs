@@ -269,6 +269,22 @@ impl Session {
         }
     }
 
+    /// A PNG of the current page's viewport.
+    pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
+        use base64::Engine;
+        let v = call(
+            &self.http,
+            reqwest::Method::GET,
+            &format!("{}/screenshot", self.base),
+            None,
+        )
+        .await
+        .context("while taking a screenshot")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .context("the screenshot is not base64")
+    }
+
     /// Closes the browser and removes its profile.
     pub async fn quit(mut self) {
         self.open = false;

@@ -22,6 +22,10 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use super::{
+    AlertState, EqsScore, MissingOrder, QualityCounts, QualityHour, QualityMessage, REFUSED_PREFIX,
+    ShopifyTruth, TruthDay,
+};
+use super::{
     ClaimedEvent, DeadLetter, Depth, Enqueued, NewEvent, Outbox, Selection, Settlement, StoreError,
 };
 use super::{
@@ -31,7 +35,7 @@ use super::{
 use crate::config::Synchronous;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Version of the `payload` contract stored with each row: v1 = the Pinterest event JSON.
 pub const PAYLOAD_VERSION: i64 = 1;
@@ -120,6 +124,141 @@ CREATE TABLE IF NOT EXISTS shopify_checkpoints (
     updated_at  INTEGER NOT NULL            -- Unix ms
 );
 ";
+
+// --- Quality ---
+/// Quality: per-event facts missing from `events` (how many repeats de-duplication caught),
+/// what the Shopify ledger needs to survive the purge of old events (whether the browser
+/// reported the order's purchase, whether it was delivered), the hourly aggregates, Pinterest's
+/// messages by day, alert states and Pinterest's Event Quality Scores. The aggregates start
+/// empty on upgrade; the ledger flags are filled from the events still stored.
+const MIGRATION_3: &str = "
+ALTER TABLE events ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE shopify_orders ADD COLUMN browser_seen INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE shopify_orders ADD COLUMN delivered INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS shopify_orders_order ON shopify_orders (order_id);
+UPDATE shopify_orders SET
+    browser_seen = CASE WHEN EXISTS (
+        SELECT 1 FROM events e
+        WHERE e.ad_account_id = shopify_orders.ad_account_id
+            AND e.event_id = 'order-' || shopify_orders.order_id AND (e.sources & 24) <> 0)
+        THEN 1 ELSE 0 END,
+    delivered = CASE WHEN EXISTS (
+        SELECT 1 FROM events e
+        WHERE e.ad_account_id = shopify_orders.ad_account_id
+            AND e.event_id = 'order-' || shopify_orders.order_id AND e.state = 'delivered')
+        THEN 1 ELSE 0 END;
+-- One row per (hour received, ad account, event name); see QualityCounts for each column.
+CREATE TABLE IF NOT EXISTS quality_hours (
+    hour             INTEGER NOT NULL,          -- Unix seconds, start of the hour received
+    ad_account_id    TEXT    NOT NULL,
+    event_name       TEXT    NOT NULL,
+    received         INTEGER NOT NULL DEFAULT 0,
+    duplicates       INTEGER NOT NULL DEFAULT 0,
+    merged           INTEGER NOT NULL DEFAULT 0,
+    seen_api         INTEGER NOT NULL DEFAULT 0,
+    seen_webhook     INTEGER NOT NULL DEFAULT 0,
+    seen_poller      INTEGER NOT NULL DEFAULT 0,
+    seen_collector   INTEGER NOT NULL DEFAULT 0,
+    seen_tag_mirror  INTEGER NOT NULL DEFAULT 0,
+    seen_demo        INTEGER NOT NULL DEFAULT 0,
+    key_em           INTEGER NOT NULL DEFAULT 0,
+    key_ph           INTEGER NOT NULL DEFAULT 0,
+    key_external_id  INTEGER NOT NULL DEFAULT 0,
+    key_click_id     INTEGER NOT NULL DEFAULT 0,
+    key_ip_ua        INTEGER NOT NULL DEFAULT 0,
+    key_name         INTEGER NOT NULL DEFAULT 0,
+    key_address      INTEGER NOT NULL DEFAULT 0,
+    key_hashed_maids INTEGER NOT NULL DEFAULT 0,
+    delivered        INTEGER NOT NULL DEFAULT 0,
+    failed           INTEGER NOT NULL DEFAULT 0,
+    dead             INTEGER NOT NULL DEFAULT 0,
+    retried          INTEGER NOT NULL DEFAULT 0,
+    waits            INTEGER NOT NULL DEFAULT 0,
+    warned           INTEGER NOT NULL DEFAULT 0,
+    late             INTEGER NOT NULL DEFAULT 0,
+    lag_0            INTEGER NOT NULL DEFAULT 0,
+    lag_1            INTEGER NOT NULL DEFAULT 0,
+    lag_2            INTEGER NOT NULL DEFAULT 0,
+    lag_3            INTEGER NOT NULL DEFAULT 0,
+    lag_4            INTEGER NOT NULL DEFAULT 0,
+    lag_5            INTEGER NOT NULL DEFAULT 0,
+    lag_6            INTEGER NOT NULL DEFAULT 0,
+    lag_7            INTEGER NOT NULL DEFAULT 0,
+    lag_8            INTEGER NOT NULL DEFAULT 0,
+    lag_9            INTEGER NOT NULL DEFAULT 0,
+    lag_10           INTEGER NOT NULL DEFAULT 0,
+    lag_11           INTEGER NOT NULL DEFAULT 0,
+    lag_max          INTEGER NOT NULL DEFAULT 0, -- seconds, exact
+    PRIMARY KEY (hour, ad_account_id, event_name)
+);
+CREATE TABLE IF NOT EXISTS quality_messages (
+    day            INTEGER NOT NULL,            -- Unix seconds of the UTC midnight received
+    ad_account_id  TEXT    NOT NULL,
+    kind           TEXT    NOT NULL,            -- warning | retry | wait | dead_letter
+    message        TEXT    NOT NULL,
+    count          INTEGER NOT NULL,
+    PRIMARY KEY (day, ad_account_id, kind, message)
+);
+CREATE TABLE IF NOT EXISTS alert_states (
+    rule           TEXT    NOT NULL,
+    ad_account_id  TEXT    NOT NULL,
+    active         INTEGER NOT NULL,
+    detail         TEXT    NOT NULL,
+    fired_at       INTEGER NOT NULL,            -- Unix ms
+    cleared_at     INTEGER,                     -- Unix ms
+    PRIMARY KEY (rule, ad_account_id)
+);
+CREATE TABLE IF NOT EXISTS eqs_scores (
+    ad_account_id       TEXT    NOT NULL,
+    ingestion_source    TEXT    NOT NULL,
+    lookback_period     TEXT    NOT NULL,
+    source_platform     TEXT    NOT NULL,
+    overall_status      TEXT    NOT NULL,
+    quality_components  TEXT    NOT NULL,       -- Pinterest's JSON object
+    polled_at           INTEGER NOT NULL,       -- Unix ms
+    PRIMARY KEY (ad_account_id, ingestion_source, lookback_period, source_platform)
+);
+";
+
+/// The counter columns of `quality_hours`, in the order of [`counts_to_row`].
+const QUALITY_COLUMNS: [&str; 36] = [
+    "received",
+    "duplicates",
+    "merged",
+    "seen_api",
+    "seen_webhook",
+    "seen_poller",
+    "seen_collector",
+    "seen_tag_mirror",
+    "seen_demo",
+    "key_em",
+    "key_ph",
+    "key_external_id",
+    "key_click_id",
+    "key_ip_ua",
+    "key_name",
+    "key_address",
+    "key_hashed_maids",
+    "delivered",
+    "failed",
+    "dead",
+    "retried",
+    "waits",
+    "warned",
+    "late",
+    "lag_0",
+    "lag_1",
+    "lag_2",
+    "lag_3",
+    "lag_4",
+    "lag_5",
+    "lag_6",
+    "lag_7",
+    "lag_8",
+    "lag_9",
+    "lag_10",
+    "lag_11",
+];
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A job gets the connection inside the open transaction, or `None` when the transaction
@@ -291,9 +430,11 @@ impl Outbox for SqliteOutbox {
     async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
         self.write(move |conn| {
             let mut out = Vec::with_capacity(events.len());
+            let mut tally = Tally::default();
             for e in &events {
-                out.push(insert_event(conn, e)?);
+                out.push(insert_event(conn, e, &mut tally)?);
             }
+            tally.flush(conn)?;
             Ok(out)
         })
         .await
@@ -364,46 +505,58 @@ impl Outbox for SqliteOutbox {
     ) -> Result<usize, StoreError> {
         self.write(move |conn| {
             let mut applied = 0;
+            let mut tally = Tally::default();
             for s in &settlements {
-                applied += match s {
+                // Each update returns what the aggregates need, or nothing when the lease
+                // was replaced (then nothing is counted either).
+                let settled = match s {
                     Settlement::Delivered {
                         id,
                         sent_at_ms,
                         warning,
-                    } => conn
-                        .prepare_cached(
-                            "UPDATE events SET state = 'delivered', sent_at = ?3, warning = ?4,
-                                 attempts = attempts + 1, lease_until = NULL
-                             WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
-                        )?
-                        .execute(params![id, lease_until_ms, sent_at_ms, warning])?,
+                    } => settle_one(
+                        conn,
+                        "UPDATE events SET state = 'delivered', sent_at = ?3, warning = ?4,
+                             attempts = attempts + 1, lease_until = NULL
+                         WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'
+                         RETURNING ad_account_id, event_name, event_id, received_at, event_time",
+                        params![id, lease_until_ms, sent_at_ms, warning],
+                    )?,
                     Settlement::Retry {
                         id,
                         next_attempt_at_ms,
                         error,
                         counted,
-                    } => conn
-                        .prepare_cached(
-                            "UPDATE events SET next_attempt_at = ?3, last_error = ?4,
-                                 attempts = attempts + ?5, lease_until = NULL
-                             WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
-                        )?
-                        .execute(params![
+                    } => settle_one(
+                        conn,
+                        "UPDATE events SET next_attempt_at = ?3, last_error = ?4,
+                             attempts = attempts + ?5, lease_until = NULL
+                         WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'
+                         RETURNING ad_account_id, event_name, event_id, received_at, event_time",
+                        params![
                             id,
                             lease_until_ms,
                             next_attempt_at_ms,
                             error,
                             i64::from(*counted)
-                        ])?,
-                    Settlement::Dead { id, reason } => conn
-                        .prepare_cached(
-                            "UPDATE events SET state = 'dead', last_error = ?3,
-                                 attempts = attempts + 1, lease_until = NULL
-                             WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
-                        )?
-                        .execute(params![id, lease_until_ms, reason])?,
+                        ],
+                    )?,
+                    Settlement::Dead { id, reason } => settle_one(
+                        conn,
+                        "UPDATE events SET state = 'dead', last_error = ?3,
+                             attempts = attempts + 1, lease_until = NULL
+                         WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'
+                         RETURNING ad_account_id, event_name, event_id, received_at, event_time",
+                        params![id, lease_until_ms, reason],
+                    )?,
                 };
+                let Some(settled) = settled else {
+                    continue;
+                };
+                applied += 1;
+                tally.settled(conn, &settled, s)?;
             }
+            tally.flush(conn)?;
             Ok(applied)
         })
         .await
@@ -513,7 +666,13 @@ impl Outbox for SqliteOutbox {
     ) -> Result<Vec<ShopifyStored>, StoreError> {
         self.write(move |conn| {
             // One job, so one savepoint: a failure leaves nothing of any record behind.
-            records.iter().map(|r| shopify_record(conn, r)).collect()
+            let mut tally = Tally::default();
+            let stored = records
+                .iter()
+                .map(|r| shopify_record(conn, r, &mut tally))
+                .collect::<Result<Vec<_>, _>>()?;
+            tally.flush(conn)?;
+            Ok(stored)
         })
         .await
     }
@@ -625,12 +784,229 @@ impl Outbox for SqliteOutbox {
         })
         .await
     }
+
+    // --- Quality ---
+
+    async fn quality_hours(&self, since_hour: i64) -> Result<Vec<QualityHour>, StoreError> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT hour, ad_account_id, event_name, {}, lag_max FROM quality_hours
+                 WHERE hour >= ?1 ORDER BY hour, ad_account_id, event_name",
+                QUALITY_COLUMNS.join(", ")
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![since_hour], |r| {
+                let mut row = [0i64; QUALITY_COLUMNS.len()];
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = r.get(3 + i)?;
+                }
+                Ok(QualityHour {
+                    hour: r.get(0)?,
+                    ad_account_id: r.get(1)?,
+                    event_name: r.get(2)?,
+                    counts: counts_from_row(&row, r.get(3 + QUALITY_COLUMNS.len())?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn quality_messages(&self, since_day: i64) -> Result<Vec<QualityMessage>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT day, ad_account_id, kind, message, count FROM quality_messages
+                 WHERE day >= ?1 ORDER BY day, ad_account_id, kind, count DESC, message",
+            )?;
+            let rows = stmt.query_map(params![since_day], |r| {
+                Ok(QualityMessage {
+                    day: r.get(0)?,
+                    ad_account_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                    count: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn shopify_truth(
+        &self,
+        since: i64,
+        until: i64,
+        missing_limit: usize,
+    ) -> Result<ShopifyTruth, StoreError> {
+        self.read(move |conn| {
+            let mut days: Vec<TruthDay> = conn
+                .prepare_cached(
+                    "SELECT (created_at / 86400) * 86400 AS day, count(*), sum(delivered),
+                            sum(browser_seen),
+                            sum(CASE WHEN delivered = 1 AND browser_seen = 0 THEN 1 ELSE 0 END)
+                     FROM shopify_orders
+                     WHERE test = 0 AND outcome <> 'ignored' AND created_at >= ?1 AND created_at < ?2
+                     GROUP BY (created_at / 86400) * 86400 ORDER BY day",
+                )?
+                .query_map(params![since, until], |r| {
+                    Ok(TruthDay {
+                        day: r.get(0)?,
+                        orders: r.get(1)?,
+                        delivered: r.get(2)?,
+                        browser_seen: r.get(3)?,
+                        recovered: r.get(4)?,
+                        skipped: Vec::new(),
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT (created_at / 86400) * 86400 AS day, coalesce(reason, ''), count(*)
+                 FROM shopify_orders
+                 WHERE test = 0 AND outcome = 'skipped' AND created_at >= ?1 AND created_at < ?2
+                 GROUP BY (created_at / 86400) * 86400, coalesce(reason, '') ORDER BY 1, 3 DESC",
+            )?;
+            let skipped = stmt.query_map(params![since, until], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            for row in skipped {
+                let (day, reason, n) = row?;
+                if let Some(d) = days.iter_mut().find(|d| d.day == day) {
+                    d.skipped.push((reason, n));
+                }
+            }
+            let missing = conn
+                .prepare_cached(
+                    "SELECT shop, order_id, ad_account_id, created_at, outcome, reason
+                     FROM shopify_orders
+                     WHERE test = 0 AND outcome <> 'ignored' AND delivered = 0
+                         AND created_at >= ?1 AND created_at < ?2
+                     ORDER BY created_at, order_id LIMIT ?3",
+                )?
+                .query_map(params![since, until, missing_limit as i64], |r| {
+                    Ok(MissingOrder {
+                        shop: r.get(0)?,
+                        order_id: r.get(1)?,
+                        ad_account_id: r.get(2)?,
+                        created_at: r.get(3)?,
+                        outcome: r.get(4)?,
+                        reason: r.get(5)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(ShopifyTruth { days, missing })
+        })
+        .await
+    }
+
+    async fn alert_states(&self) -> Result<Vec<AlertState>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT rule, ad_account_id, active, detail, fired_at, cleared_at
+                 FROM alert_states ORDER BY rule, ad_account_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(AlertState {
+                    rule: r.get(0)?,
+                    ad_account_id: r.get(1)?,
+                    active: r.get(2)?,
+                    detail: r.get(3)?,
+                    fired_at_ms: r.get(4)?,
+                    cleared_at_ms: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn save_alert_state(&self, state: AlertState) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO alert_states (rule, ad_account_id, active, detail, fired_at,
+                     cleared_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (rule, ad_account_id) DO UPDATE SET
+                     active = excluded.active, detail = excluded.detail,
+                     fired_at = excluded.fired_at, cleared_at = excluded.cleared_at",
+            )?
+            .execute(params![
+                state.rule,
+                state.ad_account_id,
+                state.active,
+                state.detail,
+                state.fired_at_ms,
+                state.cleared_at_ms
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_eqs(&self, scores: Vec<EqsScore>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO eqs_scores (ad_account_id, ingestion_source, lookback_period,
+                     source_platform, overall_status, quality_components, polled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (ad_account_id, ingestion_source, lookback_period, source_platform)
+                 DO UPDATE SET overall_status = excluded.overall_status,
+                     quality_components = excluded.quality_components,
+                     polled_at = excluded.polled_at",
+            )?;
+            for e in &scores {
+                stmt.execute(params![
+                    e.ad_account_id,
+                    e.ingestion_source,
+                    e.lookback_period,
+                    e.source_platform,
+                    e.overall_status,
+                    e.quality_components.to_string(),
+                    e.polled_at_ms
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn eqs_scores(&self) -> Result<Vec<EqsScore>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT ad_account_id, ingestion_source, lookback_period, source_platform,
+                        overall_status, quality_components, polled_at
+                 FROM eqs_scores ORDER BY 1, 2, 3, 4",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                let components: String = r.get(5)?;
+                Ok(EqsScore {
+                    ad_account_id: r.get(0)?,
+                    ingestion_source: r.get(1)?,
+                    lookback_period: r.get(2)?,
+                    source_platform: r.get(3)?,
+                    overall_status: r.get(4)?,
+                    quality_components: serde_json::from_str(&components)
+                        .unwrap_or(serde_json::Value::Null),
+                    polled_at_ms: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
 }
 
 // --- Shopify ---
 
 /// Stores one Shopify record (inside the job's savepoint, so all or nothing).
-fn shopify_record(conn: &Connection, r: &ShopifyRecord) -> Result<ShopifyStored, StoreError> {
+fn shopify_record(
+    conn: &Connection,
+    r: &ShopifyRecord,
+    tally: &mut Tally,
+) -> Result<ShopifyStored, StoreError> {
     if let Some(d) = &r.delivery {
         let n = conn
             .prepare_cached(
@@ -649,7 +1025,7 @@ fn shopify_record(conn: &Connection, r: &ShopifyRecord) -> Result<ShopifyStored,
         }
     }
     let enqueued = match &r.event {
-        Some(e) => Some(insert_event(conn, e)?),
+        Some(e) => Some(insert_event(conn, e, tally)?),
         None => None,
     };
     if let Some(t) = &r.test_order {
@@ -692,6 +1068,7 @@ fn shopify_record(conn: &Connection, r: &ShopifyRecord) -> Result<ShopifyStored,
             o.source.bit(),
             r.received_at_ms,
         ])?;
+        ledger_flags_from_event(conn, &r.shop, &o.order_id)?;
     }
     if let Some(a) = &r.adjustment {
         conn.prepare_cached(
@@ -738,7 +1115,11 @@ fn browser_copy_of_test_order(conn: &Connection, t: &TestOrderCopy) -> Result<()
 }
 
 /// Stores one event, or records it as a repeat of the stored (ad account, event_id).
-fn insert_event(conn: &Connection, e: &NewEvent) -> Result<Enqueued, StoreError> {
+fn insert_event(
+    conn: &Connection,
+    e: &NewEvent,
+    tally: &mut Tally,
+) -> Result<Enqueued, StoreError> {
     let n = conn
         .prepare_cached(
             "INSERT INTO events (ad_account_id, event_id, event_name, event_time, received_at,
@@ -767,38 +1148,81 @@ fn insert_event(conn: &Connection, e: &NewEvent) -> Result<Enqueued, StoreError>
             PAYLOAD_VERSION,
             e.payload
         ])?;
+        let counts = tally.hour(&e.ad_account_id, e.event_name.as_str(), e.received_at_ms);
+        counts.received += 1;
+        counts.count_sources(e.source.bit());
+        counts.count_keys(e.match_keys);
+        if e.source.is_browser() {
+            mark_browser_seen(conn, &e.ad_account_id, &e.event_id)?;
+        }
         Ok(Enqueued::Accepted)
     } else {
-        record_repeat(conn, e)
+        record_repeat(conn, e, tally)
     }
 }
 
 /// A repeat of a stored event: remember its source, and merge it in while the stored event
 /// waits unsent (not delivered, not claimed by a worker).
-fn record_repeat(conn: &Connection, e: &NewEvent) -> Result<Enqueued, StoreError> {
-    let (id, state, leased, payload, first_source): (i64, String, bool, String, String) = conn
+fn record_repeat(
+    conn: &Connection,
+    e: &NewEvent,
+    tally: &mut Tally,
+) -> Result<Enqueued, StoreError> {
+    let stored = conn
         .prepare_cached(
-            "SELECT e.id, e.state, e.lease_until IS NOT NULL, p.body, e.source
+            "SELECT e.id, e.state, e.lease_until IS NOT NULL, p.body, e.source, e.event_name,
+                    e.received_at, e.sources, e.match_keys
              FROM events e JOIN payloads p ON p.id = e.id
              WHERE e.ad_account_id = ?1 AND e.event_id = ?2",
         )?
         .query_row(params![e.ad_account_id, e.event_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok(StoredEvent {
+                id: r.get(0)?,
+                state: r.get(1)?,
+                leased: r.get(2)?,
+                payload: r.get(3)?,
+                first_source: r.get(4)?,
+                event_name: r.get(5)?,
+                received_at_ms: r.get(6)?,
+                sources: r.get(7)?,
+                match_keys: r.get(8)?,
+            })
         })?;
-    conn.prepare_cached("UPDATE events SET sources = sources | ?2 WHERE id = ?1")?
-        .execute(params![id, e.source.bit()])?;
-    if state != "pending" || leased {
+    let StoredEvent {
+        id,
+        state,
+        leased,
+        payload,
+        first_source,
+        ..
+    } = &stored;
+    let id = *id;
+    conn.prepare_cached(
+        "UPDATE events SET sources = sources | ?2, repeats = repeats + 1 WHERE id = ?1",
+    )?
+    .execute(params![id, e.source.bit()])?;
+    // Counted in the hour the stored event was received, like everything about it.
+    let counts = tally.hour(&e.ad_account_id, &stored.event_name, stored.received_at_ms);
+    counts.duplicates += 1;
+    counts.count_sources(e.source.bit() & !stored.sources);
+    if e.source.is_browser() && stored.sources & BROWSER_SOURCES == 0 {
+        mark_browser_seen(conn, &e.ad_account_id, &e.event_id)?;
+    }
+    if state != "pending" || *leased {
         return Ok(Enqueued::Duplicate);
     }
     // The shop's own record of a purchase (webhook, poller, API) knows value, currency and
     // items better than the browser that reported it first.
     let browser_first = matches!(first_source.as_str(), "collector" | "tag_mirror");
     let authoritative = browser_first && !e.source.is_browser();
-    if let Some(merged) = pincapi_core::event::merge_payload(&payload, &e.payload, authoritative) {
+    let counts = tally.hour(&e.ad_account_id, &stored.event_name, stored.received_at_ms);
+    counts.merged += 1;
+    if let Some(merged) = pincapi_core::event::merge_payload(payload, &e.payload, authoritative) {
         conn.prepare_cached("UPDATE payloads SET body = ?2 WHERE id = ?1")?
             .execute(params![id, merged])?;
         conn.prepare_cached("UPDATE events SET match_keys = match_keys | ?2 WHERE id = ?1")?
             .execute(params![id, e.match_keys])?;
+        counts.count_keys(e.match_keys & !stored.match_keys);
     }
     if authoritative {
         // The shop's record completes a purchase the browser reported and that waits in its
@@ -809,6 +1233,281 @@ fn record_repeat(conn: &Connection, e: &NewEvent) -> Result<Enqueued, StoreError
         .execute(params![id, e.received_at_ms])?;
     }
     Ok(Enqueued::Merged)
+}
+
+// --- Quality ---
+
+/// Bits of the browser sources (collector, Tag mirror) in a `sources` set.
+const BROWSER_SOURCES: i64 = 1 << (Source::Collector as i64) | 1 << (Source::TagMirror as i64);
+
+/// What a repeat needs to know of the stored event.
+struct StoredEvent {
+    id: i64,
+    state: String,
+    leased: bool,
+    payload: String,
+    first_source: String,
+    event_name: String,
+    received_at_ms: i64,
+    sources: i64,
+    match_keys: u32,
+}
+
+/// What a settlement needs to know of the event it settled.
+struct Settled {
+    ad_account_id: String,
+    event_name: String,
+    event_id: String,
+    received_at_ms: i64,
+    event_time: i64,
+}
+
+/// Quality counts of one job, written at its end with one UPSERT per (hour, ad account,
+/// event name) and per message, instead of one per event.
+#[derive(Default)]
+struct Tally {
+    /// A job touches few (hour, ad account, event name) groups, so a short list searched in
+    /// order is cheaper than hashing, and allocates only for a new group.
+    hours: Vec<(i64, String, String, QualityCounts)>,
+    messages: std::collections::HashMap<(i64, String, &'static str, String), i64>,
+}
+
+impl Tally {
+    /// The counts of the hour `received_at_ms` falls in.
+    fn hour(&mut self, account: &str, event_name: &str, received_at_ms: i64) -> &mut QualityCounts {
+        let hour = received_at_ms.div_euclid(3_600_000) * 3600;
+        let found = self
+            .hours
+            .iter()
+            .position(|(h, a, n, _)| *h == hour && a == account && n == event_name);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.hours.push((
+                    hour,
+                    account.to_owned(),
+                    event_name.to_owned(),
+                    QualityCounts::default(),
+                ));
+                self.hours.len() - 1
+            }
+        };
+        &mut self.hours[i].3
+    }
+
+    fn message(&mut self, account: &str, received_at_ms: i64, kind: &'static str, text: &str) {
+        // Messages quoting input can be long; the start says what happened.
+        let text: String = text.chars().take(300).collect();
+        let day = received_at_ms.div_euclid(86_400_000) * 86_400;
+        *self
+            .messages
+            .entry((day, account.to_owned(), kind, text))
+            .or_default() += 1;
+    }
+
+    /// Counts one settlement, and marks a delivered Shopify purchase on the order ledger.
+    fn settled(
+        &mut self,
+        conn: &Connection,
+        e: &Settled,
+        s: &Settlement,
+    ) -> Result<(), StoreError> {
+        let (account, received) = (e.ad_account_id.as_str(), e.received_at_ms);
+        match s {
+            Settlement::Delivered {
+                sent_at_ms,
+                warning,
+                ..
+            } => {
+                let counts = self.hour(account, &e.event_name, received);
+                counts.delivered += 1;
+                counts.count_lag(sent_at_ms.div_euclid(1000) - e.event_time);
+                if let Some(w) = warning {
+                    counts.warned += 1;
+                    self.message(account, received, "warning", w);
+                }
+                if let Some(order_id) = e.event_id.strip_prefix("order-") {
+                    conn.prepare_cached(
+                        "UPDATE shopify_orders SET delivered = 1
+                         WHERE order_id = ?1 AND ad_account_id = ?2 AND delivered = 0",
+                    )?
+                    .execute(params![order_id, account])?;
+                }
+            }
+            Settlement::Retry { error, counted, .. } => {
+                let counts = self.hour(account, &e.event_name, received);
+                if *counted {
+                    counts.retried += 1;
+                    self.message(account, received, "retry", error);
+                } else {
+                    counts.waits += 1;
+                    self.message(account, received, "wait", error);
+                }
+            }
+            Settlement::Dead { reason, .. } => {
+                let counts = self.hour(account, &e.event_name, received);
+                counts.dead += 1;
+                if reason.starts_with(REFUSED_PREFIX) {
+                    counts.failed += 1;
+                }
+                self.message(account, received, "dead_letter", reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(self, conn: &Connection) -> Result<(), StoreError> {
+        if !self.hours.is_empty() {
+            let mut stmt = conn.prepare_cached(&UPSERT_HOUR)?;
+            for (hour, account, name, counts) in &self.hours {
+                let row = counts_to_row(counts);
+                let mut values: Vec<&dyn rusqlite::ToSql> = vec![hour, account, name];
+                values.extend(row.iter().map(|v| v as &dyn rusqlite::ToSql));
+                values.push(&counts.lag_max);
+                stmt.execute(values.as_slice())?;
+            }
+        }
+        if !self.messages.is_empty() {
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO quality_messages (day, ad_account_id, kind, message, count)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (day, ad_account_id, kind, message)
+                 DO UPDATE SET count = quality_messages.count + excluded.count",
+            )?;
+            for ((day, account, kind, message), n) in &self.messages {
+                stmt.execute(params![day, account, kind, message, n])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds a job's counts to `quality_hours`: plain column arithmetic in a standard UPSERT.
+static UPSERT_HOUR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let n = QUALITY_COLUMNS.len();
+    let placeholders: Vec<String> = (4..=n + 4).map(|i| format!("?{i}")).collect();
+    let sums: Vec<String> = QUALITY_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = quality_hours.{c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO quality_hours (hour, ad_account_id, event_name, {}, lag_max)
+         VALUES (?1, ?2, ?3, {})
+         ON CONFLICT (hour, ad_account_id, event_name) DO UPDATE SET {},
+             lag_max = CASE WHEN excluded.lag_max > quality_hours.lag_max
+                            THEN excluded.lag_max ELSE quality_hours.lag_max END",
+        QUALITY_COLUMNS.join(", "),
+        placeholders.join(", "),
+        sums.join(", ")
+    )
+});
+
+/// The counters in [`QUALITY_COLUMNS`] order.
+fn counts_to_row(c: &QualityCounts) -> [i64; QUALITY_COLUMNS.len()] {
+    let mut row = [0i64; QUALITY_COLUMNS.len()];
+    let head = [c.received, c.duplicates, c.merged];
+    let tail = [
+        c.delivered,
+        c.failed,
+        c.dead,
+        c.retried,
+        c.waits,
+        c.warned,
+        c.late,
+    ];
+    let values = head
+        .iter()
+        .chain(&c.seen)
+        .chain(&c.keys)
+        .chain(&tail)
+        .chain(&c.lag);
+    for (slot, v) in row.iter_mut().zip(values) {
+        *slot = *v;
+    }
+    row
+}
+
+/// The inverse of [`counts_to_row`].
+fn counts_from_row(row: &[i64; QUALITY_COLUMNS.len()], lag_max: i64) -> QualityCounts {
+    let mut c = QualityCounts {
+        received: row[0],
+        duplicates: row[1],
+        merged: row[2],
+        delivered: row[17],
+        failed: row[18],
+        dead: row[19],
+        retried: row[20],
+        waits: row[21],
+        warned: row[22],
+        late: row[23],
+        lag_max,
+        ..QualityCounts::default()
+    };
+    c.seen.copy_from_slice(&row[3..9]);
+    c.keys.copy_from_slice(&row[9..17]);
+    c.lag.copy_from_slice(&row[24..36]);
+    c
+}
+
+/// Runs one settling UPDATE ... RETURNING; `None` when no row matched.
+fn settle_one(
+    conn: &Connection,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> Result<Option<Settled>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(values)?;
+    let settled = match rows.next()? {
+        Some(r) => Some(Settled {
+            ad_account_id: r.get(0)?,
+            event_name: r.get(1)?,
+            event_id: r.get(2)?,
+            received_at_ms: r.get(3)?,
+            event_time: r.get(4)?,
+        }),
+        None => None,
+    };
+    Ok(settled)
+}
+
+/// The browser reported an event: if it is a Shopify order's purchase, the ledger says so.
+fn mark_browser_seen(conn: &Connection, account: &str, event_id: &str) -> Result<(), StoreError> {
+    if let Some(order_id) = event_id.strip_prefix("order-") {
+        conn.prepare_cached(
+            "UPDATE shopify_orders SET browser_seen = 1
+             WHERE order_id = ?1 AND ad_account_id = ?2 AND browser_seen = 0",
+        )?
+        .execute(params![order_id, account])?;
+    }
+    Ok(())
+}
+
+/// A ledger row just written: its flags from the order's purchase event, when the browser's
+/// copy or the delivery came first.
+fn ledger_flags_from_event(
+    conn: &Connection,
+    shop: &str,
+    order_id: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE shopify_orders SET
+             browser_seen = CASE WHEN browser_seen = 1 OR EXISTS (
+                 SELECT 1 FROM events e
+                 WHERE e.ad_account_id = shopify_orders.ad_account_id
+                     AND e.event_id = ?3 AND (e.sources & ?4) <> 0) THEN 1 ELSE 0 END,
+             delivered = CASE WHEN delivered = 1 OR EXISTS (
+                 SELECT 1 FROM events e
+                 WHERE e.ad_account_id = shopify_orders.ad_account_id
+                     AND e.event_id = ?3 AND e.state = 'delivered') THEN 1 ELSE 0 END
+         WHERE shop = ?1 AND order_id = ?2",
+    )?
+    .execute(params![
+        shop,
+        order_id,
+        format!("order-{order_id}"),
+        BROWSER_SOURCES
+    ])?;
+    Ok(())
 }
 
 fn update_selection(
@@ -864,6 +1563,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 2 {
         conn.execute_batch(&format!(
             "BEGIN; {MIGRATION_2} PRAGMA user_version = 2; COMMIT;"
+        ))?;
+    }
+    if version < 3 {
+        conn.execute_batch(&format!(
+            "BEGIN; {MIGRATION_3} PRAGMA user_version = 3; COMMIT;"
         ))?;
     }
     Ok(())

@@ -65,6 +65,9 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .metrics
             .replace_gauge("pincapi_dead_letters", series(|d| d.dead));
     }
+    if let Err(e) = crate::quality::update_metrics(&state).await {
+        tracing::warn!(error = %e, "Could not read the quality figures for /metrics");
+    }
     (
         [(
             header::CONTENT_TYPE,

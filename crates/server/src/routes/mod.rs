@@ -1,8 +1,10 @@
 //! HTTP routes of the gateway and the one error type they answer with.
 
 pub mod admin;
+pub mod dashboard;
 pub mod health;
 pub mod ingest;
+pub mod quality;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode, header};

@@ -3,6 +3,7 @@
 //!
 //! Routes:
 //! - `POST /v5/ad_accounts/{ad_account_id}/events[?test=true]`: Pinterest's `events/create`;
+//! - `GET /v5/ad_accounts/{ad_account_id}/conversion_eqs`: the Event Quality Score (`eqs`);
 //! - any other `/v5` path: 404 with Pinterest's `Error` body;
 //! - `GET /sandbox/requests`, `GET /sandbox/events`, `GET /sandbox/stats`: what arrived;
 //! - `GET|POST|DELETE /sandbox/faults`, `POST /sandbox/reset`: control.
@@ -23,6 +24,7 @@
 //! error bodies and `api::ad_account_id` for the path parameter.
 
 mod api;
+mod eqs;
 mod events;
 mod faults;
 mod json;
@@ -436,7 +438,10 @@ fn authenticated_v5_routes() -> Router<Sandbox> {
 /// checks its own scope with [`api::require_scope`]. Add audience, customer-list and event
 /// quality endpoints here.
 fn oauth_v5_routes() -> Router<Sandbox> {
-    Router::new()
+    Router::new().route(
+        "/v5/ad_accounts/{ad_account_id}/conversion_eqs",
+        get(eqs::list),
+    )
 }
 
 /// The `/v5` stand-in: authenticated routes, JSON 404/405 answers, recording of everything.

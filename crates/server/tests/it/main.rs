@@ -7,6 +7,7 @@ mod helpers;
 mod multi_instance;
 mod outbox;
 mod pg;
+mod quality;
 mod restart;
 mod sandbox;
 mod shopify;

@@ -7,11 +7,12 @@ use pincapi::config::Synchronous;
 use pincapi::outbox::postgres::{PostgresConfig, PostgresOutbox};
 use pincapi::outbox::sqlite::SqliteOutbox;
 use pincapi::outbox::{
-    Enqueued, NewEvent, OrderOutcome, Outbox, Selection, Settlement, SharedOutbox,
-    ShopifyAdjustment, ShopifyDelivery, ShopifyOrder, ShopifyRecord, ShopifyStored, Source,
-    TestOrderCopy,
+    AlertState, Enqueued, EqsScore, NewEvent, OrderOutcome, Outbox, Selection, Settlement,
+    SharedOutbox, ShopifyAdjustment, ShopifyDelivery, ShopifyOrder, ShopifyRecord, ShopifyStored,
+    Source, TestOrderCopy,
 };
 use pincapi_core::event::EventName;
+use pincapi_core::event::MatchKeys;
 
 use crate::helpers::wait_for;
 use crate::pg::TestSchema;
@@ -647,6 +648,264 @@ async fn postgres_sslmode_require_verifies_the_server_certificate() {
     assert!(err.contains("certificate"), "{err}");
 }
 
+// --- Quality ---
+
+/// The quality row of hour 0 (every event of these tests is received in the first hour).
+async fn hour_zero(o: &SharedOutbox, event_name: &str) -> pincapi::outbox::QualityCounts {
+    let hours = o.quality_hours(0).await.unwrap();
+    let rows: Vec<_> = hours
+        .iter()
+        .filter(|h| h.event_name == event_name)
+        .collect();
+    assert_eq!(rows.len(), 1, "{hours:?}");
+    assert_eq!(rows[0].hour, 0);
+    assert_eq!(rows[0].ad_account_id, "1");
+    rows[0].counts.clone()
+}
+
+fn key_index(bit: u32) -> usize {
+    MatchKeys::NAMES
+        .iter()
+        .position(|(b, _)| *b == bit)
+        .unwrap()
+}
+
+fn source_index(s: Source) -> usize {
+    Source::ALL.iter().position(|x| *x == s).unwrap()
+}
+
+async fn quality_counts_follow_receipts_repeats_and_settlements(o: SharedOutbox) {
+    // "a" from the API (IP + user agent), then the browser's copy with a click id merges in.
+    let mut a_browser = event("a", 2000);
+    a_browser.source = Source::Collector;
+    a_browser.match_keys = MatchKeys::IP_UA | MatchKeys::CLICK_ID;
+    a_browser.payload = a_browser.payload.replace(
+        "\"client_user_agent\":\"UA\"}",
+        "\"client_user_agent\":\"UA\",\"click_id\":\"epik-1\"}",
+    );
+    o.enqueue(vec![event("a", 1000), event("b", 1000), a_browser])
+        .await
+        .unwrap();
+    let c = hour_zero(&o, "page_visit").await;
+    assert_eq!((c.received, c.duplicates, c.merged), (2, 1, 1));
+    assert_eq!(c.seen[source_index(Source::Api)], 2);
+    assert_eq!(c.seen[source_index(Source::Collector)], 1);
+    assert_eq!(c.keys[key_index(MatchKeys::IP_UA)], 2);
+    assert_eq!(c.keys[key_index(MatchKeys::CLICK_ID)], 1);
+    assert_eq!(c.keys[key_index(MatchKeys::EM)], 0);
+
+    // event_time is 1_764_000_000: sent 90 s later, and 2 h later.
+    let t = 1_764_000_000_000;
+    let first = o.claim("1", 10, t, 1000).await.unwrap();
+    let (a, b) = (&first[0], &first[1]);
+    o.settle(
+        first[0].lease_until,
+        vec![
+            Settlement::Delivered {
+                id: a.id,
+                sent_at_ms: t + 90_000,
+                warning: Some("Deprecated field".into()),
+            },
+            Settlement::Retry {
+                id: b.id,
+                next_attempt_at_ms: t + 5000,
+                error: "HTTP 503".into(),
+                counted: true,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    let again = o.claim("1", 10, t + 5000, 1000).await.unwrap();
+    o.settle(
+        again[0].lease_until,
+        vec![Settlement::Retry {
+            id: b.id,
+            next_attempt_at_ms: t + 7_200_000,
+            error: "rate limited".into(),
+            counted: false,
+        }],
+    )
+    .await
+    .unwrap();
+    let last = o.claim("1", 10, t + 7_200_000, 1000).await.unwrap();
+    o.settle(
+        last[0].lease_until,
+        vec![Settlement::Dead {
+            id: b.id,
+            reason: "Pinterest: bad event".into(),
+        }],
+    )
+    .await
+    .unwrap();
+    // A settlement under an ended lease counts nothing.
+    o.settle(
+        first[0].lease_until,
+        vec![Settlement::Delivered {
+            id: b.id,
+            sent_at_ms: t,
+            warning: None,
+        }],
+    )
+    .await
+    .unwrap();
+
+    let c = hour_zero(&o, "page_visit").await;
+    assert_eq!((c.delivered, c.failed, c.dead), (1, 1, 1));
+    assert_eq!((c.retried, c.waits, c.warned, c.late), (1, 1, 1, 0));
+    let bucket = pincapi_core::quality::lag_bucket(90);
+    assert_eq!(c.lag[bucket], 1);
+    assert_eq!(c.lag.iter().sum::<i64>(), 1);
+    assert_eq!(c.lag_max, 90);
+
+    let messages = o.quality_messages(0).await.unwrap();
+    let find = |kind: &str| {
+        messages
+            .iter()
+            .find(|m| m.kind == kind)
+            .map(|m| (m.message.clone(), m.count, m.day))
+    };
+    assert_eq!(find("warning"), Some(("Deprecated field".into(), 1, 0)));
+    assert_eq!(find("retry"), Some(("HTTP 503".into(), 1, 0)));
+    assert_eq!(find("wait"), Some(("rate limited".into(), 1, 0)));
+    assert_eq!(
+        find("dead_letter"),
+        Some(("Pinterest: bad event".into(), 1, 0))
+    );
+    // Hours before the one asked for are left out.
+    assert!(o.quality_hours(3600).await.unwrap().is_empty());
+}
+
+fn order(order_id: &str, created_at: i64, outcome: OrderOutcome, test: bool) -> ShopifyRecord {
+    let event_id = format!("order-{order_id}");
+    let mut e = event(&event_id, 1000);
+    e.event_name = EventName::Checkout;
+    e.source = Source::Webhook;
+    ShopifyRecord {
+        shop: "s.myshopify.com".into(),
+        delivery: None,
+        event: (outcome == OrderOutcome::Sent).then_some(e),
+        order: Some(ShopifyOrder {
+            order_id: order_id.into(),
+            ad_account_id: "1".into(),
+            created_at,
+            test,
+            value: Some("10.00".into()),
+            currency: Some("USD".into()),
+            source_name: Some("web".into()),
+            outcome,
+            reason: (outcome == OrderOutcome::Skipped).then(|| "no match key".to_owned()),
+            event_id: Some(event_id),
+            source: Source::Webhook,
+        }),
+        adjustment: None,
+        test_order: None,
+        received_at_ms: 1000,
+    }
+}
+
+async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered(o: SharedOutbox) {
+    let day = 1_764_028_800; // a UTC midnight
+    // Order 1: the browser reported it before the webhook; order 2: only the webhook; order 3:
+    // skipped (no match key) and never reported; order 4: a test order; order 5: the next day,
+    // the browser's copy after the webhook.
+    let mut browser_1 = event("order-1", 500);
+    browser_1.event_name = EventName::Checkout;
+    browser_1.source = Source::TagMirror;
+    o.enqueue(vec![browser_1]).await.unwrap();
+    o.record_shopify(vec![
+        order("1", day + 10, OrderOutcome::Sent, false),
+        order("2", day + 20, OrderOutcome::Sent, false),
+        order("3", day + 30, OrderOutcome::Skipped, false),
+        order("4", day + 40, OrderOutcome::Ignored, true),
+        order("5", day + 86_400 + 10, OrderOutcome::Sent, false),
+    ])
+    .await
+    .unwrap();
+    let mut browser_5 = event("order-5", 2000);
+    browser_5.event_name = EventName::Checkout;
+    browser_5.source = Source::Collector;
+    o.enqueue(vec![browser_5]).await.unwrap();
+
+    // Deliver orders 1 and 2 (order 5 waits).
+    let claimed = o.claim("1", 10, 10_000, 1000).await.unwrap();
+    let settle: Vec<Settlement> = claimed
+        .iter()
+        .filter(|c| c.event_id == "order-1" || c.event_id == "order-2")
+        .map(|c| Settlement::Delivered {
+            id: c.id,
+            sent_at_ms: 10_000,
+            warning: None,
+        })
+        .collect();
+    assert_eq!(settle.len(), 2);
+    o.settle(claimed[0].lease_until, settle).await.unwrap();
+
+    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
+    assert_eq!(truth.days.len(), 2, "{truth:?}");
+    let d = &truth.days[0];
+    assert_eq!(d.day, day);
+    assert_eq!(
+        (d.orders, d.delivered, d.browser_seen, d.recovered),
+        (3, 2, 1, 1)
+    );
+    assert_eq!(d.skipped, vec![("no match key".to_owned(), 1)]);
+    let d = &truth.days[1];
+    assert_eq!(
+        (d.orders, d.delivered, d.browser_seen, d.recovered),
+        (1, 0, 1, 0)
+    );
+    let missing: Vec<&str> = truth.missing.iter().map(|m| m.order_id.as_str()).collect();
+    assert_eq!(missing, ["3", "5"]);
+    assert_eq!(truth.missing[0].outcome, "skipped");
+    assert_eq!(
+        o.shopify_truth(day, i64::MAX, 1)
+            .await
+            .unwrap()
+            .missing
+            .len(),
+        1,
+        "the list of missing orders is bounded"
+    );
+    let next_day = o.shopify_truth(day + 86_400, i64::MAX, 10).await.unwrap();
+    assert_eq!(next_day.days.len(), 1);
+    // Orders created before `until` only.
+    let early = o.shopify_truth(day, day + 25, 10).await.unwrap();
+    assert_eq!(early.days[0].orders, 2);
+    assert!(early.missing.is_empty());
+}
+
+async fn alert_states_and_event_quality_scores_are_kept(o: SharedOutbox) {
+    assert!(o.alert_states().await.unwrap().is_empty());
+    let mut fired = AlertState {
+        rule: "auth_failure".into(),
+        ad_account_id: "1".into(),
+        active: true,
+        detail: "HTTP 401".into(),
+        fired_at_ms: 1000,
+        cleared_at_ms: None,
+    };
+    o.save_alert_state(fired.clone()).await.unwrap();
+    assert_eq!(o.alert_states().await.unwrap(), vec![fired.clone()]);
+    fired.active = false;
+    fired.cleared_at_ms = Some(2000);
+    o.save_alert_state(fired.clone()).await.unwrap();
+    assert_eq!(o.alert_states().await.unwrap(), vec![fired]);
+
+    let score = |status: &str, at: i64| EqsScore {
+        ad_account_id: "1".into(),
+        ingestion_source: "CONVERSIONS_API".into(),
+        lookback_period: "1d".into(),
+        source_platform: "WEB".into(),
+        overall_status: status.into(),
+        quality_components: serde_json::json!({"hashed_email": {"checkout": {"coverage": 80.0}}}),
+        polled_at_ms: at,
+    };
+    o.save_eqs(vec![score("FAIR", 1)]).await.unwrap();
+    o.save_eqs(vec![score("GOOD", 2)]).await.unwrap();
+    assert_eq!(o.eqs_scores().await.unwrap(), vec![score("GOOD", 2)]);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite_contract {
@@ -686,6 +945,9 @@ contract!(
     a_test_orders_browser_copy_is_dropped_or_flagged,
     shopify_checkpoints_only_move_forward,
     the_poller_lock_is_granted,
+    quality_counts_follow_receipts_repeats_and_settlements,
+    the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered,
+    alert_states_and_event_quality_scores_are_kept,
 );
 
 #[tokio::test]
@@ -698,4 +960,56 @@ async fn a_committed_enqueue_survives_reopening_the_file() {
     }
     let o = SqliteOutbox::open(&path, Synchronous::Full).unwrap();
     assert_eq!(o.claim("1", 10, 0, 1000).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let day = 1_764_028_800;
+    {
+        let o = SqliteOutbox::open(&path, Synchronous::Normal).unwrap();
+        let mut browser = event("order-1", 500);
+        browser.event_name = EventName::Checkout;
+        browser.source = Source::Collector;
+        o.enqueue(vec![browser]).await.unwrap();
+        o.record_shopify(vec![
+            order("1", day, OrderOutcome::Sent, false),
+            order("2", day, OrderOutcome::Sent, false),
+        ])
+        .await
+        .unwrap();
+        let c = o.claim("1", 10, 10_000, 1000).await.unwrap();
+        let delivered = c.iter().find(|e| e.event_id == "order-2").unwrap();
+        o.settle(
+            delivered.lease_until,
+            vec![Settlement::Delivered {
+                id: delivered.id,
+                sent_at_ms: 10_000,
+                warning: None,
+            }],
+        )
+        .await
+        .unwrap();
+    }
+    // Take the store back to schema 2, as a build without quality left it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE quality_hours; DROP TABLE quality_messages; DROP TABLE alert_states;
+         DROP TABLE eqs_scores; DROP INDEX shopify_orders_order;
+         ALTER TABLE events DROP COLUMN repeats;
+         ALTER TABLE shopify_orders DROP COLUMN browser_seen;
+         ALTER TABLE shopify_orders DROP COLUMN delivered;
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let o = SqliteOutbox::open(&path, Synchronous::Normal).unwrap();
+    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
+    let d = &truth.days[0];
+    assert_eq!(
+        (d.orders, d.delivered, d.browser_seen, d.recovered),
+        (2, 1, 1, 1)
+    );
+    assert!(o.quality_hours(0).await.unwrap().is_empty());
 }

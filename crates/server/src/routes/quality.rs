@@ -1,0 +1,49 @@
+//! `GET /api/quality`: the quality report as JSON (admin key as a bearer token, or the
+//! dashboard's session cookie). `?since=` takes a date, an RFC 3339 time or a span (`7d`).
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+
+use super::ApiError;
+use crate::app::AppState;
+use crate::delivery::now_ms;
+use crate::quality::report::{self, Report};
+
+/// How far back a report looks by default.
+pub const DEFAULT_SINCE: &str = "7d";
+
+/// `?since=`.
+#[derive(Debug, Deserialize)]
+pub struct ReportQuery {
+    pub since: Option<String>,
+}
+
+/// `GET /api/quality`.
+pub async fn get_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ReportQuery>,
+) -> Result<Json<Report>, ApiError> {
+    if !super::dashboard::authorized(&state, &headers) {
+        return Err(ApiError::unauthorized());
+    }
+    let report = build(&state, q.since.as_deref()).await?;
+    Ok(Json(report))
+}
+
+/// The report from `since` (default [`DEFAULT_SINCE`]).
+pub async fn build(state: &AppState, since: Option<&str>) -> Result<Report, ApiError> {
+    let now = now_ms();
+    let since = report::parse_since(since.unwrap_or(DEFAULT_SINCE), now / 1000)
+        .map_err(|e| ApiError::bad_request("invalid_since", e))?;
+    report::build(
+        state.outbox.as_ref(),
+        since,
+        now,
+        crate::quality::eqs_enabled(state),
+    )
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))
+}
