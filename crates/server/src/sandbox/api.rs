@@ -185,7 +185,6 @@ pub(super) async fn require_bearer(
 
 /// Checks an Ads API call's OAuth token: 401 when it is missing, unknown or the conversion
 /// token; 403 when it lacks `scope` (e.g. `ads:write`).
-#[allow(dead_code)] // The Ads API routes that call it come with audiences and event quality.
 pub(super) fn require_scope(
     sandbox: &Sandbox,
     headers: &HeaderMap,

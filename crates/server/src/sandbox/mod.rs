@@ -6,6 +6,10 @@
 //! - any other `/v5` path: 404 with Pinterest's `Error` body;
 //! - `GET /sandbox/requests`, `GET /sandbox/events`, `GET /sandbox/stats`: what arrived;
 //! - `GET|POST|DELETE /sandbox/faults`, `POST /sandbox/reset`: control.
+//! - `GET|POST /v5/ad_accounts/{id}/customer_lists[/{customer_list_id}]` (PATCH to update) and
+//!   the same for `audiences` (OAuth token with `ads:read` / `ads:write`);
+//!   `GET /sandbox/customer_lists` (each list's records), `GET /sandbox/audiences`,
+//!   `POST /sandbox/ads/faults` (scripted answers of the next Ads API writes).
 //!
 //! Layout:
 //! - this module: the public types, the shared state and the router assembly;
@@ -22,7 +26,10 @@
 //! JSON 404/405 answers and the body size limit for free. Reuse `api::ApiError` for their
 //! error bodies and `api::ad_account_id` for the path parameter.
 
+mod ads;
 mod api;
+mod audiences;
+mod customer_lists;
 mod events;
 mod faults;
 mod json;
@@ -43,6 +50,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde::{Deserialize, Serialize};
 
+pub use self::ads::{SandboxAudience, SandboxList};
 use self::api::ApiError;
 use self::faults::FaultState;
 use self::rate_limit::RateLimiter;
@@ -220,6 +228,8 @@ struct Inner {
     faults: Mutex<FaultState>,
     rate_limiter: RateLimiter,
     counters: Counters,
+    /// Customer lists and audiences (the Ads API stand-ins).
+    ads: Mutex<ads::AdsState>,
 }
 
 #[derive(Default)]
@@ -249,6 +259,7 @@ impl Sandbox {
                 faults: Mutex::new(FaultState::default()),
                 rate_limiter,
                 counters: Counters::default(),
+                ads: Mutex::new(ads::AdsState::default()),
             }),
         }
     }
@@ -272,6 +283,9 @@ impl Sandbox {
                     .delete(admin_clear_faults),
             )
             .route("/sandbox/reset", post(admin_reset))
+            .route("/sandbox/customer_lists", get(admin_customer_lists))
+            .route("/sandbox/audiences", get(admin_audiences))
+            .route("/sandbox/ads/faults", post(admin_set_ads_faults))
             // Not recorded: only `/v5` traffic is "Pinterest traffic".
             .fallback(api::not_found)
             .with_state(self.clone())
@@ -339,7 +353,27 @@ impl Sandbox {
             .await
     }
 
+    /// Every customer list with the records it holds now.
+    pub fn customer_lists(&self) -> Vec<SandboxList> {
+        lock(&self.inner.ads).lists.values().cloned().collect()
+    }
+
+    /// Every audience (removed ones included).
+    pub fn audiences(&self) -> Vec<SandboxAudience> {
+        lock(&self.inner.ads).audiences.values().cloned().collect()
+    }
+
+    /// Scripts the answers of the next Ads API writes (customer-list and audience creates
+    /// and updates), one step per write; a 2xx step lets that write through.
+    pub fn set_ads_faults(&self, steps: Vec<FaultStep>) {
+        lock(&self.inner.ads).set_write_faults(steps);
+    }
+
     // ---- crate-internal helpers used by the endpoint modules ----
+
+    fn ads(&self) -> MutexGuard<'_, ads::AdsState> {
+        lock(&self.inner.ads)
+    }
 
     fn record_requests_enabled(&self) -> bool {
         self.inner.options.record_requests
@@ -391,6 +425,23 @@ fn authenticated_v5_routes() -> Router<Sandbox> {
 /// quality endpoints here.
 fn oauth_v5_routes() -> Router<Sandbox> {
     Router::new()
+        // --- Audiences ---
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/customer_lists",
+            post(customer_lists::create).get(customer_lists::list),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/customer_lists/{customer_list_id}",
+            get(customer_lists::get).patch(customer_lists::update),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/audiences",
+            post(audiences::create).get(audiences::list),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/audiences/{audience_id}",
+            get(audiences::get).patch(audiences::update),
+        )
 }
 
 /// The `/v5` stand-in: authenticated routes, JSON 404/405 answers, recording of everything.
@@ -442,6 +493,24 @@ async fn admin_set_faults(State(sandbox): State<Sandbox>, body: Bytes) -> Respon
 async fn admin_clear_faults(State(sandbox): State<Sandbox>) -> StatusCode {
     sandbox.set_faults(Faults::default());
     StatusCode::NO_CONTENT
+}
+
+async fn admin_customer_lists(State(sandbox): State<Sandbox>) -> Response {
+    axum::Json(sandbox.customer_lists()).into_response()
+}
+
+async fn admin_audiences(State(sandbox): State<Sandbox>) -> Response {
+    axum::Json(sandbox.audiences()).into_response()
+}
+
+async fn admin_set_ads_faults(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Vec<FaultStep>>(&body) {
+        Ok(steps) => {
+            sandbox.set_ads_faults(steps);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ApiError::bad_request(format!("Invalid ads faults body: {e}")).into_response(),
+    }
 }
 
 async fn admin_reset(State(sandbox): State<Sandbox>) -> StatusCode {
