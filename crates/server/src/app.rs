@@ -125,7 +125,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let mut workers = self.state.delivery.spawn(stopped.clone());
-        workers.extend(crate::shopify::spawn_background(&self.state, stopped));
+        workers.extend(crate::shopify::spawn_background(
+            &self.state,
+            stopped.clone(),
+        ));
+        workers.extend(crate::audiences::spawn_background(&self.state, stopped));
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");

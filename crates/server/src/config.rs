@@ -214,6 +214,7 @@ pub struct Config {
     pub allowed_origins: Option<String>,
     pub shopify: crate::shopify::config::ShopifyConfig,
     pub browser: crate::browser::config::BrowserConfig,
+    pub audiences: crate::audiences::config::AudiencesConfig,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -242,6 +243,7 @@ impl Default for Config {
             allowed_origins: None,
             shopify: Default::default(),
             browser: Default::default(),
+            audiences: Default::default(),
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }
@@ -350,6 +352,7 @@ impl Config {
             bail!("log_format: must be text or json");
         }
         crate::shopify::config::ShopifyConfig::validate(self)?;
+        self.audiences.validate()?;
         Ok(())
     }
 
