@@ -427,3 +427,234 @@ async fn preview_counts_members_per_segment_without_calling_pinterest() {
             .all(|r| !r.path.contains("customer_lists"))
     );
 }
+
+/// A spec schema (`components/schemas/<name>` of the official OpenAPI description) as a JSON
+/// Schema validator: `$ref`s resolve inside the copied components, and OpenAPI's
+/// `nullable: true` becomes a `null` alternative.
+fn spec_schema(name: &str) -> jsonschema::Validator {
+    fn nullable(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if m.remove("nullable") == Some(Value::Bool(true)) {
+                    let inner = Value::Object(std::mem::take(m));
+                    m.insert("anyOf".into(), json!([inner, {"type": "null"}]));
+                }
+                for x in m.values_mut() {
+                    nullable(x);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(nullable),
+            _ => {}
+        }
+    }
+    let spec: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/pinterest/pinterest-openapi-v5.json"
+    )))
+    .unwrap();
+    let mut components = spec["components"]["schemas"].clone();
+    nullable(&mut components);
+    let root = json!({
+        "$ref": format!("#/components/schemas/{name}"),
+        "components": {"schemas": components},
+    });
+    jsonschema::validator_for(&root).unwrap()
+}
+
+#[tokio::test]
+async fn requests_and_answers_have_the_specs_shapes() {
+    let (app, _) = app_with_traffic().await;
+    sync(&app).await;
+    let check = |schema: &jsonschema::Validator, v: &Value, what: &str| {
+        let errors: Vec<String> = schema.iter_errors(v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{what}: {errors:?}\n{v}");
+    };
+    let list = spec_schema("CustomerList");
+    let list_create = spec_schema("CustomerListRequest");
+    let list_update = spec_schema("CustomerListUpdateRequest");
+    let audience = spec_schema("Audience");
+    let audience_create = spec_schema("AudienceCreateRequest");
+    // The validators do check: a wrong status or a non-digit id is refused.
+    assert!(!list.is_valid(&json!({"status": "BOGUS"})));
+    assert!(!audience.is_valid(&json!({"id": "abc"})));
+    assert!(!list_update.is_valid(&json!({"operation_type": "ADD", "records": ["a"]})));
+    let mut seen = BTreeSet::new();
+    let ads_api = |r: &&pincapi::sandbox::RecordedRequest| {
+        r.path.contains("/customer_lists") || r.path.contains("/audiences")
+    };
+    for r in app.sandbox.sandbox.requests().iter().filter(ads_api) {
+        assert_eq!(r.status, 200, "{} {}: {}", r.method, r.path, r.response);
+        let what = format!("{} {}", r.method, r.path);
+        let is_list = r.path.contains("/customer_lists");
+        let is_item = r.path.split('/').count() == 6;
+        match (r.method.as_str(), is_list, is_item) {
+            ("POST", true, false) => {
+                check(&list_create, &r.body, &what);
+                check(&list, &r.response, &what);
+            }
+            ("PATCH", true, true) => {
+                check(&list_update, &r.body, &what);
+                check(&list, &r.response, &what);
+            }
+            ("POST", false, false) => {
+                check(&audience_create, &r.body, &what);
+                check(&audience, &r.response, &what);
+            }
+            ("GET", _, false) => {
+                let item = if is_list { &list } else { &audience };
+                for i in r.response["items"].as_array().unwrap() {
+                    check(item, i, &what);
+                }
+            }
+            _ => check(&audience, &r.response, &what),
+        }
+        seen.insert((r.method.clone(), is_list, is_item));
+    }
+    // Creates, updates and lookups of both kinds were all seen.
+    assert!(seen.len() >= 5, "{seen:?}");
+    // Records are the spec's one comma-separated string of SHA-256 hex.
+    let creates = app.sandbox.sandbox.requests();
+    let records = creates
+        .iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/customer_lists"))
+        .unwrap();
+    for h in records.body["records"].as_str().unwrap().split(',') {
+        assert!(
+            h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{h}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_purchaser_list_of_100_is_ready_and_seeds_an_actalike() {
+    let app = spawn_app_with(options(), |_| {}).await;
+    // 500 demo visitors include 100 purchasers.
+    let events = pincapi::demo::sample_traffic(500, now());
+    for chunk in events.chunks(1000) {
+        let (status, body) = app.post_events(&json!({ "data": chunk })).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let out = pincapi(
+        &app,
+        &["audiences", "sync"],
+        &[
+            ("PINCAPI_PINTEREST_OAUTH_TOKEN", WRITE_TOKEN),
+            ("PINCAPI_AUDIENCES__BATCH_SIZE", "40"),
+            ("PINCAPI_AUDIENCES__ACTALIKE_COUNTRY", "GB"),
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lists = lists(&app);
+    assert_eq!(lists[&("purchasers".into(), "email".into())].len(), 100);
+    let audiences = app.sandbox.sandbox.audiences();
+    let seed = audiences
+        .iter()
+        .find(|a| a.name == "pincapi · purchasers" && a.audience_type == "CUSTOMER_LIST")
+        .unwrap();
+    let actalike = audiences
+        .iter()
+        .find(|a| a.audience_type == "ACTALIKE")
+        .unwrap();
+    assert_eq!(actalike.rule["seed_id"], json!([seed.id]));
+    assert_eq!(actalike.rule["country"], "GB");
+    assert_eq!(actalike.rule["percentage"], 5);
+    assert!(
+        stdout.contains("purchasers email: 100 members, +100 -0") && stdout.contains("READY"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_checks_scopes_records_and_ids_as_pinterest_does() {
+    let sb = TestSandbox::start(options()).await;
+    let http = reqwest::Client::new();
+    let lists = format!("{}/ad_accounts/{ACCOUNT}/customer_lists", sb.base());
+    let post = |token: &'static str, body: Value| {
+        let (http, lists) = (http.clone(), lists.clone());
+        async move {
+            let r = http
+                .post(lists)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let hash = email_hash("a@example.com");
+    let good = json!({"name": "n", "records": hash, "list_type": "EMAIL"});
+    assert_eq!(
+        post(TOKEN, good.clone()).await.0,
+        401,
+        "the conversion token"
+    );
+    let (status, body) = post(READ_TOKEN, good.clone()).await;
+    assert_eq!(status, 403);
+    assert!(body["message"].as_str().unwrap().contains("ads:write"));
+    let (status, body) = post(
+        WRITE_TOKEN,
+        json!({"name": "n", "records": "A@Example.com"}),
+    )
+    .await;
+    assert_eq!(status, 400, "an upper-case email: {body}");
+    let (status, _) = post(
+        WRITE_TOKEN,
+        json!({"name": "n", "records": "abc", "list_type": "MAID"}),
+    )
+    .await;
+    assert_eq!(status, 400, "an unhashed MAID");
+    let (status, created) = post(WRITE_TOKEN, good).await;
+    assert_eq!(status, 200);
+    assert_eq!(created["status"], "TOO_SMALL");
+    assert_eq!(created["type"], "customerlist");
+    let audiences = format!("{}/ad_accounts/{ACCOUNT}/audiences", sb.base());
+    let create = |body: Value| {
+        let (http, audiences) = (http.clone(), audiences.clone());
+        async move {
+            let r = http
+                .post(audiences)
+                .bearer_auth(WRITE_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, a) = create(json!({"name": "a", "audience_type": "CUSTOMER_LIST",
+        "rule": {"customer_list_id": created["id"]}}))
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (a["status"].as_str(), a["size"].as_i64()),
+        (Some("TOO_SMALL"), Some(1))
+    );
+    let (status, _) = create(json!({"name": "a", "audience_type": "customer_list",
+        "rule": {"customer_list_id": created["id"]}}))
+    .await;
+    assert_eq!(status, 400, "audience_type is case-sensitive");
+    let (status, _) = create(json!({"name": "a", "audience_type": "ACTALIKE",
+        "rule": {"seed_id": [a["id"]], "country": "FR", "percentage": 5}}))
+    .await;
+    assert_eq!(status, 400, "Actalike countries are US, CA, GB");
+    let (status, _) = create(json!({"name": "v", "audience_type": "VISITOR",
+        "rule": {"visitor_source_id": TAG_ID, "retention_days": 541}}))
+    .await;
+    assert_eq!(status, 400, "retention is 1..=540 days");
+    let r = http
+        .get(format!("{audiences}/999"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
