@@ -21,7 +21,7 @@ pub struct AudiencesConfig {
     /// The segments; empty means the built-in ones (visitors 30 days, product viewers 30,
     /// cart abandoners 7, purchasers 180).
     pub segments: Vec<Segment>,
-    /// The segment whose email audience seeds an `ACTALIKE` audience (none: no Actalike).
+    /// The segment whose email audience seeds an `ACTALIKE` audience (`""`: no Actalike).
     pub actalike_seed: Option<String>,
     /// `US`, `CA` or `GB`.
     pub actalike_country: String,
@@ -59,6 +59,11 @@ impl AudiencesConfig {
         }
     }
 
+    /// The segment that seeds the Actalike, if any (an empty name turns it off).
+    pub fn actalike_seed(&self) -> Option<&str> {
+        self.actalike_seed.as_deref().filter(|s| !s.is_empty())
+    }
+
     /// Checks what the types cannot; errors start with the key's name.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.sync_interval_secs == 0 {
@@ -76,10 +81,12 @@ impl AudiencesConfig {
                 bail!("audiences.segments[{i}].name: {} is defined twice", s.name);
             }
         }
-        if let Some(seed) = &self.actalike_seed
-            && !self.segments().iter().any(|s| &s.name == seed)
+        if let Some(seed) = self.actalike_seed()
+            && !self.segments().iter().any(|s| s.name == seed)
         {
-            bail!("audiences.actalike_seed: no segment is named {seed}");
+            bail!(
+                "audiences.actalike_seed: no segment is named {seed} (set it to \"\" for no Actalike)"
+            );
         }
         if !matches!(self.actalike_country.as_str(), "US" | "CA" | "GB") {
             bail!(
@@ -90,5 +97,70 @@ impl AudiencesConfig {
             bail!("audiences.actalike_percentage: must be 1..=10");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::from_toml;
+
+    #[test]
+    fn segments_come_from_toml_and_bad_ones_name_their_key() {
+        let c = from_toml(
+            r#"
+            [audiences]
+            enabled = true
+            [[audiences.segments]]
+            name = "big_spenders"
+            rule = "purchased"
+            days = 90
+            min_value = "150.00"
+            [[audiences.segments]]
+            name = "vase_viewers"
+            rule = "viewed"
+            days = 14
+            products = ["8003"]
+            visitor_audience = false
+            "#,
+        )
+        .unwrap();
+        let a = &c.audiences;
+        assert_eq!(a.segments().len(), 2);
+        assert_eq!(a.segments()[0].min_value.as_deref(), Some("150.00"));
+        // The Actalike's default seed is a built-in segment these replace.
+        let err = a.validate().unwrap_err().to_string();
+        assert!(err.starts_with("audiences.actalike_seed:"), "{err}");
+        let mut off = a.clone();
+        off.actalike_seed = Some(String::new());
+        off.validate().unwrap();
+
+        let c = from_toml("[audiences]\nactalike_seed = \"purchasers\"\nactalike_percentage = 11")
+            .unwrap();
+        let err = c.audiences.validate().unwrap_err().to_string();
+        assert!(err.starts_with("audiences.actalike_percentage:"), "{err}");
+
+        let c = from_toml("[[audiences.segments]]\nname = \"Bad\"\nrule = \"visited\"\ndays = 3")
+            .unwrap();
+        let err = c.audiences.validate().unwrap_err().to_string();
+        assert!(err.starts_with("audiences.segments[0].name:"), "{err}");
+        assert!(
+            from_toml("[[audiences.segments]]\nname = \"x\"\nrule = \"bought\"\ndays = 3").is_err()
+        );
+    }
+
+    #[test]
+    fn the_built_in_segments_apply_when_none_are_configured() {
+        let c = from_toml("").unwrap();
+        let names: Vec<String> = c.audiences.segments().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "visitors",
+                "product_viewers",
+                "cart_abandoners",
+                "purchasers"
+            ]
+        );
+        c.audiences.validate().unwrap();
     }
 }

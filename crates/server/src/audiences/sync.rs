@@ -114,7 +114,7 @@ pub async fn sync(
                 let id = run.ensure_visitor(&segment, tag).await?;
                 also.push(format!("visitor {id}"));
             }
-            if config.audiences.actalike_seed.as_deref() == Some(segment.name.as_str())
+            if config.audiences.actalike_seed() == Some(segment.name.as_str())
                 && let Some(id) = run
                     .ensure_actalike(
                         &segment,
