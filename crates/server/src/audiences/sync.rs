@@ -9,7 +9,7 @@ use pincapi_core::audience::{IdKind, ListDiff, Segment, records};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::client::AdsClient;
+use super::client::{AdsClient, AdsError};
 use crate::config::Config;
 use crate::delivery::now_ms;
 use crate::metrics::Metrics;
@@ -174,9 +174,40 @@ impl AccountRun<'_> {
         Ok(())
     }
 
-    /// Brings the segment's list of `kind` to `current`. `None` when the segment never had
-    /// members of that kind (no list is made for nothing).
+    /// Brings the segment's list of `kind` to `current`. A list or audience deleted at
+    /// Pinterest (404) is forgotten and made again once.
     async fn sync_list(
+        &mut self,
+        segment: &Segment,
+        kind: IdKind,
+        current: &BTreeSet<String>,
+    ) -> anyhow::Result<Option<SegmentReport>> {
+        match self.sync_list_once(segment, kind, current).await {
+            Err(e) if is_gone(&e) => {
+                tracing::warn!(
+                    ad_account_id = %self.account,
+                    segment = %segment.name,
+                    kind = kind.as_str(),
+                    "A customer list or its audience is gone at Pinterest; making it again"
+                );
+                for object in [
+                    format!("list:{}", kind.as_str()),
+                    format!("audience:{}", kind.as_str()),
+                ] {
+                    self.outbox
+                        .drop_audience_object(&self.account, &segment.name, &object)
+                        .await?;
+                    self.objects.remove(&(segment.name.clone(), object));
+                }
+                self.sync_list_once(segment, kind, current).await
+            }
+            other => other,
+        }
+    }
+
+    /// One attempt of [`AccountRun::sync_list`]. `None` when the segment never had members
+    /// of that kind (no list is made for nothing).
+    async fn sync_list_once(
         &mut self,
         segment: &Segment,
         kind: IdKind,
@@ -447,6 +478,14 @@ impl AccountRun<'_> {
             .await?;
         Ok(Some(id))
     }
+}
+
+/// Pinterest answered 404 to a call on an object we hold an id of.
+fn is_gone(e: &anyhow::Error) -> bool {
+    matches!(
+        e.downcast_ref::<AdsError>(),
+        Some(AdsError::Api { status: 404, .. })
+    )
 }
 
 fn id_of(v: &Value) -> anyhow::Result<String> {

@@ -338,6 +338,15 @@ pub trait Outbox: Send + Sync + fmt::Debug {
     /// Stores (or replaces) the Pinterest id and last status of one object.
     async fn save_audience_object(&self, object: AudienceObject) -> Result<(), StoreError>;
 
+    /// Forgets one stored Pinterest object (it is gone at Pinterest); for a customer list
+    /// (`list:<kind>`) also the members synced to it, so the next sync starts it afresh.
+    async fn drop_audience_object(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        object: &str,
+    ) -> Result<(), StoreError>;
+
     /// The members a segment's list of `kind` held after the last successful update.
     async fn synced_members(
         &self,

@@ -826,6 +826,35 @@ impl Outbox for SqliteOutbox {
         .await
     }
 
+    async fn drop_audience_object(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        object: &str,
+    ) -> Result<(), StoreError> {
+        let (account, segment, object) = (
+            ad_account_id.to_owned(),
+            segment.to_owned(),
+            object.to_owned(),
+        );
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM audience_objects
+                 WHERE ad_account_id = ?1 AND segment = ?2 AND object = ?3",
+            )?
+            .execute(params![account, segment, object])?;
+            if let Some(kind) = object.strip_prefix("list:") {
+                conn.prepare_cached(
+                    "DELETE FROM audience_members
+                     WHERE ad_account_id = ?1 AND segment = ?2 AND kind = ?3",
+                )?
+                .execute(params![account, segment, kind])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn synced_members(
         &self,
         ad_account_id: &str,

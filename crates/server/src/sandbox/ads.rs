@@ -81,6 +81,15 @@ impl AdsState {
         })
     }
 
+    /// Forgets every list, audience and scripted failure; ids keep counting up, so an id
+    /// handed out before is never reused (as at Pinterest).
+    pub(super) fn clear(&mut self) {
+        *self = AdsState {
+            next_id: self.next_id,
+            ..AdsState::default()
+        };
+    }
+
     pub(super) fn set_write_faults(&mut self, steps: Vec<FaultStep>) {
         self.write_faults = steps.into();
     }

@@ -314,10 +314,11 @@ impl Sandbox {
         lock(&self.inner.faults).to_faults()
     }
 
-    /// Clears recordings, counters, rate-limit windows and faults.
+    /// Clears recordings, counters, rate-limit windows, faults, customer lists and audiences.
     pub fn reset(&self) {
         lock(&self.inner.requests).clear();
         lock(&self.inner.events).clear();
+        lock(&self.inner.ads).clear();
         *lock(&self.inner.faults) = FaultState::default();
         self.inner.rate_limiter.reset();
         let c = &self.inner.counters;

@@ -371,6 +371,43 @@ async fn a_list_made_before_its_id_was_stored_is_adopted_not_duplicated() {
 }
 
 #[tokio::test]
+async fn a_list_deleted_at_pinterest_is_made_again_with_every_member_at_its_next_change() {
+    let (app, events) = app_with_traffic().await;
+    sync(&app).await;
+    // Someone deletes everything in Ads Manager; a new member arrives.
+    app.sandbox.sandbox.reset();
+    let (status, _) = app
+        .post_events(&json!({
+            "event_name": "checkout", "action_source": "web", "event_time": now() - 10,
+            "event_id": "order-late-1",
+            "user_data": {"em": "late@example.com", "client_ip_address": "203.0.113.9",
+                          "client_user_agent": "Mozilla/5.0"},
+            "custom_data": {"currency": "USD", "value": "12.00"},
+        }))
+        .await;
+    assert_eq!(status, 202);
+    sync(&app).await;
+    // A sync that sends nothing cannot notice a deletion: the lists that changed are made
+    // again, with every member, not only the new one.
+    let want = expected(&events);
+    let got = lists(&app);
+    assert_eq!(got.len(), 2, "{:?}", got.keys());
+    for segment in ["visitors", "purchasers"] {
+        let mut members = want[&(segment, "email")].clone();
+        members.insert(email_hash("late@example.com"));
+        assert_eq!(got[&(segment.to_owned(), "email".to_owned())], members);
+    }
+    let audiences = app.sandbox.sandbox.audiences();
+    assert_eq!(
+        audiences
+            .iter()
+            .filter(|a| a.audience_type == "CUSTOMER_LIST")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
 async fn serve_syncs_on_its_interval_and_a_missing_token_shows_in_metrics() {
     let app = spawn_app_with(options(), |c| {
         c.audiences.enabled = true;

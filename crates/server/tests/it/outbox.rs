@@ -456,6 +456,20 @@ async fn sync_state_keeps_ids_statuses_and_synced_members(o: SharedOutbox) {
             .unwrap()
             .is_empty()
     );
+    // A list gone at Pinterest is forgotten with its synced members; its audience stays
+    // until it is dropped on its own.
+    o.drop_audience_object("1", "purchasers", "list:email")
+        .await
+        .unwrap();
+    assert!(
+        o.synced_members("1", "purchasers", IdKind::Email)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let objects = o.audience_objects("1").await.unwrap();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].object, "audience:email");
 }
 
 macro_rules! contract {
