@@ -112,6 +112,17 @@ impl AdsClient {
         .await
     }
 
+    /// `customer_lists/get`.
+    pub async fn get_customer_list(&self, account: &str, id: &str) -> Result<Value, AdsError> {
+        self.call(
+            reqwest::Method::GET,
+            account,
+            &format!("ad_accounts/{account}/customer_lists/{id}"),
+            None,
+        )
+        .await
+    }
+
     /// The audience of the ad account with this name and type, if any (pages through).
     pub async fn find_audience(
         &self,

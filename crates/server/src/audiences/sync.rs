@@ -49,7 +49,8 @@ pub struct SegmentReport {
     pub removed: usize,
     pub customer_list_id: Option<String>,
     pub audience_id: Option<String>,
-    /// The audience's status as Pinterest last reported it (`READY`, `TOO_SMALL`, ...).
+    /// The audience's status as Pinterest last reported it, or the list's while it has no
+    /// audience yet (`READY`, `TOO_SMALL`, `PROCESSING`, ...).
     pub status: Option<String>,
     /// Other audiences kept for the segment: `visitor <id>`, `actalike <id>`.
     pub also: Vec<String>,
@@ -230,6 +231,8 @@ impl AccountRun<'_> {
             ..SegmentReport::default()
         };
         let mut changed = false;
+        // The list's status as Pinterest last answered it (`READY`, `TOO_SMALL`, ...).
+        let mut list_status = self.object(seg, &list_key).and_then(|o| o.status.clone());
         let list_id = match self.object(seg, &list_key) {
             Some(o) => o.pinterest_id.clone(),
             None if current.is_empty() && synced.is_empty() => return Ok(None),
@@ -238,7 +241,8 @@ impl AccountRun<'_> {
                 match self.client.find_customer_list(&self.account, &name).await? {
                     Some(found) => {
                         let id = id_of(&found)?;
-                        self.save(seg, &list_key, &id, None).await?;
+                        list_status = status_of(&found);
+                        self.save(seg, &list_key, &id, list_status.clone()).await?;
                         id
                     }
                     None => {
@@ -254,7 +258,8 @@ impl AccountRun<'_> {
                             )
                             .await?;
                         let id = id_of(&created)?;
-                        self.save(seg, &list_key, &id, None).await?;
+                        list_status = status_of(&created);
+                        self.save(seg, &list_key, &id, list_status.clone()).await?;
                         self.applied(seg, kind, ListOperation::Add, first.clone())
                             .await?;
                         row.added += first.len();
@@ -279,7 +284,8 @@ impl AccountRun<'_> {
             (ListOperation::Add, &diff.add),
         ] {
             for chunk in hashes.chunks(self.batch) {
-                self.client
+                let answer = self
+                    .client
                     .update_customer_list(&self.account, &list_id, op.as_str(), records(chunk))
                     .await?;
                 self.applied(seg, kind, op, chunk.to_vec()).await?;
@@ -287,14 +293,21 @@ impl AccountRun<'_> {
                     ListOperation::Add => row.added += chunk.len(),
                     ListOperation::Remove => row.removed += chunk.len(),
                 }
+                list_status = status_of(&answer).or(list_status);
                 changed = true;
             }
         }
+        if changed {
+            self.save(seg, &list_key, &list_id, list_status.clone())
+                .await?;
+        }
         row.customer_list_id = Some(list_id.clone());
-        // The CUSTOMER_LIST audience that makes the list targetable.
-        let audience_name = list_name(seg, kind);
+        // The CUSTOMER_LIST audience that makes the list targetable. Pinterest matches a list
+        // before it can be targeted: the audience is made once the list is READY (100
+        // matched members). Until then the list's status is read on every run, since
+        // matching finishes at Pinterest's pace, not ours.
         let (audience_id, status) = match self.object(seg, &audience_key).cloned() {
-            Some(o) if !changed => (o.pinterest_id, o.status),
+            Some(o) if !changed => (Some(o.pinterest_id), o.status),
             Some(o) => {
                 let got = self
                     .client
@@ -303,37 +316,26 @@ impl AccountRun<'_> {
                 let status = status_of(&got);
                 self.save(seg, &audience_key, &o.pinterest_id, status.clone())
                     .await?;
-                (o.pinterest_id, status)
+                (Some(o.pinterest_id), status)
             }
             None => {
-                let found = self
-                    .client
-                    .find_audience(&self.account, &audience_name, "CUSTOMER_LIST")
-                    .await?;
-                let audience = match found {
-                    Some(a) => a,
-                    None => {
-                        self.client
-                            .create_audience(
-                                &self.account,
-                                json!({
-                                    "ad_account_id": self.account,
-                                    "name": audience_name,
-                                    "audience_type": "CUSTOMER_LIST",
-                                    "description": format!(
-                                        "Kept by pincapi from the {seg} segment ({} members).",
-                                        kind.as_str()
-                                    ),
-                                    "rule": {"customer_list_id": list_id},
-                                }),
-                            )
-                            .await?
+                if !changed {
+                    let got = self
+                        .client
+                        .get_customer_list(&self.account, &list_id)
+                        .await?;
+                    if status_of(&got) != list_status {
+                        list_status = status_of(&got);
+                        self.save(seg, &list_key, &list_id, list_status.clone())
+                            .await?;
                     }
-                };
-                let id = id_of(&audience)?;
-                let status = status_of(&audience);
-                self.save(seg, &audience_key, &id, status.clone()).await?;
-                (id, status)
+                }
+                if list_status.as_deref() == Some("READY") {
+                    let (id, status) = self.ensure_list_audience(seg, kind, &list_id).await?;
+                    (Some(id), status)
+                } else {
+                    (None, list_status.clone())
+                }
             }
         };
         if status.as_deref() == Some("TOO_SMALL") {
@@ -342,7 +344,7 @@ impl AccountRun<'_> {
                 segment = seg,
                 kind = kind.as_str(),
                 members = current.len(),
-                "Audience is TOO_SMALL: Pinterest needs {MIN_MATCHED} matched members before it can be used"
+                "Customer list is TOO_SMALL: Pinterest needs {MIN_MATCHED} matched members before it can be used"
             );
         }
         self.metrics.set(
@@ -354,9 +356,53 @@ impl AccountRun<'_> {
             ],
             current.len() as f64,
         );
-        row.audience_id = Some(audience_id);
+        row.audience_id = audience_id;
         row.status = status;
         Ok(Some(row))
+    }
+
+    /// Finds or creates the `CUSTOMER_LIST` audience of a list and stores it.
+    async fn ensure_list_audience(
+        &mut self,
+        seg: &str,
+        kind: IdKind,
+        list_id: &str,
+    ) -> anyhow::Result<(String, Option<String>)> {
+        let name = list_name(seg, kind);
+        let found = self
+            .client
+            .find_audience(&self.account, &name, "CUSTOMER_LIST")
+            .await?;
+        let audience = match found {
+            Some(a) => a,
+            None => {
+                self.client
+                    .create_audience(
+                        &self.account,
+                        json!({
+                            "ad_account_id": self.account,
+                            "name": name,
+                            "audience_type": "CUSTOMER_LIST",
+                            "description": format!(
+                                "Kept by pincapi from the {seg} segment ({} members).",
+                                kind.as_str()
+                            ),
+                            "rule": {"customer_list_id": list_id},
+                        }),
+                    )
+                    .await?
+            }
+        };
+        let id = id_of(&audience)?;
+        let status = status_of(&audience);
+        self.save(
+            seg,
+            &format!("audience:{}", kind.as_str()),
+            &id,
+            status.clone(),
+        )
+        .await?;
+        Ok((id, status))
     }
 
     async fn applied(

@@ -190,11 +190,11 @@ async fn sync_builds_each_segment_from_the_stream_and_a_second_sync_sends_nothin
     assert_eq!(got, want_named, "sync output:\n{out}");
     assert_eq!(got[&("purchasers".into(), "email".into())].len(), 8);
 
-    // Every list is wrapped in a CUSTOMER_LIST audience, and each segment has a VISITOR
-    // audience over the Tag and Conversions API stream.
+    // Each segment has a VISITOR audience over the Tag and Conversions API stream; no list
+    // reaches 100 members, so none is wrapped in a CUSTOMER_LIST audience yet.
     let audiences = app.sandbox.sandbox.audiences();
     let of_type = |t: &str| audiences.iter().filter(|a| a.audience_type == t).count();
-    assert_eq!(of_type("CUSTOMER_LIST"), got.len());
+    assert_eq!(of_type("CUSTOMER_LIST"), 0);
     assert_eq!(of_type("VISITOR"), 4);
     let purchasers = audiences
         .iter()
@@ -223,18 +223,27 @@ async fn sync_builds_each_segment_from_the_stream_and_a_second_sync_sends_nothin
             .all(|r| r.body["records"].as_str().unwrap().split(',').count() <= 3)
     );
 
+    // A second run changes nothing at Pinterest: no create, no update. It only reads the
+    // status of each list still waiting for 100 matched members.
     let before = requests.len();
     let again = sync(&app).await;
     let after = app.sandbox.sandbox.requests();
-    assert_eq!(
-        after.len(),
-        before,
-        "a second sync sent {:?}\n{again}",
-        after[before..]
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect::<Vec<_>>()
-    );
+    let sent: Vec<String> = after[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let list_ids: BTreeSet<String> = app
+        .sandbox
+        .sandbox
+        .customer_lists()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(sent.len(), list_ids.len(), "{sent:?}");
+    for (r, s) in after[before..].iter().zip(&sent) {
+        let id = r.path.rsplit('/').next().unwrap();
+        assert!(r.method == "GET" && list_ids.contains(id), "{s}");
+    }
     assert!(again.contains("0 added, 0 removed"), "{again}");
 }
 
@@ -371,7 +380,7 @@ async fn a_list_made_before_its_id_was_stored_is_adopted_not_duplicated() {
 }
 
 #[tokio::test]
-async fn a_list_deleted_at_pinterest_is_made_again_with_every_member_at_its_next_change() {
+async fn lists_deleted_at_pinterest_are_made_again_with_every_member() {
     let (app, events) = app_with_traffic().await;
     sync(&app).await;
     // Someone deletes everything in Ads Manager; a new member arrives.
@@ -387,24 +396,19 @@ async fn a_list_deleted_at_pinterest_is_made_again_with_every_member_at_its_next
         .await;
     assert_eq!(status, 202);
     sync(&app).await;
-    // A sync that sends nothing cannot notice a deletion: the lists that changed are made
-    // again, with every member, not only the new one.
-    let want = expected(&events);
-    let got = lists(&app);
-    assert_eq!(got.len(), 2, "{:?}", got.keys());
+    // Lists still waiting for 100 matched members are read on every run, so their deletion
+    // is noticed at once: every list is made again, with every member.
+    let mut want: BTreeMap<(String, String), BTreeSet<String>> = expected(&events)
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|((s, k), v)| ((s.to_owned(), k.to_owned()), v))
+        .collect();
     for segment in ["visitors", "purchasers"] {
-        let mut members = want[&(segment, "email")].clone();
-        members.insert(email_hash("late@example.com"));
-        assert_eq!(got[&(segment.to_owned(), "email".to_owned())], members);
+        want.get_mut(&(segment.to_owned(), "email".to_owned()))
+            .unwrap()
+            .insert(email_hash("late@example.com"));
     }
-    let audiences = app.sandbox.sandbox.audiences();
-    assert_eq!(
-        audiences
-            .iter()
-            .filter(|a| a.audience_type == "CUSTOMER_LIST")
-            .count(),
-        2
-    );
+    assert_eq!(lists(&app), want);
 }
 
 #[tokio::test]
@@ -543,6 +547,7 @@ async fn requests_and_answers_have_the_specs_shapes() {
                     check(item, i, &what);
                 }
             }
+            ("GET", true, true) => check(&list, &r.response, &what),
             _ => check(&audience, &r.response, &what),
         }
         seen.insert((r.method.clone(), is_list, is_item));
