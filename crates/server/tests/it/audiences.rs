@@ -295,6 +295,27 @@ async fn a_forgotten_email_is_removed_from_every_list_and_from_the_stored_events
 }
 
 #[tokio::test]
+async fn a_cart_abandoner_who_buys_moves_from_one_list_to_the_other() {
+    let (app, _) = app_with_traffic().await;
+    sync(&app).await;
+    let who = email_hash("cart.only@example.com");
+    let key = |s: &str| (s.to_owned(), "email".to_owned());
+    assert!(lists(&app)[&key("cart_abandoners")].contains(&who));
+    let mut order = checkout("order-cart-only");
+    order["user_data"]["em"] = json!("cart.only@example.com");
+    let (status, body) = app.post_events(&order).await;
+    assert_eq!(status, 202, "{body}");
+    let out = sync(&app).await;
+    let now = lists(&app);
+    assert!(now[&key("cart_abandoners")].is_empty(), "{out}");
+    assert!(now[&key("purchasers")].contains(&who));
+    assert!(
+        out.contains("cart_abandoners email: 0 members, +0 -1"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
 async fn the_ads_token_is_required_and_its_failures_say_what_to_do() {
     let (app, _) = app_with_traffic().await;
     let err = |out: Output| {
