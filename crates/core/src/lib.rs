@@ -4,6 +4,7 @@
 //! Pinterest wire types with response classification. Nothing in this crate does IO: no
 //! sockets, files, clocks or randomness. Callers pass the current time in when a rule needs it.
 
+pub mod audience;
 pub mod event;
 pub mod ingest;
 pub mod normalize;

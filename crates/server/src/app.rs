@@ -133,7 +133,11 @@ impl App {
             &self.state,
             stopped.clone(),
         ));
-        workers.extend(crate::quality::spawn_background(&self.state, stopped));
+        workers.extend(crate::quality::spawn_background(
+            &self.state,
+            stopped.clone(),
+        ));
+        workers.extend(crate::audiences::spawn_background(&self.state, stopped));
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");

@@ -218,6 +218,7 @@ pub struct Config {
     /// `[postgres]`: the connection pool, when `store` is a PostgreSQL URL.
     pub postgres: crate::outbox::postgres::PostgresConfig,
     pub quality: crate::quality::config::QualityConfig,
+    pub audiences: crate::audiences::config::AudiencesConfig,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -248,6 +249,7 @@ impl Default for Config {
             browser: Default::default(),
             postgres: Default::default(),
             quality: Default::default(),
+            audiences: Default::default(),
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }
@@ -373,6 +375,7 @@ impl Config {
         crate::shopify::config::ShopifyConfig::validate(self)?;
         crate::outbox::postgres::PostgresConfig::validate(self)?;
         self.quality.validate()?;
+        self.audiences.validate()?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! sandbox, and the command line.
 
 pub mod app;
+pub mod audiences;
 pub mod bench;
 pub mod browser;
 pub mod check;

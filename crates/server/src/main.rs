@@ -109,6 +109,21 @@ enum Command {
         #[command(subcommand)]
         source: pincapi::shopify::cli::MapSource,
     },
+    /// Pinterest audiences from the stored events: `preview` the segments, `sync` them once.
+    Audiences {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: pincapi::audiences::cli::AudiencesCommand,
+    },
+    /// Forget a person: never in an audience again, removed from every list at the next sync,
+    /// taken out of the stored events.
+    Forget {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        who: pincapi::audiences::cli::ForgetArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -232,6 +247,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pincapi::shopify::cli::run(command, shutdown_signal()).await
         }
         Command::Map { source } => Ok(pincapi::shopify::cli::map(source)),
+        Command::Audiences { config, command } => {
+            pincapi::audiences::cli::audiences(config.config.as_deref(), command).await
+        }
+        Command::Forget { config, who } => {
+            pincapi::audiences::cli::forget(config.config.as_deref(), who).await
+        }
     }
 }
 

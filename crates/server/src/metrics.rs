@@ -152,6 +152,26 @@ const FAMILIES: &[Family] = &[
         help: "Pinterest's Event Quality Score overall status as last polled: 0 NEEDS_IMPROVEMENT, 1 FAIR, 2 GOOD.",
     },
     Family {
+        name: "pincapi_audience_sync_runs_total",
+        kind: "counter",
+        help: "Audience sync runs, by result (ok, error); a scheduled run that fails is logged and counted every interval.",
+    },
+    Family {
+        name: "pincapi_audience_sync_failing",
+        kind: "gauge",
+        help: "1 while the last audience sync failed (missing or expired OAuth token, missing scope, Pinterest error).",
+    },
+    Family {
+        name: "pincapi_audience_members",
+        kind: "gauge",
+        help: "Members of a segment's customer list at the last sync, by ad account, segment and kind (email, maid).",
+    },
+    Family {
+        name: "pincapi_audience_records_sent_total",
+        kind: "counter",
+        help: "Hashed members sent in customer-list creates and updates, by operation (add, remove).",
+    },
+    Family {
         name: "pincapi_send_lag_seconds",
         kind: "histogram",
         help: "Time from event_time to delivery. Past 3600 s Pinterest counts the event as offline.",

@@ -7,6 +7,10 @@
 //! - any other `/v5` path: 404 with Pinterest's `Error` body;
 //! - `GET /sandbox/requests`, `GET /sandbox/events`, `GET /sandbox/stats`: what arrived;
 //! - `GET|POST|DELETE /sandbox/faults`, `POST /sandbox/reset`: control.
+//! - `GET|POST /v5/ad_accounts/{id}/customer_lists[/{customer_list_id}]` (PATCH to update) and
+//!   the same for `audiences` (OAuth token with `ads:read` / `ads:write`);
+//!   `GET /sandbox/customer_lists` (each list's records), `GET /sandbox/audiences`,
+//!   `POST /sandbox/ads/faults` (scripted answers of the next Ads API writes).
 //!
 //! Layout:
 //! - this module: the public types, the shared state and the router assembly;
@@ -23,7 +27,10 @@
 //! JSON 404/405 answers and the body size limit for free. Reuse `api::ApiError` for their
 //! error bodies and `api::ad_account_id` for the path parameter.
 
+mod ads;
 mod api;
+mod audiences;
+mod customer_lists;
 mod eqs;
 mod events;
 mod faults;
@@ -45,6 +52,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde::{Deserialize, Serialize};
 
+pub use self::ads::{SandboxAudience, SandboxList};
 use self::api::ApiError;
 use self::faults::FaultState;
 use self::rate_limit::RateLimiter;
@@ -225,6 +233,8 @@ struct Inner {
     /// Per bearer token: events requests being handled (body read, answer not yet sent),
     /// and events requests received in all.
     in_flight: Mutex<HashMap<String, (usize, u64)>>,
+    /// Customer lists and audiences (the Ads API stand-ins).
+    ads: Mutex<ads::AdsState>,
 }
 
 /// Counts one events request as in flight until dropped: when it is answered, or when the
@@ -271,6 +281,7 @@ impl Sandbox {
                 rate_limiter,
                 counters: Counters::default(),
                 in_flight: Mutex::new(HashMap::new()),
+                ads: Mutex::new(ads::AdsState::default()),
             }),
         }
     }
@@ -294,6 +305,9 @@ impl Sandbox {
                     .delete(admin_clear_faults),
             )
             .route("/sandbox/reset", post(admin_reset))
+            .route("/sandbox/customer_lists", get(admin_customer_lists))
+            .route("/sandbox/audiences", get(admin_audiences))
+            .route("/sandbox/ads/faults", post(admin_set_ads_faults))
             // Not recorded: only `/v5` traffic is "Pinterest traffic".
             .fallback(api::not_found)
             .with_state(self.clone())
@@ -336,10 +350,11 @@ impl Sandbox {
         lock(&self.inner.faults).to_faults()
     }
 
-    /// Clears recordings, counters, rate-limit windows and faults.
+    /// Clears recordings, counters, rate-limit windows, faults, customer lists and audiences.
     pub fn reset(&self) {
         lock(&self.inner.requests).clear();
         lock(&self.inner.events).clear();
+        lock(&self.inner.ads).clear();
         *lock(&self.inner.faults) = FaultState::default();
         self.inner.rate_limiter.reset();
         let c = &self.inner.counters;
@@ -375,7 +390,27 @@ impl Sandbox {
             .await
     }
 
+    /// Every customer list with the records it holds now.
+    pub fn customer_lists(&self) -> Vec<SandboxList> {
+        lock(&self.inner.ads).lists.values().cloned().collect()
+    }
+
+    /// Every audience (removed ones included).
+    pub fn audiences(&self) -> Vec<SandboxAudience> {
+        lock(&self.inner.ads).audiences.values().cloned().collect()
+    }
+
+    /// Scripts the answers of the next Ads API writes (customer-list and audience creates
+    /// and updates), one step per write; a 2xx step lets that write through.
+    pub fn set_ads_faults(&self, steps: Vec<FaultStep>) {
+        lock(&self.inner.ads).set_write_faults(steps);
+    }
+
     // ---- crate-internal helpers used by the endpoint modules ----
+
+    fn ads(&self) -> MutexGuard<'_, ads::AdsState> {
+        lock(&self.inner.ads)
+    }
 
     fn record_requests_enabled(&self) -> bool {
         self.inner.options.record_requests
@@ -438,10 +473,28 @@ fn authenticated_v5_routes() -> Router<Sandbox> {
 /// checks its own scope with [`api::require_scope`]. Add audience, customer-list and event
 /// quality endpoints here.
 fn oauth_v5_routes() -> Router<Sandbox> {
-    Router::new().route(
-        "/v5/ad_accounts/{ad_account_id}/conversion_eqs",
-        get(eqs::list),
-    )
+    Router::new()
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/conversion_eqs",
+            get(eqs::list),
+        )
+        // --- Audiences ---
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/customer_lists",
+            post(customer_lists::create).get(customer_lists::list),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/customer_lists/{customer_list_id}",
+            get(customer_lists::get).patch(customer_lists::update),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/audiences",
+            post(audiences::create).get(audiences::list),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/audiences/{audience_id}",
+            get(audiences::get).patch(audiences::update),
+        )
 }
 
 /// The `/v5` stand-in: authenticated routes, JSON 404/405 answers, recording of everything.
@@ -493,6 +546,24 @@ async fn admin_set_faults(State(sandbox): State<Sandbox>, body: Bytes) -> Respon
 async fn admin_clear_faults(State(sandbox): State<Sandbox>) -> StatusCode {
     sandbox.set_faults(Faults::default());
     StatusCode::NO_CONTENT
+}
+
+async fn admin_customer_lists(State(sandbox): State<Sandbox>) -> Response {
+    axum::Json(sandbox.customer_lists()).into_response()
+}
+
+async fn admin_audiences(State(sandbox): State<Sandbox>) -> Response {
+    axum::Json(sandbox.audiences()).into_response()
+}
+
+async fn admin_set_ads_faults(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Vec<FaultStep>>(&body) {
+        Ok(steps) => {
+            sandbox.set_ads_faults(steps);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ApiError::bad_request(format!("Invalid ads faults body: {e}")).into_response(),
+    }
 }
 
 async fn admin_reset(State(sandbox): State<Sandbox>) -> StatusCode {

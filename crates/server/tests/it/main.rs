@@ -1,5 +1,6 @@
 //! One black-box test binary: every test talks to real servers on loopback.
 
+mod audiences;
 mod browser;
 mod cli;
 mod gateway;
