@@ -190,9 +190,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("listen: cannot bind {}", config.listen))?;
             let addr = listener.local_addr()?;
             let app = pincapi::app::App::build(config).await?;
+            // Registered before the address is announced: a test or script may signal at once.
+            let shutdown = shutdown_signal();
             // One plain line on stdout so scripts and tests that bind port 0 learn the address.
             println!("pincapi listening on http://{addr}");
-            app.run(listener, shutdown_signal()).await?;
+            app.run(listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox { listen, token } => {
@@ -201,6 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot bind {listen}"))?;
             let addr = listener.local_addr()?;
+            let shutdown = shutdown_signal();
             println!(
                 "Pinterest sandbox on http://{addr}/v5 (requests: http://{addr}/sandbox/requests)"
             );
@@ -209,7 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 token,
                 ..SandboxOptions::default()
             });
-            sandbox.serve(listener, shutdown_signal()).await?;
+            sandbox.serve(listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
@@ -410,23 +413,31 @@ fn init_tracing(config: &Config) {
     };
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers for SIGINT and SIGTERM when called (not when first polled), so a signal that
+/// arrives between start-up and the server's first poll of the future is not lost; resolves at
+/// the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let registered = signal(SignalKind::terminate())
+            .and_then(|term| signal(SignalKind::interrupt()).map(|interrupt| (term, interrupt)));
+        async move {
+            match registered {
+                Ok((mut term, mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = interrupt.recv() => {},
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
