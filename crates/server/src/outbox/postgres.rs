@@ -13,7 +13,9 @@
 //!   other instances' leases are live);
 //! - an enqueue inserts all new events in one statement (`UNNEST`, `ON CONFLICT DO NOTHING`),
 //!   so the unique (ad account, event_id) decides between concurrent enqueues of one event;
-//!   the repeats are then locked in id order and merged one by one, as SQLite does.
+//!   the repeats are then locked in id order and merged one by one, as SQLite does;
+//! - the quality aggregates are counted in the transaction of the writes they count, and
+//!   written last, in key order (see `quality.rs`).
 //!
 //! Rows are always locked in a fixed order (inserts by (ad account, event_id), existing rows
 //! by id) so concurrent transactions do not deadlock; should PostgreSQL still report one, the
@@ -23,6 +25,7 @@
 //! `sslmode=require` (see `tls.rs`). Migrations (`migrations.rs`) run at start.
 
 mod migrations;
+mod quality;
 mod tls;
 
 use std::collections::HashMap;
@@ -36,6 +39,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::{AlertState, EqsScore, QualityHour, QualityMessage, ShopifyTruth};
 use super::{
     ClaimedEvent, DeadLetter, Depth, Enqueued, NewEvent, Outbox, Selection, Settlement, StoreError,
 };
@@ -44,7 +48,7 @@ use super::{
     ShopifyOrderRow, ShopifyRecord, ShopifyStored, Source, StoreLock, TEST_ORDER_DROPPED,
     TestOrderCopy,
 };
-use crate::outbox::sqlite::PAYLOAD_VERSION;
+use crate::outbox::sqlite::{BROWSER_SOURCES, PAYLOAD_VERSION, Settled, Tally};
 
 pub use migrations::{MIGRATIONS, Migration};
 
@@ -319,7 +323,12 @@ impl Outbox for PostgresOutbox {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        in_transaction!(self, |tx| enqueue_in(&tx, &events).await?)
+        in_transaction!(self, |tx| {
+            let mut tally = Tally::default();
+            let out = enqueue_in(&tx, &events, &mut tally).await?;
+            quality::flush(&tx, tally).await?;
+            out
+        })
     }
 
     async fn claim(
@@ -381,51 +390,57 @@ impl Outbox for PostgresOutbox {
     ) -> Result<usize, StoreError> {
         // One outcome per event (the first, as one statement per outcome would record).
         let mut seen = std::collections::HashSet::new();
-        let mut rows: Vec<(i64, &'static str, Option<i64>, Option<String>, i32)> = settlements
+        let mut settlements: Vec<Settlement> = settlements
             .into_iter()
-            .filter_map(|s| {
-                let row = match s {
-                    Settlement::Delivered {
-                        id,
-                        sent_at_ms,
-                        warning,
-                    } => (id, "delivered", Some(sent_at_ms), warning, 1),
-                    Settlement::Retry {
-                        id,
-                        next_attempt_at_ms,
-                        error,
-                        counted,
-                    } => (
-                        id,
-                        "retry",
-                        Some(next_attempt_at_ms),
-                        Some(error),
-                        i32::from(counted),
-                    ),
-                    Settlement::Dead { id, reason } => (id, "dead", None, Some(reason), 1),
-                };
-                seen.insert(row.0).then_some(row)
-            })
+            .filter(|s| seen.insert(settlement_id(s)))
             .collect();
-        if rows.is_empty() {
+        if settlements.is_empty() {
             return Ok(0);
         }
-        rows.sort_by_key(|r| r.0);
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let kinds: Vec<&str> = rows.iter().map(|r| r.1).collect();
-        let ats: Vec<Option<i64>> = rows.iter().map(|r| r.2).collect();
-        let messages: Vec<Option<String>> = rows.iter().map(|r| r.3.clone()).collect();
-        let counted: Vec<i32> = rows.iter().map(|r| r.4).collect();
+        settlements.sort_by_key(settlement_id);
+        let mut ids = Vec::with_capacity(settlements.len());
+        let mut kinds = Vec::with_capacity(settlements.len());
+        let mut ats: Vec<Option<i64>> = Vec::with_capacity(settlements.len());
+        let mut messages: Vec<Option<&str>> = Vec::with_capacity(settlements.len());
+        let mut counted: Vec<i32> = Vec::with_capacity(settlements.len());
+        for s in &settlements {
+            let (id, kind, at, message, count) = match s {
+                Settlement::Delivered {
+                    id,
+                    sent_at_ms,
+                    warning,
+                } => (*id, "delivered", Some(*sent_at_ms), warning.as_deref(), 1),
+                Settlement::Retry {
+                    id,
+                    next_attempt_at_ms,
+                    error,
+                    counted,
+                } => (
+                    *id,
+                    "retry",
+                    Some(*next_attempt_at_ms),
+                    Some(error.as_str()),
+                    i32::from(*counted),
+                ),
+                Settlement::Dead { id, reason } => (*id, "dead", None, Some(reason.as_str()), 1),
+            };
+            ids.push(id);
+            kinds.push(kind);
+            ats.push(at);
+            messages.push(message);
+            counted.push(count);
+        }
         let applied = in_transaction!(self, |tx| {
             // Lock in id order first (an enqueue merging into one of these rows locks the
-            // same way), then update them all at once.
+            // same way), then update them all at once; RETURNING says which were settled
+            // (a row whose lease was replaced is not), which is what the aggregates count.
             query(
                 &tx,
                 "SELECT id FROM events WHERE id = ANY($1) ORDER BY id FOR UPDATE",
                 &[&ids],
             )
             .await?;
-            execute(
+            let mut settled = query(
                 &tx,
                 "UPDATE events e SET
                      state = CASE s.kind WHEN 'retry' THEN e.state ELSE s.kind END,
@@ -439,12 +454,37 @@ impl Outbox for PostgresOutbox {
                      lease_until = NULL
                  FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::int[])
                       AS s(id, kind, at, message, counted)
-                 WHERE e.id = s.id AND e.lease_until = $1 AND e.state = 'pending'",
+                 WHERE e.id = s.id AND e.lease_until = $1 AND e.state = 'pending'
+                 RETURNING e.id, e.ad_account_id, e.event_name, e.event_id, e.received_at,
+                           e.event_time",
                 &[&lease_until_ms, &ids, &kinds, &ats, &messages, &counted],
             )
-            .await?
+            .await?;
+            settled.sort_by_key(|r| r.get::<_, i64>(0));
+            let mut tally = Tally::default();
+            for r in &settled {
+                let id: i64 = r.get(0);
+                let Ok(i) = ids.binary_search(&id) else {
+                    return Err(
+                        StoreError::Query(format!("settled row {id} was not asked for")).into(),
+                    );
+                };
+                let e = Settled {
+                    ad_account_id: r.get(1),
+                    event_name: r.get(2),
+                    event_id: r.get(3),
+                    received_at_ms: r.get(4),
+                    event_time: r.get(5),
+                };
+                tally.count_settled(&e, &settlements[i]);
+                if let Settlement::Delivered { .. } = settlements[i] {
+                    quality::mark_delivered(&tx, &e.ad_account_id, &e.event_id).await?;
+                }
+            }
+            quality::flush(&tx, tally).await?;
+            settled.len()
         })?;
-        Ok(applied as usize)
+        Ok(applied)
     }
 
     async fn next_due(&self, ad_account_id: &str) -> Result<Option<i64>, StoreError> {
@@ -557,10 +597,12 @@ impl Outbox for PostgresOutbox {
         }
         // One transaction: a failure leaves nothing of any record behind.
         in_transaction!(self, |tx| {
+            let mut tally = Tally::default();
             let mut out = Vec::with_capacity(records.len());
             for r in &records {
-                out.push(shopify_record(&tx, r).await?);
+                out.push(shopify_record(&tx, r, &mut tally).await?);
             }
+            quality::flush(&tx, tally).await?;
             out
         })
     }
@@ -689,6 +731,71 @@ impl Outbox for PostgresOutbox {
         let connection = deadpool_postgres::Object::take(client);
         Ok(got.then(|| StoreLock::holding(connection)))
     }
+
+    // --- Quality ---
+
+    async fn quality_hours(&self, since_hour: i64) -> Result<Vec<QualityHour>, StoreError> {
+        let client = self.client().await?;
+        quality::hours(&client, since_hour)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn quality_messages(&self, since_day: i64) -> Result<Vec<QualityMessage>, StoreError> {
+        let client = self.client().await?;
+        quality::messages(&client, since_day)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn shopify_truth(
+        &self,
+        since: i64,
+        until: i64,
+        missing_limit: usize,
+    ) -> Result<ShopifyTruth, StoreError> {
+        let client = self.client().await?;
+        quality::shopify_truth(&client, since, until, missing_limit)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn alert_states(&self) -> Result<Vec<AlertState>, StoreError> {
+        let client = self.client().await?;
+        quality::alert_states(&client)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn save_alert_state(&self, state: AlertState) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        quality::save_alert_state(&client, &state)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn save_eqs(&self, scores: Vec<EqsScore>) -> Result<(), StoreError> {
+        if scores.is_empty() {
+            return Ok(());
+        }
+        in_transaction!(self, |tx| quality::save_eqs(&tx, &scores).await?)
+    }
+
+    async fn eqs_scores(&self) -> Result<Vec<EqsScore>, StoreError> {
+        let client = self.client().await?;
+        quality::eqs_scores(&client)
+            .await
+            .map_err(PgError::into_store)
+    }
+}
+
+/// The row id a settlement is about.
+fn settlement_id(s: &Settlement) -> i64 {
+    match s {
+        Settlement::Delivered { id, .. }
+        | Settlement::Retry { id, .. }
+        | Settlement::Dead { id, .. } => *id,
+    }
 }
 
 fn selection_ids(which: Selection) -> Option<Vec<i64>> {
@@ -703,6 +810,7 @@ fn selection_ids(which: Selection) -> Option<Vec<i64>> {
 async fn enqueue_in<C: GenericClient + Sync>(
     c: &C,
     events: &[NewEvent],
+    tally: &mut Tally,
 ) -> Result<Vec<Enqueued>, PgError> {
     let mut out: Vec<Option<Enqueued>> = vec![None; events.len()];
     let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(events.len());
@@ -766,7 +874,19 @@ async fn enqueue_in<C: GenericClient + Sync>(
         };
         out[i] = Some(Enqueued::Accepted);
         payload_ids.push(r.get::<_, i64>(0));
-        bodies.push(events[i].payload.as_str());
+        let e = &events[i];
+        bodies.push(e.payload.as_str());
+        let counts = tally.hour(&e.ad_account_id, e.event_name.as_str(), e.received_at_ms);
+        counts.received += 1;
+        counts.count_sources(e.source.bit());
+        counts.count_keys(e.match_keys);
+    }
+    // The ledger rows of browser purchases, in the fixed order of the inserts.
+    for &i in &fresh {
+        let e = &events[i];
+        if out[i].is_some() && e.source.is_browser() {
+            quality::mark_browser_seen(c, &e.ad_account_id, &e.event_id).await?;
+        }
     }
     if !payload_ids.is_empty() {
         execute(
@@ -797,7 +917,7 @@ async fn enqueue_in<C: GenericClient + Sync>(
         )
         .await?;
         for &i in &repeats {
-            out[i] = Some(record_repeat(c, &events[i]).await?);
+            out[i] = Some(record_repeat(c, &events[i], tally).await?);
         }
     }
     Ok(out
@@ -807,11 +927,17 @@ async fn enqueue_in<C: GenericClient + Sync>(
 }
 
 /// A repeat of a stored event: remember its source, and merge it in while the stored event
-/// waits unsent (not delivered, not claimed by a worker). The same rules as SQLite's.
-async fn record_repeat<C: GenericClient + Sync>(c: &C, e: &NewEvent) -> Result<Enqueued, PgError> {
+/// waits unsent (not delivered, not claimed by a worker). The same rules and counts as
+/// SQLite's.
+async fn record_repeat<C: GenericClient + Sync>(
+    c: &C,
+    e: &NewEvent,
+    tally: &mut Tally,
+) -> Result<Enqueued, PgError> {
     let rows = query(
         c,
-        "SELECT e.id, e.state, e.lease_until IS NOT NULL, p.body, e.source
+        "SELECT e.id, e.state, e.lease_until IS NOT NULL, p.body, e.source, e.event_name,
+                e.received_at, e.sources, e.match_keys
          FROM events e JOIN payloads p ON p.id = e.id
          WHERE e.ad_account_id = $1 AND e.event_id = $2
          FOR UPDATE OF e",
@@ -830,32 +956,44 @@ async fn record_repeat<C: GenericClient + Sync>(c: &C, e: &NewEvent) -> Result<E
     let leased: bool = row.get(2);
     let payload: &str = row.get(3);
     let first_source: &str = row.get(4);
+    let event_name: &str = row.get(5);
+    let received_at_ms: i64 = row.get(6);
+    let stored_sources: i64 = row.get(7);
+    let stored_keys: i64 = row.get(8);
+    // Counted in the hour the stored event was received, like everything about it.
+    let counts = tally.hour(&e.ad_account_id, event_name, received_at_ms);
+    counts.duplicates += 1;
+    counts.count_sources(e.source.bit() & !stored_sources);
+    if e.source.is_browser() && stored_sources & BROWSER_SOURCES == 0 {
+        quality::mark_browser_seen(c, &e.ad_account_id, &e.event_id).await?;
+    }
     if state != "pending" || leased {
         execute(
             c,
-            "UPDATE events SET sources = sources | $2 WHERE id = $1",
+            "UPDATE events SET sources = sources | $2, repeats = repeats + 1 WHERE id = $1",
             &[&id, &e.source.bit()],
         )
         .await?;
         return Ok(Enqueued::Duplicate);
     }
+    counts.merged += 1;
     // The shop's own record of a purchase (webhook, poller, API) knows value, currency and
     // items better than the browser that reported it first.
     let browser_first = matches!(first_source, "collector" | "tag_mirror");
     let authoritative = browser_first && !e.source.is_browser();
     let merged = pincapi_core::event::merge_payload(payload, &e.payload, authoritative);
-    if let Some(merged) = &merged {
-        execute(
-            c,
-            "UPDATE payloads SET body = $2 WHERE id = $1",
-            &[&id, merged],
-        )
-        .await?;
-    }
-    let match_keys = if merged.is_some() {
-        i64::from(e.match_keys)
-    } else {
-        0
+    let match_keys = match &merged {
+        Some(merged) => {
+            execute(
+                c,
+                "UPDATE payloads SET body = $2 WHERE id = $1",
+                &[&id, merged],
+            )
+            .await?;
+            counts.count_keys(e.match_keys & !(stored_keys as u32));
+            i64::from(e.match_keys)
+        }
+        None => 0,
     };
     // An authoritative repeat completes a purchase the browser reported and that waits in
     // its hold: nothing more is expected, so it is due now.
@@ -866,8 +1004,8 @@ async fn record_repeat<C: GenericClient + Sync>(c: &C, e: &NewEvent) -> Result<E
     };
     execute(
         c,
-        "UPDATE events SET sources = sources | $2, match_keys = match_keys | $3,
-             next_attempt_at = least(next_attempt_at, $4)
+        "UPDATE events SET sources = sources | $2, repeats = repeats + 1,
+             match_keys = match_keys | $3, next_attempt_at = least(next_attempt_at, $4)
          WHERE id = $1",
         &[&id, &e.source.bit(), &match_keys, &due],
     )
@@ -881,6 +1019,7 @@ async fn record_repeat<C: GenericClient + Sync>(c: &C, e: &NewEvent) -> Result<E
 async fn shopify_record<C: GenericClient + Sync>(
     c: &C,
     r: &ShopifyRecord,
+    tally: &mut Tally,
 ) -> Result<ShopifyStored, PgError> {
     if let Some(d) = &r.delivery {
         // Two instances receiving the same delivery at once: the second insert waits for the
@@ -903,7 +1042,7 @@ async fn shopify_record<C: GenericClient + Sync>(
         }
     }
     let enqueued = match &r.event {
-        Some(e) => enqueue_in(c, std::slice::from_ref(e))
+        Some(e) => enqueue_in(c, std::slice::from_ref(e), tally)
             .await?
             .first()
             .copied(),
@@ -953,6 +1092,7 @@ async fn shopify_record<C: GenericClient + Sync>(
             ],
         )
         .await?;
+        quality::ledger_flags_from_event(c, &r.shop, &o.order_id).await?;
     }
     if let Some(a) = &r.adjustment {
         execute(

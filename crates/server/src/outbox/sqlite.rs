@@ -226,7 +226,7 @@ CREATE TABLE IF NOT EXISTS eqs_scores (
 ";
 
 /// The counter columns of `quality_hours`, in the order of [`counts_to_row`].
-const QUALITY_COLUMNS: [&str; 36] = [
+pub(crate) const QUALITY_COLUMNS: [&str; 36] = [
     "received",
     "duplicates",
     "merged",
@@ -1702,7 +1702,8 @@ fn record_repeat(
 // --- Quality ---
 
 /// Bits of the browser sources (collector, Tag mirror) in a `sources` set.
-const BROWSER_SOURCES: i64 = 1 << (Source::Collector as i64) | 1 << (Source::TagMirror as i64);
+pub(crate) const BROWSER_SOURCES: i64 =
+    1 << (Source::Collector as i64) | 1 << (Source::TagMirror as i64);
 
 /// What a repeat needs to know of the stored event.
 struct RepeatTarget {
@@ -1718,27 +1719,32 @@ struct RepeatTarget {
 }
 
 /// What a settlement needs to know of the event it settled.
-struct Settled {
-    ad_account_id: String,
-    event_name: String,
-    event_id: String,
-    received_at_ms: i64,
-    event_time: i64,
+pub(crate) struct Settled {
+    pub(crate) ad_account_id: String,
+    pub(crate) event_name: String,
+    pub(crate) event_id: String,
+    pub(crate) received_at_ms: i64,
+    pub(crate) event_time: i64,
 }
 
 /// Quality counts of one job, written at its end with one UPSERT per (hour, ad account,
-/// event name) and per message, instead of one per event.
+/// event name) and per message, instead of one per event. PostgreSQL counts with it too.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     /// A job touches few (hour, ad account, event name) groups, so a short list searched in
     /// order is cheaper than hashing, and allocates only for a new group.
-    hours: Vec<(i64, String, String, QualityCounts)>,
-    messages: std::collections::HashMap<(i64, String, &'static str, String), i64>,
+    pub(crate) hours: Vec<(i64, String, String, QualityCounts)>,
+    pub(crate) messages: std::collections::HashMap<(i64, String, &'static str, String), i64>,
 }
 
 impl Tally {
     /// The counts of the hour `received_at_ms` falls in.
-    fn hour(&mut self, account: &str, event_name: &str, received_at_ms: i64) -> &mut QualityCounts {
+    pub(crate) fn hour(
+        &mut self,
+        account: &str,
+        event_name: &str,
+        received_at_ms: i64,
+    ) -> &mut QualityCounts {
         let hour = received_at_ms.div_euclid(3_600_000) * 3600;
         let found = self
             .hours
@@ -1759,7 +1765,13 @@ impl Tally {
         &mut self.hours[i].3
     }
 
-    fn message(&mut self, account: &str, received_at_ms: i64, kind: &'static str, text: &str) {
+    pub(crate) fn message(
+        &mut self,
+        account: &str,
+        received_at_ms: i64,
+        kind: &'static str,
+        text: &str,
+    ) {
         // Messages quoting input can be long; the start says what happened.
         let text: String = text.chars().take(300).collect();
         let day = received_at_ms.div_euclid(86_400_000) * 86_400;
@@ -1776,6 +1788,21 @@ impl Tally {
         e: &Settled,
         s: &Settlement,
     ) -> Result<(), StoreError> {
+        self.count_settled(e, s);
+        if let Settlement::Delivered { .. } = s
+            && let Some(order_id) = e.event_id.strip_prefix("order-")
+        {
+            conn.prepare_cached(
+                "UPDATE shopify_orders SET delivered = 1
+                 WHERE order_id = ?1 AND ad_account_id = ?2 AND delivered = 0",
+            )?
+            .execute(params![order_id, e.ad_account_id])?;
+        }
+        Ok(())
+    }
+
+    /// Counts one settlement (what it changes on the order ledger is the store's to write).
+    pub(crate) fn count_settled(&mut self, e: &Settled, s: &Settlement) {
         let (account, received) = (e.ad_account_id.as_str(), e.received_at_ms);
         match s {
             Settlement::Delivered {
@@ -1789,13 +1816,6 @@ impl Tally {
                 if let Some(w) = warning {
                     counts.warned += 1;
                     self.message(account, received, "warning", w);
-                }
-                if let Some(order_id) = e.event_id.strip_prefix("order-") {
-                    conn.prepare_cached(
-                        "UPDATE shopify_orders SET delivered = 1
-                         WHERE order_id = ?1 AND ad_account_id = ?2 AND delivered = 0",
-                    )?
-                    .execute(params![order_id, account])?;
                 }
             }
             Settlement::Retry { error, counted, .. } => {
@@ -1817,7 +1837,6 @@ impl Tally {
                 self.message(account, received, "dead_letter", reason);
             }
         }
-        Ok(())
     }
 
     fn flush(self, conn: &Connection) -> Result<(), StoreError> {
@@ -1867,7 +1886,7 @@ static UPSERT_HOUR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// The counters in [`QUALITY_COLUMNS`] order.
-fn counts_to_row(c: &QualityCounts) -> [i64; QUALITY_COLUMNS.len()] {
+pub(crate) fn counts_to_row(c: &QualityCounts) -> [i64; QUALITY_COLUMNS.len()] {
     let mut row = [0i64; QUALITY_COLUMNS.len()];
     let head = [c.received, c.duplicates, c.merged];
     let tail = [
@@ -1892,7 +1911,7 @@ fn counts_to_row(c: &QualityCounts) -> [i64; QUALITY_COLUMNS.len()] {
 }
 
 /// The inverse of [`counts_to_row`].
-fn counts_from_row(row: &[i64; QUALITY_COLUMNS.len()], lag_max: i64) -> QualityCounts {
+pub(crate) fn counts_from_row(row: &[i64; QUALITY_COLUMNS.len()], lag_max: i64) -> QualityCounts {
     let mut c = QualityCounts {
         received: row[0],
         duplicates: row[1],

@@ -249,6 +249,18 @@ async fn three_gateways_on_one_postgres_deliver_every_event_once_when_one_is_kil
     for id in &ids {
         assert_eq!(sandbox.count_of(id), 1, "{id}");
     }
+    // The quality aggregates, written by three instances at once in the transactions of the
+    // writes they count, count every event once, and its delivery once.
+    for column in ["received", "delivered"] {
+        assert_eq!(
+            db.query_one_i64(&format!(
+                "SELECT coalesce(sum({column}), 0)::bigint FROM quality_hours"
+            ))
+            .await,
+            expected as i64,
+            "{column}"
+        );
+    }
     // Both survivors took part.
     for gw in [&a, &b] {
         let metrics = http

@@ -1281,3 +1281,62 @@ async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
     );
     assert!(o.quality_hours(0).await.unwrap().is_empty());
 }
+
+/// PostgreSQL's migration 3 fills the ledger flags from the stored events, as SQLite's does.
+#[tokio::test]
+async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
+    let (o, schema) = postgres().await;
+    let day = 1_764_028_800;
+    let mut browser = event("order-1", 500);
+    browser.event_name = EventName::Checkout;
+    browser.source = Source::Collector;
+    o.enqueue(vec![browser]).await.unwrap();
+    o.record_shopify(vec![
+        order("1", day, OrderOutcome::Sent, false),
+        order("2", day, OrderOutcome::Sent, false),
+    ])
+    .await
+    .unwrap();
+    let c = o.claim("1", 10, 10_000, 1000).await.unwrap();
+    let delivered = c.iter().find(|e| e.event_id == "order-2").unwrap();
+    o.settle(
+        delivered.lease_until,
+        vec![Settlement::Delivered {
+            id: delivered.id,
+            sent_at_ms: 10_000,
+            warning: None,
+        }],
+    )
+    .await
+    .unwrap();
+    drop(o);
+    // Take the store back to schema 2, as a build without quality left it.
+    let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DROP TABLE quality_hours; DROP TABLE quality_messages; DROP TABLE alert_states;
+             DROP TABLE eqs_scores; DROP INDEX shopify_orders_order;
+             ALTER TABLE events DROP COLUMN repeats;
+             ALTER TABLE shopify_orders DROP COLUMN browser_seen;
+             ALTER TABLE shopify_orders DROP COLUMN delivered;
+             DELETE FROM schema_migrations WHERE version = 3;",
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    let o = PostgresOutbox::connect(&schema.url, &PostgresConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(o.schema_version(), 3);
+    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
+    let d = &truth.days[0];
+    assert_eq!(
+        (d.orders, d.delivered, d.browser_seen, d.recovered),
+        (2, 1, 1, 1)
+    );
+    assert!(o.quality_hours(0).await.unwrap().is_empty());
+}

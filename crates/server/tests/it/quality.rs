@@ -337,6 +337,75 @@ async fn the_report_and_the_dashboard_show_browser_loss_recovered_purchases_cove
     );
 }
 
+/// The same report on a PostgreSQL store, which keeps the aggregates and the order ledger's
+/// flags in its own transactions: the figures are those the test computes from what it sent.
+#[tokio::test]
+async fn the_report_on_a_postgres_store_shows_browser_loss_recovered_purchases_and_missing_orders()
+{
+    let schema = crate::pg::TestSchema::create().await;
+    // Four orders, each with its webhook; the browser reports orders 0 and 1 (after the
+    // webhook: duplicates of the shop's copy); Pinterest refuses order 3's event.
+    let ids: Vec<u64> = (0..4).map(|i| 5_400_000_000_000 + i).collect();
+    let refused = ids[3];
+    let url = schema.url.clone();
+    let app = shop_app(move |c| c.store = url).await;
+    app.sandbox.fault(Faults {
+        reject_event_ids: vec![format!("order-{refused}")],
+        ..Faults::default()
+    });
+    for (i, id) in ids.iter().enumerate() {
+        webhook(&app, &sale(*id), &format!("wh-{id}")).await;
+        if i < 2 {
+            collect(&app, browser_purchase(*id)).await;
+        }
+    }
+    wait_for("every purchase settled in the report", || async {
+        let r = report(&app).await;
+        r["headline"]["delivered_purchases"] == json!(3)
+            && total(&r, "checkout")["volume"]["dead_lettered"] == json!(1)
+    })
+    .await;
+    let r = report(&app).await;
+    let h = &r["headline"];
+    assert_eq!(h["orders"], json!(4), "{r}");
+    // Orders 2 and 3 were never seen by the browser; order 2 was delivered all the same.
+    assert_eq!(h["browser_loss_percent"], json!(pct(2, 4)));
+    assert_eq!(h["recovered_percent"], json!(pct(1, 4)));
+    let s = &r["shopify"]["total"];
+    assert_eq!(
+        (&s["browser_seen"], &s["recovered"]),
+        (&json!(2), &json!(1))
+    );
+    let missing: Vec<&str> = r["shopify"]["missing_orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["order_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing, [refused.to_string()]);
+    let co = &total(&r, "checkout")["volume"];
+    assert_eq!(co["received"], json!(4), "{co}");
+    assert_eq!(co["duplicates"], json!(2));
+    assert_eq!(co["failed"], json!(1));
+    assert_eq!(co["by_source"]["webhook"], json!(4));
+    assert_eq!(co["by_source"]["tag_mirror"], json!(2));
+
+    // `pincapi report` reads the same figures from PostgreSQL.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pincapi"))
+        .args(["report", "--since", "1d", "--format", "json"])
+        .env("PINCAPI_STORE", &schema.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["headline"], r["headline"]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn the_report_needs_the_admin_key_and_names_a_bad_since() {
     let app = spawn_app().await;

@@ -1,5 +1,5 @@
 //! The PostgreSQL schema as a numbered list of migrations, the same tables and meanings as
-//! SQLite's `MIGRATION_1` and `MIGRATION_2` (see `outbox/sqlite.rs`), in PostgreSQL's types:
+//! SQLite's `MIGRATION_1` to `MIGRATION_3` (see `outbox/sqlite.rs`), in PostgreSQL's types:
 //! `BIGINT` for Unix seconds and milliseconds, `BIGSERIAL` row ids, `BOOLEAN` flags.
 //!
 //! `schema_migrations` records every version applied. [`migrate`] runs in one transaction
@@ -109,6 +109,103 @@ CREATE TABLE shopify_checkpoints (
     shop        TEXT     PRIMARY KEY,
     checkpoint  BIGINT   NOT NULL,           -- Unix seconds of the newest order seen
     updated_at  BIGINT   NOT NULL            -- Unix ms
+);
+",
+    },
+    Migration {
+        version: 3,
+        name: "quality",
+        sql: "
+-- How many repeats de-duplication caught per event; on the order ledger, whether the browser
+-- reported the order's purchase and whether it was delivered (kept there, so the ledger still
+-- knows once old events are purged), filled from the events still stored. The aggregates
+-- start empty. The same tables and meanings as SQLite's MIGRATION_3.
+ALTER TABLE events ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE shopify_orders ADD COLUMN browser_seen BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE shopify_orders ADD COLUMN delivered BOOLEAN NOT NULL DEFAULT false;
+CREATE INDEX shopify_orders_order ON shopify_orders (order_id);
+UPDATE shopify_orders o SET
+    browser_seen = EXISTS (
+        SELECT 1 FROM events e
+        WHERE e.ad_account_id = o.ad_account_id AND e.event_id = 'order-' || o.order_id
+            AND (e.sources & 24) <> 0),          -- collector | tag_mirror
+    delivered = EXISTS (
+        SELECT 1 FROM events e
+        WHERE e.ad_account_id = o.ad_account_id AND e.event_id = 'order-' || o.order_id
+            AND e.state = 'delivered')
+WHERE EXISTS (
+    SELECT 1 FROM events e
+    WHERE e.ad_account_id = o.ad_account_id AND e.event_id = 'order-' || o.order_id);
+-- One row per (hour received, ad account, event name); see QualityCounts for each column.
+CREATE TABLE quality_hours (
+    hour             BIGINT   NOT NULL,          -- Unix seconds, start of the hour received
+    ad_account_id    TEXT     NOT NULL,
+    event_name       TEXT     NOT NULL,
+    received         BIGINT   NOT NULL DEFAULT 0,
+    duplicates       BIGINT   NOT NULL DEFAULT 0,
+    merged           BIGINT   NOT NULL DEFAULT 0,
+    seen_api         BIGINT   NOT NULL DEFAULT 0,
+    seen_webhook     BIGINT   NOT NULL DEFAULT 0,
+    seen_poller      BIGINT   NOT NULL DEFAULT 0,
+    seen_collector   BIGINT   NOT NULL DEFAULT 0,
+    seen_tag_mirror  BIGINT   NOT NULL DEFAULT 0,
+    seen_demo        BIGINT   NOT NULL DEFAULT 0,
+    key_em           BIGINT   NOT NULL DEFAULT 0,
+    key_ph           BIGINT   NOT NULL DEFAULT 0,
+    key_external_id  BIGINT   NOT NULL DEFAULT 0,
+    key_click_id     BIGINT   NOT NULL DEFAULT 0,
+    key_ip_ua        BIGINT   NOT NULL DEFAULT 0,
+    key_name         BIGINT   NOT NULL DEFAULT 0,
+    key_address      BIGINT   NOT NULL DEFAULT 0,
+    key_hashed_maids BIGINT   NOT NULL DEFAULT 0,
+    delivered        BIGINT   NOT NULL DEFAULT 0,
+    failed           BIGINT   NOT NULL DEFAULT 0,
+    dead             BIGINT   NOT NULL DEFAULT 0,
+    retried          BIGINT   NOT NULL DEFAULT 0,
+    waits            BIGINT   NOT NULL DEFAULT 0,
+    warned           BIGINT   NOT NULL DEFAULT 0,
+    late             BIGINT   NOT NULL DEFAULT 0,
+    lag_0            BIGINT   NOT NULL DEFAULT 0,
+    lag_1            BIGINT   NOT NULL DEFAULT 0,
+    lag_2            BIGINT   NOT NULL DEFAULT 0,
+    lag_3            BIGINT   NOT NULL DEFAULT 0,
+    lag_4            BIGINT   NOT NULL DEFAULT 0,
+    lag_5            BIGINT   NOT NULL DEFAULT 0,
+    lag_6            BIGINT   NOT NULL DEFAULT 0,
+    lag_7            BIGINT   NOT NULL DEFAULT 0,
+    lag_8            BIGINT   NOT NULL DEFAULT 0,
+    lag_9            BIGINT   NOT NULL DEFAULT 0,
+    lag_10           BIGINT   NOT NULL DEFAULT 0,
+    lag_11           BIGINT   NOT NULL DEFAULT 0,
+    lag_max          BIGINT   NOT NULL DEFAULT 0, -- seconds, exact
+    PRIMARY KEY (hour, ad_account_id, event_name)
+);
+CREATE TABLE quality_messages (
+    day            BIGINT   NOT NULL,            -- Unix seconds of the UTC midnight received
+    ad_account_id  TEXT     NOT NULL,
+    kind           TEXT     NOT NULL,            -- warning | retry | wait | dead_letter
+    message        TEXT     NOT NULL,
+    count          BIGINT   NOT NULL,
+    PRIMARY KEY (day, ad_account_id, kind, message)
+);
+CREATE TABLE alert_states (
+    rule           TEXT     NOT NULL,
+    ad_account_id  TEXT     NOT NULL,
+    active         BOOLEAN  NOT NULL,
+    detail         TEXT     NOT NULL,
+    fired_at       BIGINT   NOT NULL,            -- Unix ms
+    cleared_at     BIGINT,                       -- Unix ms
+    PRIMARY KEY (rule, ad_account_id)
+);
+CREATE TABLE eqs_scores (
+    ad_account_id       TEXT     NOT NULL,
+    ingestion_source    TEXT     NOT NULL,
+    lookback_period     TEXT     NOT NULL,
+    source_platform     TEXT     NOT NULL,
+    overall_status      TEXT     NOT NULL,
+    quality_components  TEXT     NOT NULL,       -- Pinterest's JSON object, as returned
+    polled_at           BIGINT   NOT NULL,       -- Unix ms
+    PRIMARY KEY (ad_account_id, ingestion_source, lookback_period, source_platform)
 );
 ",
     },

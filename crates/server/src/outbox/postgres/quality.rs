@@ -1,0 +1,374 @@
+//! Quality on PostgreSQL: the aggregates and the order ledger's flags, written in the
+//! transaction of the writes they count (as SQLite does, with the same [`Tally`]), and read
+//! back for the report, the dashboard and the alerts.
+//!
+//! Lock order: a transaction touches the aggregate rows last, after every event and ledger
+//! row it changes, and upserts them in key order ((hour, ad account, event name), then
+//! (day, ad account, kind, message)). Two instances counting into the same rows therefore wait
+//! on each other in one order and never deadlock on them; the wait lasts until the commit.
+
+use std::sync::LazyLock;
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
+
+use super::{PgError, execute, query};
+use crate::outbox::sqlite::{
+    BROWSER_SOURCES, QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row,
+};
+use crate::outbox::{
+    AlertState, EqsScore, MissingOrder, QualityHour, QualityMessage, ShopifyTruth, TruthDay,
+};
+
+/// Adds a tally's counts to `quality_hours`: one upsert per (hour, ad account, event name).
+static UPSERT_HOUR: LazyLock<String> = LazyLock::new(|| {
+    let n = QUALITY_COLUMNS.len();
+    let placeholders: Vec<String> = (4..=n + 4).map(|i| format!("${i}")).collect();
+    let sums: Vec<String> = QUALITY_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = q.{c} + excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO quality_hours AS q (hour, ad_account_id, event_name, {}, lag_max)
+         VALUES ($1, $2, $3, {})
+         ON CONFLICT (hour, ad_account_id, event_name) DO UPDATE SET {},
+             lag_max = greatest(q.lag_max, excluded.lag_max)",
+        QUALITY_COLUMNS.join(", "),
+        placeholders.join(", "),
+        sums.join(", ")
+    )
+});
+
+/// Writes a tally in the caller's transaction, in key order (see the module's notes).
+pub(super) async fn flush<C: GenericClient + Sync>(c: &C, tally: Tally) -> Result<(), PgError> {
+    let Tally {
+        mut hours,
+        messages,
+    } = tally;
+    hours.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    for (hour, account, name, counts) in &hours {
+        let row = counts_to_row(counts);
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![hour, account, name];
+        values.extend(row.iter().map(|v| v as &(dyn ToSql + Sync)));
+        values.push(&counts.lag_max);
+        execute(c, &UPSERT_HOUR, &values).await?;
+    }
+    let mut messages: Vec<_> = messages.into_iter().collect();
+    messages.sort();
+    for ((day, account, kind, message), n) in &messages {
+        execute(
+            c,
+            "INSERT INTO quality_messages AS m (day, ad_account_id, kind, message, count)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (day, ad_account_id, kind, message)
+             DO UPDATE SET count = m.count + excluded.count",
+            &[day, account, kind, message, n],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The browser reported an event: if it is a Shopify order's purchase, the ledger says so.
+pub(super) async fn mark_browser_seen<C: GenericClient + Sync>(
+    c: &C,
+    account: &str,
+    event_id: &str,
+) -> Result<(), PgError> {
+    if let Some(order_id) = event_id.strip_prefix("order-") {
+        execute(
+            c,
+            "UPDATE shopify_orders SET browser_seen = true
+             WHERE order_id = $1 AND ad_account_id = $2 AND NOT browser_seen",
+            &[&order_id, &account],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A Shopify order's purchase was delivered: the ledger says so.
+pub(super) async fn mark_delivered<C: GenericClient + Sync>(
+    c: &C,
+    account: &str,
+    event_id: &str,
+) -> Result<(), PgError> {
+    if let Some(order_id) = event_id.strip_prefix("order-") {
+        execute(
+            c,
+            "UPDATE shopify_orders SET delivered = true
+             WHERE order_id = $1 AND ad_account_id = $2 AND NOT delivered",
+            &[&order_id, &account],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A ledger row just written: its flags from the order's purchase event, when the browser's
+/// copy or the delivery came first.
+pub(super) async fn ledger_flags_from_event<C: GenericClient + Sync>(
+    c: &C,
+    shop: &str,
+    order_id: &str,
+) -> Result<(), PgError> {
+    execute(
+        c,
+        "UPDATE shopify_orders o SET
+             browser_seen = o.browser_seen OR EXISTS (
+                 SELECT 1 FROM events e
+                 WHERE e.ad_account_id = o.ad_account_id AND e.event_id = $3
+                     AND (e.sources & $4) <> 0),
+             delivered = o.delivered OR EXISTS (
+                 SELECT 1 FROM events e
+                 WHERE e.ad_account_id = o.ad_account_id AND e.event_id = $3
+                     AND e.state = 'delivered')
+         WHERE o.shop = $1 AND o.order_id = $2",
+        &[
+            &shop,
+            &order_id,
+            &format!("order-{order_id}"),
+            &BROWSER_SOURCES,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn hours<C: GenericClient + Sync>(
+    c: &C,
+    since_hour: i64,
+) -> Result<Vec<QualityHour>, PgError> {
+    static SELECT: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT hour, ad_account_id, event_name, {}, lag_max FROM quality_hours
+             WHERE hour >= $1 ORDER BY hour, ad_account_id, event_name",
+            QUALITY_COLUMNS.join(", ")
+        )
+    });
+    let rows = query(c, &SELECT, &[&since_hour]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut row = [0i64; QUALITY_COLUMNS.len()];
+            for (i, v) in row.iter_mut().enumerate() {
+                *v = r.get(3 + i);
+            }
+            QualityHour {
+                hour: r.get(0),
+                ad_account_id: r.get(1),
+                event_name: r.get(2),
+                counts: counts_from_row(&row, r.get(3 + QUALITY_COLUMNS.len())),
+            }
+        })
+        .collect())
+}
+
+pub(super) async fn messages<C: GenericClient + Sync>(
+    c: &C,
+    since_day: i64,
+) -> Result<Vec<QualityMessage>, PgError> {
+    let rows = query(
+        c,
+        "SELECT day, ad_account_id, kind, message, count FROM quality_messages
+         WHERE day >= $1 ORDER BY day, ad_account_id, kind, count DESC, message",
+        &[&since_day],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| QualityMessage {
+            day: r.get(0),
+            ad_account_id: r.get(1),
+            kind: r.get(2),
+            message: r.get(3),
+            count: r.get(4),
+        })
+        .collect())
+}
+
+pub(super) async fn shopify_truth<C: GenericClient + Sync>(
+    c: &C,
+    since: i64,
+    until: i64,
+    missing_limit: usize,
+) -> Result<ShopifyTruth, PgError> {
+    // `count(*) FILTER` is a BIGINT, where `sum()` of a flag would need casts.
+    let rows = query(
+        c,
+        "SELECT (created_at / 86400) * 86400 AS day, count(*),
+                count(*) FILTER (WHERE delivered),
+                count(*) FILTER (WHERE browser_seen),
+                count(*) FILTER (WHERE delivered AND NOT browser_seen)
+         FROM shopify_orders
+         WHERE NOT test AND outcome <> 'ignored' AND created_at >= $1 AND created_at < $2
+         GROUP BY 1 ORDER BY 1",
+        &[&since, &until],
+    )
+    .await?;
+    let mut days: Vec<TruthDay> = rows
+        .iter()
+        .map(|r| TruthDay {
+            day: r.get(0),
+            orders: r.get(1),
+            delivered: r.get(2),
+            browser_seen: r.get(3),
+            recovered: r.get(4),
+            skipped: Vec::new(),
+        })
+        .collect();
+    let rows = query(
+        c,
+        "SELECT (created_at / 86400) * 86400 AS day, coalesce(reason, ''), count(*)
+         FROM shopify_orders
+         WHERE NOT test AND outcome = 'skipped' AND created_at >= $1 AND created_at < $2
+         GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2",
+        &[&since, &until],
+    )
+    .await?;
+    for r in &rows {
+        let day: i64 = r.get(0);
+        if let Some(d) = days.iter_mut().find(|d| d.day == day) {
+            d.skipped.push((r.get(1), r.get(2)));
+        }
+    }
+    let rows = query(
+        c,
+        "SELECT shop, order_id, ad_account_id, created_at, outcome, reason
+         FROM shopify_orders
+         WHERE NOT test AND outcome <> 'ignored' AND NOT delivered
+             AND created_at >= $1 AND created_at < $2
+         ORDER BY created_at, order_id LIMIT $3",
+        &[&since, &until, &(missing_limit as i64)],
+    )
+    .await?;
+    let missing = rows
+        .iter()
+        .map(|r| MissingOrder {
+            shop: r.get(0),
+            order_id: r.get(1),
+            ad_account_id: r.get(2),
+            created_at: r.get(3),
+            outcome: r.get(4),
+            reason: r.get(5),
+        })
+        .collect();
+    Ok(ShopifyTruth { days, missing })
+}
+
+pub(super) async fn alert_states<C: GenericClient + Sync>(
+    c: &C,
+) -> Result<Vec<AlertState>, PgError> {
+    let rows = query(
+        c,
+        "SELECT rule, ad_account_id, active, detail, fired_at, cleared_at
+         FROM alert_states ORDER BY rule, ad_account_id",
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AlertState {
+            rule: r.get(0),
+            ad_account_id: r.get(1),
+            active: r.get(2),
+            detail: r.get(3),
+            fired_at_ms: r.get(4),
+            cleared_at_ms: r.get(5),
+        })
+        .collect())
+}
+
+pub(super) async fn save_alert_state<C: GenericClient + Sync>(
+    c: &C,
+    s: &AlertState,
+) -> Result<(), PgError> {
+    execute(
+        c,
+        "INSERT INTO alert_states (rule, ad_account_id, active, detail, fired_at, cleared_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (rule, ad_account_id) DO UPDATE SET
+             active = excluded.active, detail = excluded.detail,
+             fired_at = excluded.fired_at, cleared_at = excluded.cleared_at",
+        &[
+            &s.rule,
+            &s.ad_account_id,
+            &s.active,
+            &s.detail,
+            &s.fired_at_ms,
+            &s.cleared_at_ms,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Stores scores in the caller's transaction, in key order (two pollers of one account
+/// cannot deadlock).
+pub(super) async fn save_eqs<C: GenericClient + Sync>(
+    c: &C,
+    scores: &[EqsScore],
+) -> Result<(), PgError> {
+    let mut sorted: Vec<&EqsScore> = scores.iter().collect();
+    sorted.sort_by(|a, b| {
+        let key = |e: &&EqsScore| {
+            (
+                e.ad_account_id.clone(),
+                e.ingestion_source.clone(),
+                e.lookback_period.clone(),
+                e.source_platform.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    for e in sorted {
+        execute(
+            c,
+            "INSERT INTO eqs_scores (ad_account_id, ingestion_source, lookback_period,
+                 source_platform, overall_status, quality_components, polled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (ad_account_id, ingestion_source, lookback_period, source_platform)
+             DO UPDATE SET overall_status = excluded.overall_status,
+                 quality_components = excluded.quality_components,
+                 polled_at = excluded.polled_at",
+            &[
+                &e.ad_account_id,
+                &e.ingestion_source,
+                &e.lookback_period,
+                &e.source_platform,
+                &e.overall_status,
+                &e.quality_components.to_string(),
+                &e.polled_at_ms,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn eqs_scores<C: GenericClient + Sync>(c: &C) -> Result<Vec<EqsScore>, PgError> {
+    let rows = query(
+        c,
+        "SELECT ad_account_id, ingestion_source, lookback_period, source_platform,
+                overall_status, quality_components, polled_at
+         FROM eqs_scores ORDER BY 1, 2, 3, 4",
+        &[],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let components: &str = r.get(5);
+            EqsScore {
+                ad_account_id: r.get(0),
+                ingestion_source: r.get(1),
+                lookback_period: r.get(2),
+                source_platform: r.get(3),
+                overall_status: r.get(4),
+                quality_components: serde_json::from_str(components)
+                    .unwrap_or(serde_json::Value::Null),
+                polled_at_ms: r.get(6),
+            }
+        })
+        .collect())
+}
