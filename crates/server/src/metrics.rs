@@ -172,6 +172,11 @@ const FAMILIES: &[Family] = &[
         help: "Hashed members sent in customer-list creates and updates, by operation (add, remove).",
     },
     Family {
+        name: "pincapi_audience_sync_skipped_total",
+        kind: "counter",
+        help: "Audience syncs of an ad account skipped because another run (another instance, or the CLI) was syncing it, by ad account.",
+    },
+    Family {
         name: "pincapi_send_lag_seconds",
         kind: "histogram",
         help: "Time from event_time to delivery. Past 3600 s Pinterest counts the event as offline.",

@@ -79,7 +79,10 @@ pub async fn audiences(
             for note in &report.notes {
                 println!("note: {note}");
             }
-            if report.segments.is_empty() {
+            for account in &report.skipped {
+                println!("ad account {account}: skipped, another run is syncing it");
+            }
+            if report.segments.is_empty() && report.skipped.is_empty() {
                 println!("no segment has members yet; nothing sent");
             }
             for r in &report.segments {

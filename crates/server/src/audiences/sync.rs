@@ -24,6 +24,9 @@ pub struct SyncReport {
     pub segments: Vec<SegmentReport>,
     /// Notes that concern the run as a whole (e.g. no Tag id for `VISITOR` audiences).
     pub notes: Vec<String>,
+    /// Ad accounts left alone because another run (another instance, or `serve` and the CLI)
+    /// was syncing them; that run keeps them in step.
+    pub skipped: Vec<String>,
 }
 
 impl SyncReport {
@@ -88,6 +91,21 @@ pub async fn sync(
     let batch = config.audiences.batch_size.max(1);
     let now = now_ms() / 1000;
     for account in config.all_accounts() {
+        // Two runs at once could both create the same Pinterest object (each finds none by
+        // name, then each creates one): one run at a time syncs an ad account.
+        let Some(_lock) = outbox.try_lock_audience_sync(&account.id).await? else {
+            tracing::info!(
+                ad_account_id = %account.id,
+                "Another run is syncing this ad account's audiences; skipping it this time"
+            );
+            metrics.inc(
+                "pincapi_audience_sync_skipped_total",
+                &[("ad_account_id", account.id.as_str())],
+                1,
+            );
+            report.skipped.push(account.id.clone());
+            continue;
+        };
         let mut run = AccountRun {
             account: account.id.clone(),
             outbox,

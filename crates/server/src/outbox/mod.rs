@@ -305,6 +305,19 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         Ok(Some(StoreLock::default()))
     }
 
+    /// Takes the lock that lets one run at a time (of any gateway instance, `serve`'s schedule
+    /// or `pincapi audiences sync`) sync the audiences of `ad_account_id`, so two runs never
+    /// both create the same Pinterest object; `None` while another run holds it. Like
+    /// [`Outbox::try_lock_shopify_poller`]: held as long as the guard, ends with its holder,
+    /// always granted by an embedded store.
+    async fn try_lock_audience_sync(
+        &self,
+        ad_account_id: &str,
+    ) -> Result<Option<StoreLock>, StoreError> {
+        let _ = ad_account_id;
+        Ok(Some(StoreLock::default()))
+    }
+
     // --- Quality ---
 
     /// Quality aggregates per (hour received, ad account, event name) for hours from

@@ -24,6 +24,7 @@
 //! `store = "postgres://user:password@host:5432/db"` (or `postgresql://`); TLS with
 //! `sslmode=require` (see `tls.rs`). Migrations (`migrations.rs`) run at start.
 
+mod audiences;
 mod migrations;
 mod quality;
 mod tls;
@@ -40,6 +41,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{AlertState, EqsScore, QualityHour, QualityMessage, ShopifyTruth};
+use super::{
+    AudienceObject, EventFacts, ForgetReport, IdKind, ListOperation, PersonFacts, StoredEvent,
+};
 use super::{
     ClaimedEvent, DeadLetter, Depth, Enqueued, NewEvent, Outbox, Selection, Settlement, StoreError,
 };
@@ -59,12 +63,17 @@ const RETRIES: u32 = 4;
 /// hash of the shop's domain.
 const POLLER_LOCK: i32 = 0x73_68_6f_70;
 
+/// First key of the advisory locks of audience syncs ("audi" in ASCII); the second is a hash
+/// of the ad account id.
+const AUDIENCE_SYNC_LOCK: i32 = 0x61_75_64_69;
+
 /// `[postgres]`: the connection pool of a PostgreSQL store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PostgresConfig {
     /// Connections per instance (the database's `max_connections` must cover every
-    /// instance's pool, plus one per Shopify shop while it is polled).
+    /// instance's pool, plus one per Shopify shop while it is polled and one while an
+    /// audience sync runs).
     pub pool_size: usize,
     /// Seconds to wait for a connection to PostgreSQL before the store counts as unavailable.
     pub connect_timeout_secs: u64,
@@ -786,6 +795,150 @@ impl Outbox for PostgresOutbox {
         quality::eqs_scores(&client)
             .await
             .map_err(PgError::into_store)
+    }
+
+    async fn try_lock_audience_sync(
+        &self,
+        ad_account_id: &str,
+    ) -> Result<Option<StoreLock>, StoreError> {
+        self.session_lock(AUDIENCE_SYNC_LOCK, ad_account_id).await
+    }
+
+    // --- Audiences ---
+
+    async fn audience_checkpoint(&self) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        audiences::checkpoint(&client)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn audience_events(
+        &self,
+        from_ms: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        audiences::events(&client, from_ms, after, limit)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn record_audience_facts(
+        &self,
+        facts: Vec<EventFacts>,
+        checkpoint_ms: i64,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| audiences::record_facts(
+            &tx,
+            &facts,
+            checkpoint_ms
+        )
+        .await?)
+    }
+
+    async fn audience_people(&self, ad_account_id: &str) -> Result<Vec<PersonFacts>, StoreError> {
+        // Members, purchases and views from one snapshot.
+        let mut client = self.client().await?;
+        let result: Result<_, PgError> = async {
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let people = audiences::people(&tx, ad_account_id).await?;
+            tx.commit().await?;
+            Ok(people)
+        }
+        .await;
+        result.map_err(PgError::into_store)
+    }
+
+    async fn forget_member(
+        &self,
+        kind: IdKind,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<ForgetReport, StoreError> {
+        let hash = hash.to_ascii_lowercase();
+        in_transaction!(self, |tx| audiences::forget(&tx, kind, &hash, now_ms)
+            .await?)
+    }
+
+    async fn audience_objects(
+        &self,
+        ad_account_id: &str,
+    ) -> Result<Vec<AudienceObject>, StoreError> {
+        let client = self.client().await?;
+        audiences::objects(&client, ad_account_id)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn save_audience_object(&self, object: AudienceObject) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        audiences::save_object(&client, &object)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn drop_audience_object(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        object: &str,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| {
+            audiences::drop_object(&tx, ad_account_id, segment, object).await?
+        })
+    }
+
+    async fn synced_members(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        kind: IdKind,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        audiences::synced(&client, ad_account_id, segment, kind)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn apply_list_update(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        kind: IdKind,
+        operation: ListOperation,
+        hashes: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        audiences::apply_update(&client, ad_account_id, segment, kind, operation, hashes)
+            .await
+            .map_err(PgError::into_store)
+    }
+}
+
+impl PostgresOutbox {
+    /// A session-level advisory lock `(class, hashtext(name))` on a connection of its own,
+    /// taken out of the pool: held for as long as the returned guard lives, and ended with the
+    /// connection (the guard is dropped, or the instance dies and PostgreSQL closes its
+    /// session). `None` while another session holds it.
+    async fn session_lock(&self, class: i32, name: &str) -> Result<Option<StoreLock>, StoreError> {
+        let client = self.client().await?;
+        let got: bool = query(
+            &client,
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&class, &name],
+        )
+        .await
+        .map_err(PgError::into_store)?
+        .first()
+        .is_some_and(|r| r.get(0));
+        Ok(got.then(|| StoreLock::holding(deadpool_postgres::Object::take(client))))
     }
 }
 

@@ -721,3 +721,60 @@ async fn the_sandbox_checks_scopes_records_and_ids_as_pinterest_does() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// On a shared PostgreSQL store, a sync that finds another run syncing an ad account (another
+/// instance, or `serve` while the CLI runs) leaves it alone instead of racing it to create
+/// the same lists; the next run, once the lock is free, syncs it.
+#[tokio::test]
+async fn a_sync_skips_an_ad_account_another_run_is_syncing() {
+    let schema = crate::pg::TestSchema::create().await;
+    let store = schema.url.clone();
+    let app = spawn_app_with(options(), |c| c.store = store).await;
+    let events = traffic();
+    let (status, body) = app.post_events(&json!({ "data": events })).await;
+    assert_eq!(status, 202, "{body}");
+    let on_postgres = [
+        ("PINCAPI_STORE", schema.url.as_str()),
+        ("PINCAPI_PINTEREST_OAUTH_TOKEN", WRITE_TOKEN),
+    ];
+
+    // Another run holds the ad account's lock, on a connection of its own.
+    let other = pincapi::outbox::postgres::PostgresOutbox::connect(
+        &schema.url,
+        &pincapi::outbox::postgres::PostgresConfig::default(),
+    )
+    .await
+    .unwrap();
+    let held = pincapi::outbox::Outbox::try_lock_audience_sync(&other, ACCOUNT)
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    let out = pincapi(&app, &["audiences", "sync", "--json"], &on_postgres).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["skipped"], json!([ACCOUNT]), "{report}");
+    assert_eq!(report["segments"], json!([]), "{report}");
+    assert!(app.sandbox.sandbox.customer_lists().is_empty());
+    assert!(app.sandbox.sandbox.audiences().is_empty());
+
+    drop(held);
+    let out = pincapi(&app, &["audiences", "sync"], &on_postgres).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("skipped"), "{stdout}");
+    let want: BTreeMap<(String, String), BTreeSet<String>> = expected(&events)
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|((s, k), v)| ((s.to_owned(), k.to_owned()), v))
+        .collect();
+    assert_eq!(lists(&app), want, "{stdout}");
+}

@@ -593,6 +593,36 @@ async fn postgres_the_poller_lock_is_held_by_one_instance_at_a_time() {
     .await;
 }
 
+async fn the_audience_sync_lock_is_granted(o: SharedOutbox) {
+    let lock = o.try_lock_audience_sync("1").await.unwrap();
+    assert!(lock.is_some());
+    drop(lock);
+    assert!(o.try_lock_audience_sync("1").await.unwrap().is_some());
+}
+
+/// On a shared store one run at a time syncs an ad account's audiences, whichever instance
+/// it is on; the lock is apart from the poller's and ends with its holder.
+#[tokio::test]
+async fn postgres_the_audience_sync_lock_is_held_by_one_instance_at_a_time() {
+    let (first, _schema) = postgres().await;
+    let second = PostgresOutbox::connect(&_schema.url, &PostgresConfig::default())
+        .await
+        .unwrap();
+    let held = first.try_lock_audience_sync("1").await.unwrap();
+    assert!(held.is_some());
+    assert!(second.try_lock_audience_sync("1").await.unwrap().is_none());
+    // The same instance asking again (a second run on it) is refused as well.
+    assert!(first.try_lock_audience_sync("1").await.unwrap().is_none());
+    // Another ad account, and the poller lock of a shop, are independent.
+    assert!(second.try_lock_audience_sync("2").await.unwrap().is_some());
+    assert!(second.try_lock_shopify_poller("1").await.unwrap().is_some());
+    drop(held);
+    wait_for("the lock to be free once its holder lets go", || async {
+        second.try_lock_audience_sync("1").await.unwrap().is_some()
+    })
+    .await;
+}
+
 /// Several instances starting at once migrate the schema once.
 #[tokio::test]
 async fn postgres_instances_starting_at_once_migrate_once() {
@@ -1082,6 +1112,56 @@ async fn a_forgotten_member_is_suppressed_and_scrubbed_from_events(o: SharedOutb
     assert_eq!(depth, 2);
 }
 
+/// Several instances scanning the same events at once (in any order) all succeed and agree.
+async fn concurrent_scans_of_the_same_events_agree(o: SharedOutbox) {
+    let hash = |i: usize| format!("{i:064x}");
+    let events: Vec<NewEvent> = (0..60)
+        .map(|i| {
+            let (name, custom) = match i % 3 {
+                0 => (
+                    "page_visit",
+                    format!(r#""content_ids":["p{}","p{}"]"#, i % 4, i % 5),
+                ),
+                1 => ("add_to_cart", String::new()),
+                _ => ("checkout", format!(r#""value":"{i}.00""#)),
+            };
+            member_event(
+                &format!("e{i}"),
+                name,
+                i as i64 + 1,
+                &format!(
+                    r#""em":["{}"],"hashed_maids":["{}"]"#,
+                    hash(i % 7),
+                    hash(100 + i % 5)
+                ),
+                &custom,
+            )
+        })
+        .collect();
+    o.enqueue(events).await.unwrap();
+    let f = facts(&scan_all(&o, 100).await);
+    assert_eq!(f.len(), 60);
+    let runs: Vec<_> = (0..4)
+        .map(|n| {
+            let o = o.clone();
+            let mut f = f.clone();
+            if n % 2 == 1 {
+                f.reverse();
+            }
+            f.rotate_left(n * 7);
+            tokio::spawn(async move { o.record_audience_facts(f, 60).await })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+    let people = o.audience_people("1").await.unwrap();
+    assert_eq!(people.len(), 7 + 5);
+    o.record_audience_facts(f, 60).await.unwrap();
+    assert_eq!(o.audience_people("1").await.unwrap(), people);
+    assert_eq!(o.audience_checkpoint().await.unwrap(), Some(60));
+}
+
 async fn sync_state_keeps_ids_statuses_and_synced_members(o: SharedOutbox) {
     let object = |object: &str, id: &str, status: Option<&str>| AudienceObject {
         ad_account_id: "1".into(),
@@ -1216,6 +1296,8 @@ contract!(
     a_shopify_refund_marks_its_purchase_refunded,
     a_forgotten_member_is_suppressed_and_scrubbed_from_events,
     sync_state_keeps_ids_statuses_and_synced_members,
+    concurrent_scans_of_the_same_events_agree,
+    the_audience_sync_lock_is_granted,
 );
 
 #[tokio::test]

@@ -209,6 +209,72 @@ CREATE TABLE eqs_scores (
 );
 ",
     },
+    Migration {
+        version: 4,
+        name: "audiences",
+        // SQLite's MIGRATION_4.
+        sql: "
+-- What the scan of stored events learned about each member (hashed email or MAID) per ad
+-- account. Times of activity are Unix seconds with 0 for never, so upserts take greatest().
+CREATE TABLE audience_people (
+    ad_account_id     TEXT     NOT NULL,
+    kind              TEXT     NOT NULL,     -- email | maid
+    hash              TEXT     NOT NULL,     -- SHA-256 hex as Pinterest receives it
+    last_visit_at     BIGINT   NOT NULL DEFAULT 0,   -- Unix seconds, 0 = never
+    last_view_at      BIGINT   NOT NULL DEFAULT 0,
+    last_cart_at      BIGINT   NOT NULL DEFAULT 0,
+    last_purchase_at  BIGINT   NOT NULL DEFAULT 0,
+    PRIMARY KEY (ad_account_id, kind, hash)
+);
+CREATE TABLE audience_views (
+    ad_account_id  TEXT     NOT NULL,
+    kind           TEXT     NOT NULL,
+    hash           TEXT     NOT NULL,
+    product        TEXT     NOT NULL,        -- a content id, or category:<name>
+    last_at        BIGINT   NOT NULL,        -- Unix seconds
+    PRIMARY KEY (ad_account_id, kind, hash, product)
+);
+CREATE TABLE audience_purchases (
+    ad_account_id  TEXT     NOT NULL,
+    kind           TEXT     NOT NULL,
+    hash           TEXT     NOT NULL,
+    event_id       TEXT     NOT NULL,
+    at             BIGINT   NOT NULL,        -- Unix seconds
+    value          TEXT,                     -- decimal string
+    PRIMARY KEY (ad_account_id, kind, hash, event_id)
+);
+-- Members forgotten on request: they never enter an audience again.
+CREATE TABLE audience_suppressed (
+    kind           TEXT     NOT NULL,
+    hash           TEXT     NOT NULL,
+    suppressed_at  BIGINT   NOT NULL,        -- Unix ms
+    PRIMARY KEY (kind, hash)
+);
+CREATE TABLE audience_checkpoints (
+    name        TEXT     PRIMARY KEY,
+    checkpoint  BIGINT   NOT NULL,           -- Unix ms: newest received_at read
+    updated_at  BIGINT   NOT NULL
+);
+-- The Pinterest objects kept per segment, and each customer list's synced members.
+CREATE TABLE audience_objects (
+    ad_account_id  TEXT     NOT NULL,
+    segment        TEXT     NOT NULL,
+    object         TEXT     NOT NULL,        -- list:email | list:maid | audience:email | ... | visitor | actalike
+    pinterest_id   TEXT     NOT NULL,
+    status         TEXT,
+    updated_at     BIGINT   NOT NULL,        -- Unix ms
+    PRIMARY KEY (ad_account_id, segment, object)
+);
+CREATE TABLE audience_members (
+    ad_account_id  TEXT     NOT NULL,
+    segment        TEXT     NOT NULL,
+    kind           TEXT     NOT NULL,
+    hash           TEXT     NOT NULL,
+    PRIMARY KEY (ad_account_id, segment, kind, hash)
+);
+CREATE INDEX events_received ON events (received_at, id);
+",
+    },
 ];
 
 /// The newest version this build knows.
