@@ -1342,7 +1342,7 @@ async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
         .await
         .unwrap();
     }
-    // Take the store back to schema 2, as a build without quality left it.
+    // Take the store back to schema 2, as a build without quality and audiences left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE quality_hours; DROP TABLE quality_messages; DROP TABLE alert_states;
@@ -1392,7 +1392,7 @@ async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_e
     .await
     .unwrap();
     drop(o);
-    // Take the store back to schema 2, as a build without quality left it.
+    // Take the store back to schema 2, as a build without quality and audiences left it.
     let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -1404,7 +1404,11 @@ async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_e
              ALTER TABLE events DROP COLUMN repeats;
              ALTER TABLE shopify_orders DROP COLUMN browser_seen;
              ALTER TABLE shopify_orders DROP COLUMN delivered;
-             DELETE FROM schema_migrations WHERE version = 3;",
+             DROP TABLE audience_people; DROP TABLE audience_views;
+             DROP TABLE audience_purchases; DROP TABLE audience_suppressed;
+             DROP TABLE audience_checkpoints; DROP TABLE audience_objects;
+             DROP TABLE audience_members; DROP INDEX events_received;
+             DELETE FROM schema_migrations WHERE version >= 3;",
         )
         .await
         .unwrap();
@@ -1413,7 +1417,8 @@ async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_e
     let o = PostgresOutbox::connect(&schema.url, &PostgresConfig::default())
         .await
         .unwrap();
-    assert_eq!(o.schema_version(), 3);
+    // Upgraded through 3 (quality) and 4 (audiences) again.
+    assert_eq!(o.schema_version(), 4);
     let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
     let d = &truth.days[0];
     assert_eq!(
