@@ -35,6 +35,8 @@ pub struct AppState {
     pub accounts: Arc<HashSet<String>>,
     /// Where `POST /v1/events` goes: the first configured account.
     pub default_account: Option<String>,
+    /// The quality report's Shopify order census, kept a few minutes.
+    pub census: Arc<crate::shopify::census::CensusCache>,
 }
 
 /// The assembled gateway.
@@ -77,7 +79,12 @@ impl App {
             config.ingest.max_event_age_secs,
             &accounts,
         ));
+        let census = Arc::new(crate::shopify::census::CensusCache::new(
+            &config,
+            crate::shopify::census::CACHE_TTL,
+        ));
         let state = AppState {
+            census,
             default_account: accounts.first().map(|a| a.id.clone()),
             accounts: Arc::new(accounts.into_iter().map(|a| a.id).collect()),
             config: Arc::new(config),

@@ -383,7 +383,22 @@ async fn report(
     let since = report::parse_since(since, now / 1000).map_err(anyhow::Error::msg)?;
     let outbox = open_store(&config, Opener::Tool).await?.outbox;
     let eqs = !config.pinterest_oauth_token.is_empty();
-    let r = report::build(outbox.as_ref(), since, now, eqs).await?;
+    // A fresh order census of the shops with Admin API access (nothing kept between runs).
+    let since = report::day_start(since);
+    let census = pincapi::shopify::census::CensusCache::new(&config, std::time::Duration::ZERO)
+        .get(since, now)
+        .await;
+    let r = report::build_with_census(
+        outbox.as_ref(),
+        since,
+        now,
+        eqs,
+        census.as_ref().map(|census| report::CensusInput {
+            census,
+            max_event_age_secs: config.ingest.max_event_age_secs,
+        }),
+    )
+    .await?;
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
         ReportFormat::Table => print!("{}", report::to_table(&r)),

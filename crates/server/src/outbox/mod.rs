@@ -428,6 +428,19 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         operation: ListOperation,
         hashes: Vec<String>,
     ) -> Result<(), StoreError>;
+
+    // --- Census ---
+
+    /// What the store knows of orders of `shop` that the Admin API listed (the quality
+    /// report's census), per order id in `order_ids`: whether the order ledger has the order,
+    /// and the state of its purchase event `order-<id>` in the outbox of `ad_account_id`, if
+    /// one is stored. Reads only.
+    async fn census_lookup(
+        &self,
+        shop: String,
+        ad_account_id: String,
+        order_ids: Vec<String>,
+    ) -> Result<Vec<CensusLookup>, StoreError>;
 }
 
 // --- Multi-instance ---
@@ -843,6 +856,21 @@ pub struct EqsScore {
     pub quality_components: serde_json::Value,
     /// Unix ms.
     pub polled_at_ms: i64,
+}
+
+// --- Census ---
+
+/// What the store knows of one order the census listed ([`Outbox::census_lookup`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CensusLookup {
+    pub order_id: String,
+    /// The order ledger has the order: a webhook or the poller reported it.
+    pub in_ledger: bool,
+    /// The state of its purchase event (`pending`, `delivered`, `dead`, `dropped`), if one
+    /// is stored.
+    pub purchase_state: Option<String>,
+    /// The browser (Tag mirror or collector) reported the purchase.
+    pub browser_seen: bool,
 }
 
 /// A shared outbox.

@@ -40,7 +40,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::{AlertState, EqsScore, QualityHour, QualityMessage, ShopifyTruth};
+use super::{AlertState, CensusLookup, EqsScore, QualityHour, QualityMessage, ShopifyTruth};
 use super::{
     AudienceObject, EventFacts, ForgetReport, IdKind, ListOperation, PersonFacts, StoredEvent,
 };
@@ -919,6 +919,38 @@ impl Outbox for PostgresOutbox {
         audiences::apply_update(&client, ad_account_id, segment, kind, operation, hashes)
             .await
             .map_err(PgError::into_store)
+    }
+
+    // --- Census ---
+
+    async fn census_lookup(
+        &self,
+        shop: String,
+        ad_account_id: String,
+        order_ids: Vec<String>,
+    ) -> Result<Vec<CensusLookup>, StoreError> {
+        // One round trip for the whole listing, in the order it was given.
+        let rows = self
+            .query(
+                "SELECT o.id, l.order_id IS NOT NULL, e.state,
+                        coalesce((e.sources & $4) <> 0, false)
+                 FROM unnest($3::text[]) WITH ORDINALITY AS o (id, n)
+                 LEFT JOIN shopify_orders l ON l.shop = $1 AND l.order_id = o.id
+                 LEFT JOIN events e
+                     ON e.ad_account_id = $2 AND e.event_id = 'order-' || o.id
+                 ORDER BY o.n",
+                &[&shop, &ad_account_id, &order_ids, &BROWSER_SOURCES],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CensusLookup {
+                order_id: r.get(0),
+                in_ledger: r.get(1),
+                purchase_state: r.get(2),
+                browser_seen: r.get(3),
+            })
+            .collect())
     }
 }
 

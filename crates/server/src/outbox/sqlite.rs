@@ -21,6 +21,7 @@ use pincapi_core::event::EventName;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
+use super::CensusLookup;
 use super::{
     AlertState, EqsScore, MissingOrder, QualityCounts, QualityHour, QualityMessage, REFUSED_PREFIX,
     ShopifyTruth, TruthDay,
@@ -1274,6 +1275,45 @@ impl Outbox for SqliteOutbox {
                 stmt.execute(params![account, segment, kind.as_str(), h])?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    // --- Census ---
+
+    async fn census_lookup(
+        &self,
+        shop: String,
+        ad_account_id: String,
+        order_ids: Vec<String>,
+    ) -> Result<Vec<CensusLookup>, StoreError> {
+        self.read(move |conn| {
+            let mut ledger = conn
+                .prepare_cached("SELECT 1 FROM shopify_orders WHERE shop = ?1 AND order_id = ?2")?;
+            let mut event = conn.prepare_cached(
+                "SELECT state, (sources & ?3) <> 0 FROM events
+                 WHERE ad_account_id = ?1 AND event_id = ?2",
+            )?;
+            let mut out = Vec::with_capacity(order_ids.len());
+            for order_id in order_ids {
+                let in_ledger = ledger.exists(params![shop, order_id])?;
+                let mut rows = event.query(params![
+                    ad_account_id,
+                    format!("order-{order_id}"),
+                    BROWSER_SOURCES
+                ])?;
+                let (purchase_state, browser_seen) = match rows.next()? {
+                    Some(r) => (Some(r.get::<_, String>(0)?), r.get::<_, bool>(1)?),
+                    None => (None, false),
+                };
+                out.push(CensusLookup {
+                    order_id,
+                    in_ledger,
+                    purchase_state,
+                    browser_seen,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -16,7 +16,9 @@
 //!   `max_p95_lag_secs`;
 //! - `purchases_missing` (ad account `all`): of the Shopify orders created in the last 24 hours
 //!   and older than `purchase_grace_secs`, `purchase_gap_percent` or more have no delivered
-//!   purchase.
+//!   purchase. The orders are the ledger's; with the poller off (`shopify.poller = false`)
+//!   they include the orders the census lists and the ledger lacks (the poller, when on, puts
+//!   every listed order in the ledger itself).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,9 +30,11 @@ use tokio::sync::watch;
 
 use super::config::QualityConfig;
 use super::key_bit;
+use super::report::add_census;
 use crate::delivery::{Delivery, now_ms};
 use crate::metrics::Metrics;
 use crate::outbox::{AlertState, QualityCounts, SharedOutbox, StoreError};
+use crate::shopify::census::{self, CensusCache};
 
 /// The ad account label of rules that look at every account at once.
 pub const ALL_ACCOUNTS: &str = "all";
@@ -60,6 +64,8 @@ pub struct Alerter {
     config: QualityConfig,
     accounts: Vec<String>,
     http: reqwest::Client,
+    /// The order census `purchases_missing` counts with, and Pinterest's window (seconds).
+    census: Option<(Arc<CensusCache>, i64)>,
 }
 
 impl Alerter {
@@ -82,7 +88,16 @@ impl Alerter {
             config,
             accounts,
             http,
+            census: None,
         }
+    }
+
+    /// `purchases_missing` also counts the orders the census lists and the ledger lacks (used
+    /// when the poller is off, so the ledger cannot know every order). The census is the
+    /// cache's: the Admin API is asked at most once per its TTL.
+    pub fn with_census(mut self, cache: Arc<CensusCache>, max_event_age_secs: i64) -> Alerter {
+        self.census = Some((cache, max_event_age_secs));
+        self
     }
 
     /// Runs [`Alerter::evaluate_once`] every `alert_interval_secs` until `stop` turns true.
@@ -249,10 +264,24 @@ impl Alerter {
         }
 
         let until = now - c.purchase_grace_secs as i64;
-        let truth = self
+        let mut truth = self
             .outbox
             .shopify_truth(now - 86_400, until, 100_000)
             .await?;
+        if let Some((cache, max_age)) = &self.census
+            && let Some(census) = cache.get(now - 86_400, now_ms).await
+        {
+            let found = census::compare(
+                self.outbox.as_ref(),
+                &census,
+                now - 86_400,
+                until,
+                now,
+                *max_age,
+            )
+            .await?;
+            add_census(&mut truth, &found, usize::MAX);
+        }
         let orders: i64 = truth.days.iter().map(|d| d.orders).sum();
         let missing = truth.missing.len() as i64;
         let gap = percent(missing, orders);

@@ -10,6 +10,7 @@ use pincapi_core::quality::duration_label;
 
 use super::report::{Report, day_label};
 use crate::outbox::Source;
+use crate::shopify::census::{BROWSER_ONLY, NEVER_RECEIVED};
 
 /// The login form (also the answer to an unauthenticated visit).
 pub fn login_page(error: Option<&str>) -> String {
@@ -48,7 +49,7 @@ pub fn render(report: &Report) -> String {
         "Orders → delivered purchases",
         &format!("{} → {}", h.orders, h.delivered_purchases),
         &format!("{}/{}", h.orders, h.delivered_purchases),
-        "",
+        &format!("orders counted from the {}", h.orders_source),
     );
     tile(
         &mut out,
@@ -88,6 +89,9 @@ pub fn render(report: &Report) -> String {
             escape(&a.ad_account_id),
             escape(&a.detail)
         );
+    }
+    for p in report.shopify.census.iter().flat_map(|c| c.problems.iter()) {
+        let _ = write!(out, "<li><b>order census</b>: {}</li>", escape(p));
     }
     out.push_str("</ul></div></section>");
 
@@ -163,9 +167,19 @@ pub fn render(report: &Report) -> String {
     out.push_str("</section>");
 
     let s = &report.shopify;
+    let source = s.orders_source;
+    let source_note = if source == "census" {
+        "Orders counted by the order census (the Admin API's list of the shop's orders) with the \
+         order ledger: orders no webhook, poll or browser reported are counted and listed."
+    } else {
+        "Orders counted from the order ledger: orders no webhook or poll reported are unknown \
+         here. An Admin API access token lets the order census count them."
+    };
     let _ = write!(
         out,
-        "<section><h2>Shopify orders against Pinterest</h2><table id=\"shopify\"><tr><th>day</th>\
+        "<section><h2>Shopify orders against Pinterest</h2>\
+         <p id=\"orders-source\" data-value=\"{source}\">{source_note}</p>\
+         <table id=\"shopify\"><tr><th>day</th>\
          <th>orders</th><th>delivered</th><th>browser saw</th><th>recovered</th>\
          <th>browser loss</th><th>recovered %</th><th>missing</th></tr>"
     );
@@ -195,6 +209,56 @@ pub fn render(report: &Report) -> String {
             .collect();
         out.push_str(&ids.join(", "));
         out.push_str("</span></p>");
+        let unreported: Vec<_> = s
+            .missing_orders
+            .iter()
+            .filter(|m| m.outcome == NEVER_RECEIVED || m.outcome == BROWSER_ONLY)
+            .collect();
+        if !unreported.is_empty() {
+            out.push_str(
+                "<p>Orders the gateway never received from Shopify (found by the census):</p>\
+                 <ul id=\"never-received\">",
+            );
+            for m in unreported {
+                let _ = write!(
+                    out,
+                    "<li data-order-id=\"{}\" data-outcome=\"{}\"><b>{}</b> ({}): {}</li>",
+                    escape(&m.order_id),
+                    escape(&m.outcome),
+                    escape(&m.order_id),
+                    escape(&m.shop),
+                    escape(m.reason.as_deref().unwrap_or(""))
+                );
+            }
+            out.push_str("</ul>");
+        }
+    }
+    if let Some(c) = &s.census {
+        out.push_str(
+            "<table id=\"census\"><tr><th>shop</th><th>listed</th><th>pages</th>\
+             <th>orders</th><th>not in ledger</th><th>never received</th><th>note</th></tr>",
+        );
+        for shop in &c.shops {
+            let note = match (&shop.error, shop.truncated) {
+                (Some(e), _) => format!("failed: {e}"),
+                (None, true) => "truncated at the page limit".to_owned(),
+                (None, false) => String::new(),
+            };
+            let _ = write!(
+                out,
+                "<tr><th>{}</th><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                 <td>{}</td></tr>",
+                escape(&shop.shop),
+                shop.listed,
+                shop.pages,
+                shop.orders,
+                shop.not_in_ledger,
+                shop.never_received,
+                escape(&note)
+            );
+        }
+        out.push_str("</table>");
     }
     out.push_str("</section>");
 

@@ -40,13 +40,21 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
         .into_iter()
         .map(|a| a.id)
         .collect();
-    let alerter = alerts::Alerter::new(
+    let mut alerter = alerts::Alerter::new(
         Arc::clone(&state.outbox),
         Arc::clone(&state.delivery),
         Arc::clone(&state.metrics),
         state.config.quality.clone(),
         accounts.clone(),
     );
+    // With the poller off the ledger cannot know every order: the alert counts with the
+    // census. With it on, the poller files every order the census would list.
+    if !state.config.shopify.poller && state.census.enabled() {
+        alerter = alerter.with_census(
+            Arc::clone(&state.census),
+            state.config.ingest.max_event_age_secs,
+        );
+    }
     handles.push(tokio::spawn(alerter.run(stop.clone())));
     if eqs_enabled(state) {
         match PinterestClient::new(

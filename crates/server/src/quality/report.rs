@@ -10,8 +10,10 @@ use pincapi_core::quality::{grade, lag_percentile, match_score, percent};
 use serde::Serialize;
 
 use crate::outbox::{
-    AlertState, EqsScore, MissingOrder, Outbox, QualityCounts, QualityMessage, Source, StoreError,
+    AlertState, EqsScore, MissingOrder, Outbox, QualityCounts, QualityMessage, ShopifyTruth,
+    Source, StoreError,
 };
+use crate::shopify::census::{self, Census, CensusReport, CensusTruth};
 
 /// How many missing orders a report lists.
 pub const MISSING_LIMIT: usize = 200;
@@ -38,7 +40,10 @@ pub struct Report {
 /// The figures a merchant looks at first.
 #[derive(Debug, Clone, Serialize)]
 pub struct Headline {
+    /// Shopify orders created in the period (see [`ShopifyReport::orders_source`]).
     pub orders: i64,
+    /// `census` or `ledger`: where the order count comes from.
+    pub orders_source: &'static str,
     pub delivered_purchases: i64,
     pub browser_loss_percent: f64,
     pub recovered_percent: f64,
@@ -48,7 +53,7 @@ pub struct Headline {
     pub match_grade: &'static str,
     /// Bucket bound, seconds; `None` before anything was delivered.
     pub p95_lag_secs: Option<i64>,
-    /// Alerts firing now.
+    /// Alerts firing now, plus the census's problems (Admin API errors, truncated listings).
     pub open_problems: usize,
 }
 
@@ -104,10 +109,18 @@ pub struct Freshness {
 /// Shopify orders against Pinterest.
 #[derive(Debug, Clone, Serialize)]
 pub struct ShopifyReport {
+    /// Where the orders come from: `census` when the order census listed at least one shop's
+    /// orders through the Admin API (its orders the ledger lacks are added to the ledger's),
+    /// `ledger` when only webhooks and the poller told the gateway of orders.
+    pub orders_source: &'static str,
     pub days: Vec<ShopifyDay>,
     pub total: ShopifyDay,
-    /// Orders with no delivered purchase, oldest first (at most [`MISSING_LIMIT`]).
+    /// Orders with no delivered purchase, oldest first (at most [`MISSING_LIMIT`]): the
+    /// ledger's (outcome `sent` or `skipped`) and the census's (`never_received`,
+    /// `browser_only`).
     pub missing_orders: Vec<MissingOrder>,
+    /// The order census, when a shop has Admin API access.
+    pub census: Option<CensusReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -164,6 +177,11 @@ pub struct EqsReport {
     pub scores: Vec<EqsScore>,
 }
 
+/// The first second of the UTC day of `since`: where a report from `since` starts.
+pub fn day_start(since: i64) -> i64 {
+    since.div_euclid(86_400) * 86_400
+}
+
 /// Builds the report for UTC days from `since` (Unix seconds, rounded down to the day).
 pub async fn build(
     outbox: &dyn Outbox,
@@ -171,9 +189,45 @@ pub async fn build(
     now_ms: i64,
     eqs_enabled: bool,
 ) -> Result<Report, StoreError> {
-    let since = since.div_euclid(86_400) * 86_400;
+    build_with_census(outbox, since, now_ms, eqs_enabled, None).await
+}
+
+/// The order census a report counts with, and Pinterest's window for what can still be sent.
+#[derive(Debug, Clone, Copy)]
+pub struct CensusInput<'a> {
+    pub census: &'a Census,
+    pub max_event_age_secs: i64,
+}
+
+/// [`build`], with the Shopify orders counted by `census` too (orders the ledger lacks are
+/// added to its figures and, undelivered, to the missing orders).
+pub async fn build_with_census(
+    outbox: &dyn Outbox,
+    since: i64,
+    now_ms: i64,
+    eqs_enabled: bool,
+    census: Option<CensusInput<'_>>,
+) -> Result<Report, StoreError> {
+    let since = day_start(since);
     let hours = outbox.quality_hours(since).await?;
-    let truth = outbox.shopify_truth(since, i64::MAX, MISSING_LIMIT).await?;
+    let mut truth = outbox.shopify_truth(since, i64::MAX, MISSING_LIMIT).await?;
+    let census = match census {
+        Some(c) => Some(
+            census::compare(
+                outbox,
+                c.census,
+                since,
+                i64::MAX,
+                now_ms / 1000,
+                c.max_event_age_secs,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    if let Some(c) = &census {
+        add_census(&mut truth, c, MISSING_LIMIT);
+    }
     let messages = outbox.quality_messages(since).await?;
     let alerts: Vec<AlertState> = outbox
         .alert_states()
@@ -261,15 +315,23 @@ pub async fn build(
     }
     let purchases = totals.iter().find(|t| t.event_name == "checkout");
     let score_of = purchases.map_or_else(|| score(&all), |p| p.match_quality.score);
+    let orders_source = if census.as_ref().is_some_and(|c| c.counted) {
+        "census"
+    } else {
+        "ledger"
+    };
+    let census = census.map(|c| c.report);
+    let census_problems = census.as_ref().map_or(0, |c| c.problems.len());
     let headline = Headline {
         orders: total.orders,
+        orders_source,
         delivered_purchases: total.delivered_purchases,
         browser_loss_percent: total.browser_loss_percent,
         recovered_percent: total.recovered_percent,
         match_score: score_of,
         match_grade: grade(score_of),
         p95_lag_secs: lag_percentile(&all.lag, 0.95, all.lag_max),
-        open_problems: alerts.len(),
+        open_problems: alerts.len() + census_problems,
     };
     let eqs = EqsReport {
         enabled: eqs_enabled,
@@ -293,9 +355,11 @@ pub async fn build(
         days,
         totals,
         shopify: ShopifyReport {
+            orders_source,
             days: shop_days,
             total,
             missing_orders: truth.missing,
+            census,
         },
         api_health: ApiHealth {
             retried: all.retried,
@@ -306,6 +370,28 @@ pub async fn build(
         eqs,
         alerts,
     })
+}
+
+/// Adds the census's orders the ledger lacks to the ledger's `truth`: per day, and to the
+/// missing orders (oldest first, at most `limit`).
+pub fn add_census(truth: &mut ShopifyTruth, census: &CensusTruth, limit: usize) {
+    for c in &census.days {
+        match truth.days.iter_mut().find(|d| d.day == c.day) {
+            Some(d) => {
+                d.orders += c.orders;
+                d.delivered += c.delivered;
+                d.browser_seen += c.browser_seen;
+                d.recovered += c.recovered;
+            }
+            None => truth.days.push(c.clone()),
+        }
+    }
+    truth.days.sort_by_key(|d| d.day);
+    truth.missing.extend(census.missing.iter().cloned());
+    truth
+        .missing
+        .sort_by(|a, b| (a.created_at, &a.order_id).cmp(&(b.created_at, &b.order_id)));
+    truth.missing.truncate(limit);
 }
 
 /// The local score of `c` (0..=100).
@@ -466,7 +552,11 @@ pub fn to_table(r: &Report) -> String {
             d.freshness.late_percent
         );
     }
-    let _ = writeln!(out, "\nShopify orders against Pinterest");
+    let _ = writeln!(
+        out,
+        "\nShopify orders against Pinterest (orders counted from the {})",
+        r.shopify.orders_source
+    );
     let _ = writeln!(
         out,
         "{:<10} {:>7} {:>10} {:>13} {:>10} {:>14} {:>11} {:>8}",
@@ -506,6 +596,38 @@ pub fn to_table(r: &Report) -> String {
             .map(|m| m.order_id.as_str())
             .collect();
         let _ = writeln!(out, "  missing orders: {}", ids.join(", "));
+        for m in
+            r.shopify.missing_orders.iter().filter(|m| {
+                m.outcome == census::NEVER_RECEIVED || m.outcome == census::BROWSER_ONLY
+            })
+        {
+            let _ = writeln!(
+                out,
+                "    {} {}: {}",
+                m.shop,
+                m.order_id,
+                m.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    if let Some(c) = &r.shopify.census {
+        for s in &c.shops {
+            let _ = writeln!(
+                out,
+                "  census of {}: {} orders listed in {} pages, {} conversions, {} not in the \
+                 ledger, {} never received{}",
+                s.shop,
+                s.listed,
+                s.pages,
+                s.orders,
+                s.not_in_ledger,
+                s.never_received,
+                if s.truncated { " (truncated)" } else { "" }
+            );
+        }
+        for p in &c.problems {
+            let _ = writeln!(out, "  problem: {p}");
+        }
     }
     let a = &r.api_health;
     let _ = writeln!(

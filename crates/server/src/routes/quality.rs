@@ -38,11 +38,18 @@ pub async fn build(state: &AppState, since: Option<&str>) -> Result<Report, ApiE
     let now = now_ms();
     let since = report::parse_since(since.unwrap_or(DEFAULT_SINCE), now / 1000)
         .map_err(|e| ApiError::bad_request("invalid_since", e))?;
-    report::build(
+    let since = report::day_start(since);
+    // The order census, kept a few minutes so views do not call the Admin API each time.
+    let census = state.census.get(since, now).await;
+    report::build_with_census(
         state.outbox.as_ref(),
         since,
         now,
         crate::quality::eqs_enabled(state),
+        census.as_ref().map(|census| report::CensusInput {
+            census,
+            max_event_age_secs: state.config.ingest.max_event_age_secs,
+        }),
     )
     .await
     .map_err(|e| ApiError::unavailable(e.to_string()))

@@ -65,6 +65,10 @@ pub struct ShopifyConfig {
     /// The gateway's public base URL (e.g. `https://t.shop.example`): the custom pixel mirrors
     /// each Tag event to `<gateway_url>/collect`. Unset: no mirroring.
     pub gateway_url: Option<String>,
+    /// Whether the reconciliation poller runs for shops with an Admin API access token
+    /// (default true). `false` leaves recovery to the operator (`pincapi shopify backfill`);
+    /// the token still serves the quality report's order census.
+    pub poller: bool,
 }
 
 impl Default for ShopifyConfig {
@@ -78,6 +82,7 @@ impl Default for ShopifyConfig {
             poll_page_size: 250,
             max_body_bytes: DEFAULT_MAX_WEBHOOK_BYTES,
             gateway_url: None,
+            poller: true,
         }
     }
 }
@@ -175,7 +180,8 @@ pub struct Shop {
 }
 
 impl Shop {
-    /// Whether the poller runs for this shop.
+    /// Whether the shop has Admin API access (an access token): its poller can run (unless
+    /// `shopify.poller = false`), and the quality report counts its orders with the census.
     pub fn polls(&self) -> bool {
         !self.access_token.is_empty()
     }

@@ -12,6 +12,10 @@
 //! - `pixel`: the custom pixel that runs the Pinterest Tag in Shopify's checkout with the same
 //!   purchase `event_id` as the server, `"order-<order id digits>"`.
 //!
+//! Besides, `census` lists the shop's orders through the Admin API for the quality report,
+//! read only (it stores and sends nothing), so orders nothing reported can still be counted
+//! and listed; `shopify.poller = false` keeps the poller off while the token serves it.
+//!
 //! The outbox holds one event per (ad account, event_id), so a retried webhook, a second
 //! subscription, the poller and the browser can all report an order and Pinterest still gets
 //! one event. `standin` is a local Admin API for tests and `pincapi shopify standin`.
@@ -23,6 +27,7 @@
 //! [`config::ShopifyConfig::validate`] so a bad `[shopify]` section stops `serve` at start; until
 //! it does, `spawn_background` logs the problem and webhooks for an unusable shop answer 503.
 
+pub mod census;
 pub mod cli;
 pub mod config;
 pub mod pixel;
@@ -78,7 +83,12 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
         merge_window_ms: (state.config.ingest.merge_window_secs as i64).saturating_mul(1000),
     };
     let sc = &state.config.shopify;
-    for shop in shops.into_iter().filter(config::Shop::polls) {
+    if !sc.poller && shops.iter().any(config::Shop::polls) {
+        tracing::info!(
+            "The Shopify reconciliation poller is off (shopify.poller = false); the quality report lists orders the gateway never received"
+        );
+    }
+    for shop in shops.into_iter().filter(|s| sc.poller && s.polls()) {
         let domain = shop.domain.clone();
         match poller::Reconciler::new(shop, recorder.clone(), sc, state.config.request_timeout()) {
             Ok(r) => tasks.push(tokio::spawn(poller::run_loop(

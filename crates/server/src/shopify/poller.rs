@@ -89,7 +89,7 @@ pub struct Reconciler {
     pub page_size: usize,
     /// Pages one run lists at most ([`MAX_PAGES`]).
     pub max_pages: usize,
-    http: reqwest::Client,
+    api: AdminApi,
 }
 
 impl Reconciler {
@@ -101,21 +101,14 @@ impl Reconciler {
         settings: &ShopifyConfig,
         timeout: Duration,
     ) -> anyhow::Result<Reconciler> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("pincapi/", env!("CARGO_PKG_VERSION")))
-            // The Link header names the next page; redirects elsewhere are not followed so the
-            // access token never leaves the shop's Admin API.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("while building the Shopify Admin API client")?;
+        let api = AdminApi::new(shop.clone(), timeout)?;
         Ok(Reconciler {
             shop,
             recorder,
             overlap_secs: settings.poll_overlap_secs as i64,
             page_size: settings.poll_page_size.clamp(1, 250),
             max_pages: MAX_PAGES,
-            http,
+            api,
         })
     }
 
@@ -155,35 +148,20 @@ impl Reconciler {
         } else {
             "created_at_min"
         };
-        let since_text = OffsetDateTime::from_unix_timestamp(since)
-            .context("since: not a valid time")?
-            .format(&Rfc3339)
-            .context("since: cannot format")?;
-        let base = format!("{}/orders.json", self.shop.admin_api_base);
-        let mut url = reqwest::Url::parse_with_params(
-            &base,
-            &[
-                ("status", "any"),
-                (filter, since_text.as_str()),
-                ("limit", &self.page_size.to_string()),
-            ],
-        )
-        .with_context(|| format!("admin_api_base: {base} is not a URL"))?;
-        let origin = url.origin();
-        loop {
-            let (orders, next) = self.fetch(url).await?;
-            report.pages += 1;
+        let since_text = rfc3339(since)?;
+        let url = self.api.orders_url(&[
+            ("status", "any"),
+            (filter, since_text.as_str()),
+            ("limit", &self.page_size.to_string()),
+        ])?;
+        let mut pages = self.api.pages(url, self.max_pages);
+        while let Some(orders) = pages.next().await? {
+            report.pages = pages.pages();
             self.store_page(&orders, by_update, &mut report).await?;
-            let Some(next) = next else { break };
-            if next.origin() != origin {
-                bail!("the Admin API's next page is on another host; not following it");
-            }
-            if report.pages >= self.max_pages.max(1) {
-                tracing::warn!(shop = %self.shop.domain, pages = report.pages, "Stopped listing Shopify orders at the page limit; the oldest orders of this window were not listed, and the next run starts from the same time");
-                report.cut_short = true;
-                break;
-            }
-            url = next;
+        }
+        if pages.cut_short() {
+            tracing::warn!(shop = %self.shop.domain, pages = report.pages, "Stopped listing Shopify orders at the page limit; the oldest orders of this window were not listed, and the next run starts from the same time");
+            report.cut_short = true;
         }
         // Newest first: a run cut short has not listed the start of its window, so the
         // checkpoint may only move to where the next run starts at `since` again.
@@ -279,6 +257,56 @@ impl Reconciler {
         }
         Ok(())
     }
+}
+
+/// The order listing of one shop's Admin API (`GET {admin_api_base}/orders.json`), read
+/// only: the one client and pager the poller and the census share.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    shop: Shop,
+    http: reqwest::Client,
+}
+
+impl AdminApi {
+    /// A client for `shop`'s Admin API; `timeout` bounds each request.
+    pub fn new(shop: Shop, timeout: Duration) -> anyhow::Result<AdminApi> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("pincapi/", env!("CARGO_PKG_VERSION")))
+            // The Link header names the next page; redirects elsewhere are not followed so the
+            // access token never leaves the shop's Admin API.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("while building the Shopify Admin API client")?;
+        Ok(AdminApi { shop, http })
+    }
+
+    /// The shop listed.
+    pub fn shop(&self) -> &Shop {
+        &self.shop
+    }
+
+    /// The URL of the first page of `orders.json` with `params`.
+    pub fn orders_url(&self, params: &[(&str, &str)]) -> anyhow::Result<reqwest::Url> {
+        let base = format!("{}/orders.json", self.shop.admin_api_base);
+        reqwest::Url::parse_with_params(&base, params)
+            .with_context(|| format!("admin_api_base: {base} is not a URL"))
+    }
+
+    /// The pages of a listing from `first`, following the `Link: rel="next"` cursor for at
+    /// most `max_pages` pages.
+    pub fn pages(&self, first: reqwest::Url, max_pages: usize) -> Pages<'_> {
+        Pages {
+            start: first.clone(),
+            next: Some(first),
+            api: self,
+            pages: 0,
+            max_pages: max_pages.max(1),
+            cut_short: false,
+            foreign: false,
+            keep: Vec::new(),
+        }
+    }
 
     /// Fetches one page: its raw orders and the next page's URL.
     async fn fetch(
@@ -335,6 +363,77 @@ impl Reconciler {
             return Ok((page.orders, next));
         }
     }
+}
+
+/// A listing being read page by page ([`AdminApi::pages`]).
+#[derive(Debug)]
+pub struct Pages<'a> {
+    api: &'a AdminApi,
+    next: Option<reqwest::Url>,
+    /// The first page, whose host every next page must be on.
+    start: reqwest::Url,
+    pages: usize,
+    max_pages: usize,
+    cut_short: bool,
+    /// The last page named a next page on another host: the next call fails.
+    foreign: bool,
+    /// Query parameters every page must carry, added to a `Link` URL that left them out.
+    keep: Vec<(String, String)>,
+}
+
+impl Pages<'_> {
+    /// Puts `name=value` on every next page whose `Link` URL does not carry `name` (a
+    /// `fields` filter, which Shopify allows beside `page_info`).
+    pub fn keeping(mut self, name: &str, value: &str) -> Self {
+        self.keep.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The next page's orders; `None` after the last page, or at the page limit (then
+    /// [`Pages::cut_short`] says so).
+    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<Box<RawValue>>>> {
+        if self.foreign {
+            bail!("the Admin API's next page is on another host; not following it");
+        }
+        let Some(url) = self.next.take() else {
+            return Ok(None);
+        };
+        let (orders, next) = self.api.fetch(url).await?;
+        self.pages += 1;
+        if let Some(mut next) = next {
+            if next.origin() != self.start.origin() {
+                self.foreign = true;
+            } else if self.pages >= self.max_pages {
+                self.cut_short = true;
+            } else {
+                for (name, value) in &self.keep {
+                    if !next.query_pairs().any(|(k, _)| k == name.as_str()) {
+                        next.query_pairs_mut().append_pair(name, value);
+                    }
+                }
+                self.next = Some(next);
+            }
+        }
+        Ok(Some(orders))
+    }
+
+    /// Pages read so far.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// The listing stopped at the page limit while Shopify had more pages.
+    pub fn cut_short(&self) -> bool {
+        self.cut_short
+    }
+}
+
+/// `since` (Unix seconds) as the Admin API's RFC 3339 time.
+pub fn rfc3339(since: i64) -> anyhow::Result<String> {
+    OffsetDateTime::from_unix_timestamp(since)
+        .context("since: not a valid time")?
+        .format(&Rfc3339)
+        .context("since: cannot format")
 }
 
 /// Runs `reconciler.poll()` every `interval` until `stop` fires; the first run is at once.
@@ -399,7 +498,7 @@ pub async fn run_loop(reconciler: Reconciler, interval: Duration, mut stop: watc
 }
 
 /// Parses one order of a list with the core's field-naming errors.
-fn parse_order(raw: &RawValue) -> Result<Order, MapError> {
+pub(crate) fn parse_order(raw: &RawValue) -> Result<Order, MapError> {
     let wrapped = format!("{{\"orders\":[{}]}}", raw.get());
     let mut orders = shopify::parse_orders(wrapped.as_bytes()).map_err(|e| match e {
         MapError::Field { field, reason } => MapError::Field {
@@ -419,27 +518,32 @@ fn parse_order(raw: &RawValue) -> Result<Order, MapError> {
 }
 
 /// Financial statuses of an order that has been paid (in part or in full).
-fn is_paid(status: Option<&str>) -> bool {
+pub(crate) fn is_paid(status: Option<&str>) -> bool {
     matches!(
         status.map(str::trim),
         Some("paid" | "partially_paid" | "partially_refunded" | "refunded")
     )
 }
 
-/// The `rel="next"` URL of a `Link` header: `<https://…?page_info=…>; rel="next"`.
+/// The `rel="next"` URL of a `Link` header: `<https://…?page_info=…>; rel="next"`. Links are
+/// separated by commas outside the `<…>` (a URL may hold a comma itself).
 fn next_link(headers: &HeaderMap) -> Option<reqwest::Url> {
-    let value = headers.get(LINK)?.to_str().ok()?;
-    value.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
+    let mut rest = headers.get(LINK)?.to_str().ok()?;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let target = &after[..close];
+        let params = &after[close + 1..];
+        let params = &params[..params.find('<').unwrap_or(params.len())];
         let is_next = params
-            .split(';')
+            .split([';', ','])
             .any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
-        if !is_next {
-            return None;
+        if is_next {
+            return reqwest::Url::parse(target.trim()).ok();
         }
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        reqwest::Url::parse(target).ok()
-    })
+        rest = &after[close + 1..];
+    }
+    None
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -476,6 +580,17 @@ mod tests {
         );
         let next = next_link(&h).unwrap();
         assert!(next.as_str().ends_with("page_info=def"));
+        h.insert(
+            LINK,
+            "<https://s.myshopify.com/x?fields=id,test&page_info=abc>; rel=\"previous\", \
+             <https://s.myshopify.com/x?fields=id,test&page_info=def>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_link(&h).unwrap().as_str(),
+            "https://s.myshopify.com/x?fields=id,test&page_info=def"
+        );
         h.insert(
             LINK,
             "<https://s.myshopify.com/x?page_info=abc>; rel=\"previous\""

@@ -5,9 +5,10 @@
 //! Routes:
 //! - `GET /admin/api/{version}/orders.json`: `status` (`open` by default, `closed`,
 //!   `cancelled`, `any`), `created_at_min|max`, `updated_at_min|max`, `limit` (1..=250,
-//!   default 50), newest id first. More pages are announced in
-//!   `Link: <…?limit=N&page_info=…>; rel="next"` (and `rel="previous"`); a request with
-//!   `page_info` may carry only `limit` and `fields` besides, as at Shopify. Every request needs
+//!   default 50), `fields` (a comma-separated list: each order holds only those fields), newest
+//!   id first. More pages are announced in `Link: <…?limit=N&page_info=…>; rel="next"` (and
+//!   `rel="previous"`), with the `fields` of the request; a request with `page_info` may carry
+//!   only `limit` and `fields` besides, as at Shopify. Every request needs
 //!   `X-Shopify-Access-Token`; a wrong or missing one is answered 401.
 //! - `POST /standin/orders`: add an order (`{...}`, `{"order": {...}}` or `{"orders": [...]}`);
 //!   `GET /standin/requests`: what the Admin API routes answered; `POST /standin/reset`.
@@ -325,6 +326,36 @@ fn answer(
             (page, true, below.len() > limit)
         }
     };
+    // The cursor ids, before `fields` may leave the id out.
+    let (first_id, last_id) = (
+        page.first().and_then(order_id),
+        page.last().and_then(order_id),
+    );
+    // `fields`: only those fields of each order.
+    let fields: Option<Vec<&str>> = get("fields").map(|f| {
+        f.split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect()
+    });
+    let page: Vec<Value> = match &fields {
+        None => page,
+        Some(fields) => page
+            .into_iter()
+            .map(|o| match o {
+                Value::Object(m) => Value::Object(
+                    m.into_iter()
+                        .filter(|(k, _)| fields.contains(&k.as_str()))
+                        .collect(),
+                ),
+                other => other,
+            })
+            .collect(),
+    };
+    let fields_param = fields
+        .as_ref()
+        .map(|f| format!("&fields={}", f.join("%2C")))
+        .unwrap_or_default();
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -336,15 +367,15 @@ fn answer(
             id,
         };
         format!(
-            "<http://{host}/admin/api/{version}/orders.json?limit={limit}&page_info={}>; rel=\"{direction}\"",
+            "<http://{host}/admin/api/{version}/orders.json?limit={limit}{fields_param}&page_info={}>; rel=\"{direction}\"",
             cursor.encode()
         )
     };
     let mut links = Vec::new();
-    if has_before && let Some(id) = page.first().and_then(order_id) {
+    if has_before && let Some(id) = first_id {
         links.push(link_to("previous", id));
     }
-    if has_after && let Some(id) = page.last().and_then(order_id) {
+    if has_after && let Some(id) = last_id {
         links.push(link_to("next", id));
     }
     let count = page.len();
@@ -437,6 +468,32 @@ mod tests {
         );
         assert_eq!(decode("a+b"), "a b");
         assert_eq!(decode("100%"), "100%");
+    }
+
+    #[test]
+    fn fields_leave_only_those_fields_and_the_next_page_keeps_them() {
+        let standin = ShopifyStandin::new("t");
+        for id in [1, 2] {
+            standin
+                .add(json!({"id": id, "email": "a@example.com", "test": false}))
+                .unwrap();
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("x-shopify-access-token", HeaderValue::from_static("t"));
+        let (status, body, link, n) = answer(
+            &standin,
+            "2026-01",
+            Some("status=any&limit=1&fields=id%2Ctest"),
+            &headers,
+        );
+        assert_eq!((status, n), (StatusCode::OK, 1));
+        assert_eq!(body, json!({"orders": [{"id": 2, "test": false}]}));
+        let link = link.unwrap();
+        assert!(link.contains("fields=id%2Ctest&page_info="), "{link}");
+        let next = link.split_once("orders.json?").unwrap().1;
+        let next = next.split_once('>').unwrap().0;
+        let (_, body, _, _) = answer(&standin, "2026-01", Some(next), &headers);
+        assert_eq!(body, json!({"orders": [{"id": 1, "test": false}]}));
     }
 
     #[test]

@@ -1250,6 +1250,51 @@ async fn sync_state_keeps_ids_statuses_and_synced_members(o: SharedOutbox) {
     assert_eq!(objects[0].object, "audience:email");
 }
 
+// --- Census ---
+
+async fn the_census_lookup_reports_ledger_purchase_state_and_browser_sight(o: SharedOutbox) {
+    let mut browser = event("order-1", 500);
+    browser.event_name = EventName::Checkout;
+    browser.source = Source::Collector;
+    o.enqueue(vec![browser]).await.unwrap();
+    o.record_shopify(vec![webhook("a.myshopify.com", "w2", "2", 1000)])
+        .await
+        .unwrap();
+    let ids = ["3", "2", "1"].map(String::from).to_vec();
+    let found = o
+        .census_lookup("a.myshopify.com".into(), "1".into(), ids)
+        .await
+        .unwrap();
+    let seen: Vec<_> = found
+        .iter()
+        .map(|c| {
+            (
+                c.order_id.as_str(),
+                c.in_ledger,
+                c.purchase_state.as_deref(),
+                c.browser_seen,
+            )
+        })
+        .collect();
+    // In the order asked; another shop's ledger or account's outbox does not count.
+    assert_eq!(
+        seen,
+        [
+            ("3", false, None, false),
+            ("2", true, Some("pending"), false),
+            ("1", false, Some("pending"), true),
+        ]
+    );
+    let other = o
+        .census_lookup("b.myshopify.com".into(), "2".into(), vec!["2".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (other[0].in_ledger, other[0].purchase_state.is_none()),
+        (false, true)
+    );
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite_contract {
@@ -1296,6 +1341,7 @@ contract!(
     a_shopify_refund_marks_its_purchase_refunded,
     a_forgotten_member_is_suppressed_and_scrubbed_from_events,
     sync_state_keeps_ids_statuses_and_synced_members,
+    the_census_lookup_reports_ledger_purchase_state_and_browser_sight,
     concurrent_scans_of_the_same_events_agree,
     the_audience_sync_lock_is_granted,
 );

@@ -849,3 +849,333 @@ async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_
     );
     assert!(second.evaluate_once(6000).await.unwrap().is_empty());
 }
+
+// --- The order census ---
+
+const ADMIN_TOKEN: &str = "shpat_quality_census_token";
+
+/// A running Shopify Admin API stand-in.
+struct AdminStandin {
+    addr: std::net::SocketAddr,
+    standin: pincapi::shopify::standin::ShopifyStandin,
+    _stop: watch::Sender<bool>,
+}
+
+impl AdminStandin {
+    async fn start(orders: &[Value]) -> AdminStandin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let standin = pincapi::shopify::standin::ShopifyStandin::new(ADMIN_TOKEN);
+        for o in orders {
+            standin.add(o.clone()).unwrap();
+        }
+        let (stop, mut rx) = watch::channel(false);
+        let s = standin.clone();
+        tokio::spawn(async move {
+            let _ = s
+                .serve(listener, async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+        });
+        AdminStandin {
+            addr,
+            standin,
+            _stop: stop,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://{}/admin/api/2026-01", self.addr)
+    }
+}
+
+/// The gateway with one shop that has Admin API access to `standin` but the poller off,
+/// listing two orders a page.
+async fn census_app(
+    standin: &AdminStandin,
+    tweak: impl FnOnce(&mut pincapi::config::Config),
+) -> TestApp {
+    let base = standin.base();
+    shop_app(move |c| {
+        c.shopify.shops[0].access_token = Secret::new(ADMIN_TOKEN);
+        c.shopify.shops[0].admin_api_base = Some(base);
+        c.shopify.poller = false;
+        c.shopify.poll_page_size = 2;
+        tweak(c);
+    })
+    .await
+}
+
+/// A config file for `pincapi report` naming the same shop and Admin API.
+fn census_config(dir: &std::path::Path, standin: &AdminStandin) -> std::path::PathBuf {
+    let path = dir.join("pincapi.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "ad_account_id = \"{ACCOUNT}\"\npinterest_token = \"{TOKEN}\"\n\
+             [shopify]\npoller = false\npoll_page_size = 2\n\
+             [[shopify.shops]]\ndomain = \"{SHOP}\"\nsecrets = [\"{SECRET}\"]\n\
+             access_token = \"{ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
+            standin.base()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn missing_ids(report: &Value) -> BTreeSet<String> {
+    report["shopify"]["missing_orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["order_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn outcome_of(report: &Value, order_id: u64) -> &Value {
+    let id = order_id.to_string();
+    report["shopify"]["missing_orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["order_id"].as_str() == Some(id.as_str()))
+        .map_or(&Value::Null, |m| &m["outcome"])
+}
+
+#[tokio::test]
+async fn with_webhooks_dropped_and_the_poller_off_the_census_lists_every_order_pinterest_never_got()
+{
+    // Twelve orders in the shop, plus a test order and one cancelled at once (not
+    // conversions). The browser reports 0..5; the webhooks of 0..3 and 6..8 arrive, those of
+    // 4, 5 and 9..11 are dropped; the poller is off. Pinterest refuses 5 and 7.
+    let ids: Vec<u64> = (0..12).map(|i| 5_500_000_000_000 + i).collect();
+    let browser: BTreeSet<u64> = ids[0..6].iter().copied().collect();
+    let webhooks: BTreeSet<u64> = [0, 1, 2, 3, 6, 7, 8].iter().map(|i| ids[*i]).collect();
+    let refused: BTreeSet<u64> = [ids[5], ids[7]].into_iter().collect();
+    let mut shop_orders: Vec<Value> = ids.iter().map(|id| sale(*id)).collect();
+    let mut test_order = sale(5_500_000_000_098);
+    test_order["test"] = json!(true);
+    let mut cancelled = sale(5_500_000_000_099);
+    cancelled["cancelled_at"] = test_order["created_at"].clone();
+    shop_orders.extend([test_order, cancelled]);
+    let standin = AdminStandin::start(&shop_orders).await;
+    let app = census_app(&standin, |_| {}).await;
+    app.sandbox.fault(Faults {
+        reject_event_ids: refused.iter().map(|id| format!("order-{id}")).collect(),
+        ..Faults::default()
+    });
+    for id in &ids {
+        if webhooks.contains(id) {
+            webhook(&app, &sale(*id), &format!("wh-{id}")).await;
+        }
+        if browser.contains(id) {
+            collect(&app, browser_purchase(*id)).await;
+        }
+    }
+
+    // What Pinterest got, from the test's own sets: a purchase reported by someone and not
+    // refused.
+    let reported: BTreeSet<u64> = webhooks.union(&browser).copied().collect();
+    let delivered: BTreeSet<u64> = reported.difference(&refused).copied().collect();
+    let never_got: BTreeSet<String> = ids
+        .iter()
+        .filter(|id| !delivered.contains(id))
+        .map(|id| id.to_string())
+        .collect();
+    let seen = ids.iter().filter(|id| browser.contains(id)).count();
+    let recovered = delivered.iter().filter(|id| !browser.contains(id)).count();
+    let expected_loss = pct(ids.len() - seen, ids.len());
+    let expected_recovered = pct(recovered, ids.len());
+    assert_eq!(never_got.len(), 5);
+    assert_eq!((expected_loss, expected_recovered), (50.0, 16.7));
+
+    wait_for("every purchase settled", || async {
+        let r = report(&app).await;
+        r["headline"]["delivered_purchases"] == json!(delivered.len())
+            && total(&r, "checkout")["volume"]["dead_lettered"] == json!(refused.len())
+    })
+    .await;
+    // The sandbox agrees with the sets.
+    for id in &ids {
+        let n = app.sandbox.count_of(&format!("order-{id}"));
+        assert_eq!(n, usize::from(delivered.contains(id)), "order {id}");
+    }
+
+    let r = report(&app).await;
+    let h = &r["headline"];
+    assert_eq!(h["orders"], json!(ids.len()), "{r}");
+    assert_eq!(h["orders_source"], json!("census"));
+    assert_eq!(r["shopify"]["orders_source"], json!("census"));
+    assert_eq!(h["browser_loss_percent"], json!(expected_loss));
+    assert_eq!(h["recovered_percent"], json!(expected_recovered));
+    let s = &r["shopify"]["total"];
+    assert_eq!(s["missing"], json!(never_got.len()));
+    assert_eq!(s["browser_seen"], json!(seen));
+    assert_eq!(missing_ids(&r), never_got);
+    for i in [9, 10, 11] {
+        assert_eq!(outcome_of(&r, ids[i]), "never_received");
+    }
+    assert_eq!(outcome_of(&r, ids[5]), "browser_only");
+    assert_eq!(outcome_of(&r, ids[7]), "sent");
+    let never: &Value = r["shopify"]["missing_orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["outcome"] == "never_received")
+        .unwrap();
+    assert!(
+        never["reason"]
+            .as_str()
+            .unwrap()
+            .contains("pincapi shopify backfill --since"),
+        "{never}"
+    );
+    let census = &r["shopify"]["census"]["shops"][0];
+    assert_eq!(census["listed"], json!(shop_orders.len()));
+    assert_eq!(census["orders"], json!(ids.len()));
+    assert_eq!(census["not_in_ledger"], json!(5), "4, 5, 9, 10, 11");
+    assert_eq!(census["never_received"], json!(3));
+    assert_eq!(census["truncated"], json!(false));
+    assert_eq!(census["pages"], json!(7), "14 orders, two a page");
+
+    // The dashboard shows the same orders and figures.
+    let (status, html) = app.get("/dashboard?since=1d", Some(ADMIN_KEY)).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&format!(
+        "id=\"tile-orders\" data-value=\"{}/{}\"",
+        ids.len(),
+        delivered.len()
+    )));
+    assert!(html.contains(&format!(
+        "id=\"tile-recovered\" data-value=\"{expected_recovered}\""
+    )));
+    assert!(html.contains("id=\"orders-source\" data-value=\"census\""));
+    let shown = html
+        .split("<span id=\"missing-orders\">")
+        .nth(1)
+        .and_then(|s| s.split("</span>").next())
+        .unwrap_or_else(|| panic!("{html}"));
+    let shown: BTreeSet<String> = shown.split(", ").map(str::to_owned).collect();
+    assert_eq!(shown, never_got);
+    for i in [9, 10, 11] {
+        assert!(html.contains(&format!(
+            "data-order-id=\"{}\" data-outcome=\"never_received\"",
+            ids[i]
+        )));
+    }
+
+    // `pincapi report` runs its own census and lists the same orders (off the runtime's
+    // thread, which serves the stand-in).
+    let dir = tempfile::tempdir().unwrap();
+    let config = census_config(dir.path(), &standin);
+    let db = app.db.clone();
+    let cli_report = move |args: &'static [&'static str]| {
+        let (config, db) = (config.clone(), db.clone());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pincapi"))
+                .arg("report")
+                .args(args)
+                .arg("--config")
+                .arg(config)
+                .env("PINCAPI_STORE", format!("sqlite://{}", db.display()))
+                .output()
+                .unwrap()
+        })
+    };
+    let out = cli_report(&["--since", "1d", "--format", "json"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(missing_ids(&cli), never_got, "{cli}");
+    assert_eq!(cli["headline"]["orders"], json!(ids.len()));
+    assert_eq!(cli["headline"]["orders_source"], json!("census"));
+    assert_eq!(
+        cli["headline"]["browser_loss_percent"],
+        json!(expected_loss)
+    );
+    assert_eq!(
+        cli["headline"]["recovered_percent"],
+        json!(expected_recovered)
+    );
+    let out = cli_report(&["--since", "1d"]).await.unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("orders counted from the census"), "{table}");
+    assert!(
+        table.contains(&format!("{}: never received", ids[9])),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn the_census_only_reads_sends_nothing_is_kept_a_while_and_reports_an_admin_api_error() {
+    let ids: Vec<u64> = (0..3).map(|i| 5_600_000_000_000 + i).collect();
+    let orders: Vec<Value> = ids.iter().map(|id| sale(*id)).collect();
+    let standin = AdminStandin::start(&orders).await;
+    // A second shop whose token the Admin API refuses.
+    let base = standin.base();
+    let app = census_app(&standin, move |c| {
+        let mut other = ShopConfig::new("refused-census.myshopify.com");
+        other.secrets = vec![Secret::new(SECRET)];
+        other.access_token = Secret::new("shpat_wrong");
+        other.admin_api_base = Some(base);
+        c.shopify.shops.push(other);
+    })
+    .await;
+
+    let r = report(&app).await;
+    let expected: BTreeSet<String> = ids.iter().map(|id| id.to_string()).collect();
+    assert_eq!(missing_ids(&r), expected, "{r}");
+    assert_eq!(r["headline"]["orders"], json!(3));
+    // The refused shop is a problem in the report, which still answers.
+    let problems = r["shopify"]["census"]["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{r}");
+    assert!(
+        problems[0]
+            .as_str()
+            .unwrap()
+            .contains("refused-census.myshopify.com")
+            && problems[0].as_str().unwrap().contains("401"),
+        "{problems:?}"
+    );
+    assert_eq!(r["headline"]["open_problems"], json!(1));
+    let (_, html) = app.get("/dashboard?since=1d", Some(ADMIN_KEY)).await;
+    assert!(html.contains("<b>order census</b>"), "{html}");
+
+    // Only the census's listing was asked for: the fields it needs, nothing else.
+    let requests = standin.standin.requests();
+    assert!(!requests.is_empty());
+    for q in requests.iter().map(|r| r.query.clone().unwrap_or_default()) {
+        assert!(
+            q.contains("fields=id%2Ccreated_at%2Ctest%2Ccancelled_at%2Cfinancial_status")
+                || q.contains("fields=id,created_at,test,cancelled_at,financial_status"),
+            "{q}"
+        );
+    }
+    // Kept: another view within five minutes does not ask the Admin API again.
+    let before = standin.standin.requests().len();
+    let again = report(&app).await;
+    assert_eq!(missing_ids(&again), expected);
+    assert_eq!(standin.standin.requests().len(), before);
+
+    // Nothing was stored, sent or moved: no event, no ledger row, no poller checkpoint.
+    let rows: i64 = pincapi::outbox::sqlite::count_states(&app.db)
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(rows, 0);
+    let (_, ledger) = app.get("/admin/shopify/ledger", Some(ADMIN_KEY)).await;
+    let ledger: Value = serde_json::from_str(&ledger).unwrap();
+    assert_eq!(ledger["orders"], json!([]));
+    let store = SqliteOutbox::open(&app.db, Synchronous::Normal).unwrap();
+    assert_eq!(store.shopify_checkpoint(SHOP).await.unwrap(), None);
+    let sandbox = app.stop().await;
+    assert!(sandbox.sandbox.requests().is_empty());
+    assert!(sandbox.events().is_empty());
+}
