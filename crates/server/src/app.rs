@@ -35,6 +35,8 @@ pub struct AppState {
     pub accounts: Arc<HashSet<String>>,
     /// Where `POST /v1/events` goes: the first configured account.
     pub default_account: Option<String>,
+    /// The queue's depth and whether ingest sheds load.
+    pub backpressure: Arc<crate::backpressure::Backpressure>,
 }
 
 /// The assembled gateway.
@@ -76,7 +78,12 @@ impl App {
             config.ingest.max_event_age_secs,
             &accounts,
         ));
+        let backpressure = Arc::new(crate::backpressure::Backpressure::new(
+            config.ingest.max_queue_depth,
+            config.ingest.shed_retry_after_secs,
+        ));
         let state = AppState {
+            backpressure,
             default_account: accounts.first().map(|a| a.id.clone()),
             accounts: Arc::new(accounts.into_iter().map(|a| a.id).collect()),
             config: Arc::new(config),
@@ -125,7 +132,18 @@ impl App {
     ) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let mut workers = self.state.delivery.spawn(stopped.clone());
-        workers.extend(crate::shopify::spawn_background(&self.state, stopped));
+        workers.extend(crate::shopify::spawn_background(
+            &self.state,
+            stopped.clone(),
+        ));
+        workers.push(tokio::spawn(crate::backpressure::run(
+            self.state.clone(),
+            stopped.clone(),
+        )));
+        workers.push(tokio::spawn(crate::retention::run(
+            self.state.clone(),
+            stopped,
+        )));
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");

@@ -149,6 +149,14 @@ pub struct IngestConfig {
     /// When it arrives the event is sent at once. Seconds; 600 (10 minutes) stays far inside
     /// Pinterest's one-hour real-time limit.
     pub browser_purchase_hold_secs: u64,
+    // --- Back-pressure (see `crate::backpressure`) ---
+    /// Pending events (across every ad account) at which ingest answers 503 with
+    /// `Retry-After` instead of storing more; 0 = never. 1,000,000 is about 1.5 GB of store
+    /// (1.3–1.6 KB per event measured with the sizing run) and, at a 1,000-store Black-Friday
+    /// peak, about an hour of traffic waiting for Pinterest.
+    pub max_queue_depth: u64,
+    /// `Retry-After` of those 503s, seconds.
+    pub shed_retry_after_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -159,6 +167,8 @@ impl Default for IngestConfig {
             max_event_age_secs: pincapi_core::ingest::TimeWindow::DEFAULT_MAX_AGE,
             merge_window_secs: 60,
             browser_purchase_hold_secs: 600,
+            max_queue_depth: 1_000_000,
+            shed_retry_after_secs: 30,
         }
     }
 }
@@ -214,6 +224,7 @@ pub struct Config {
     pub allowed_origins: Option<String>,
     pub shopify: crate::shopify::config::ShopifyConfig,
     pub browser: crate::browser::config::BrowserConfig,
+    pub retention: crate::retention::RetentionConfig,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -242,6 +253,7 @@ impl Default for Config {
             allowed_origins: None,
             shopify: Default::default(),
             browser: Default::default(),
+            retention: Default::default(),
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }
@@ -350,6 +362,10 @@ impl Config {
             bail!("log_format: must be text or json");
         }
         crate::shopify::config::ShopifyConfig::validate(self)?;
+        if !(1..=3600).contains(&self.ingest.shed_retry_after_secs) {
+            bail!("ingest.shed_retry_after_secs: must be 1..=3600");
+        }
+        crate::retention::RetentionConfig::validate(self)?;
         Ok(())
     }
 

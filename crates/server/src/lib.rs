@@ -2,6 +2,7 @@
 //! sandbox, and the command line.
 
 pub mod app;
+pub mod backpressure;
 pub mod bench;
 pub mod browser;
 pub mod check;
@@ -11,6 +12,7 @@ pub mod demo;
 pub mod metrics;
 pub mod outbox;
 pub mod pinterest_client;
+pub mod retention;
 pub mod routes;
 pub mod sandbox;
 pub mod shopify;

@@ -80,6 +80,15 @@ enum Command {
     },
     /// Measure ingest and delivery throughput on this machine.
     Bench(pincapi::bench::BenchArgs),
+    /// Delete delivered and dropped events older than retention.delivered_days (`serve` does
+    /// it hourly; this is for cron or a one-off clean-up).
+    Purge {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
     Tag(pincapi::browser::check::TagArgs),
     /// Shopify tools: the custom pixel, a backfill from the Admin API, a local Admin API stand-in.
@@ -191,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pincapi::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Purge { config, dry_run } => purge(config, dry_run).await,
         Command::Tag(args) => pincapi::browser::check::run(args).await,
         Command::Shopify { command } => {
             pincapi::shopify::cli::run(command, shutdown_signal()).await
@@ -301,6 +311,48 @@ async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode
             let n = outbox.drop_dead(selection(ids, all)?).await?;
             println!("{n} dead letters dropped");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// --- Retention and back-pressure ---
+
+/// The store for an operator command, opened from the same settings as `serve`.
+fn open_cli_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn Outbox>> {
+    match config.store_url()? {
+        StoreUrl::Sqlite(path) => {
+            if !path.exists() {
+                anyhow::bail!("store: {} does not exist", path.display());
+            }
+            Ok(std::sync::Arc::new(SqliteOutbox::open(
+                &path,
+                config.sqlite_synchronous,
+            )?))
+        }
+    }
+}
+
+async fn purge(c: ConfigArg, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let config = config::load(c.config.as_deref())?;
+    config.validate(false)?;
+    let r = &config.retention;
+    let Some(before) = r.cutoff(pincapi::delivery::now_ms()) else {
+        println!("retention.delivered_days is 0: events are kept for ever, nothing to purge");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let outbox = open_cli_store(&config)?;
+    if dry_run {
+        let n = outbox.count_purgeable(before).await?;
+        println!(
+            "{n} delivered or dropped events are older than {} days and would be deleted",
+            r.delivered_days
+        );
+    } else {
+        let n = pincapi::retention::purge(&*outbox, None, before, r.purge_batch).await?;
+        println!(
+            "{n} delivered or dropped events older than {} days deleted",
+            r.delivered_days
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@ mod browser;
 mod cli;
 mod gateway;
 mod helpers;
+mod load;
 mod outbox;
 mod restart;
 mod sandbox;
