@@ -151,9 +151,10 @@ pub struct IngestConfig {
     pub browser_purchase_hold_secs: u64,
     // --- Back-pressure (see `crate::backpressure`) ---
     /// Pending events (across every ad account) at which ingest answers 503 with
-    /// `Retry-After` instead of storing more; 0 = never. 1,000,000 is about 1.5 GB of store
-    /// (1.3–1.6 KB per event measured with the sizing run) and, at a 1,000-store Black-Friday
-    /// peak, about an hour of traffic waiting for Pinterest.
+    /// `Retry-After` instead of storing more; 0 = never. 1,000,000 is at most about 1 GB of
+    /// store (0.7–1 KB per event of a shop's traffic mix, measured by `scripts/sizing`): safe
+    /// on a small server, and many hours of a single shop's traffic. See the README's Sizing
+    /// for when an agency should raise it.
     pub max_queue_depth: u64,
     /// `Retry-After` of those 503s, seconds.
     pub shed_retry_after_secs: u64,
