@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// its growth is measured); repeat to compare. Default: SQLite in a temporary directory.
     #[arg(long = "store")]
     pub stores: Vec<String>,
+    /// Ad accounts the sustained traffic is spread over (an agency's stores each have their
+    /// own; each account has its own call budget at Pinterest).
+    #[arg(long, default_value_t = 10)]
+    pub accounts: u32,
     /// Also write the report to this file.
     #[arg(long)]
     pub output: Option<std::path::PathBuf>,
@@ -289,15 +293,15 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
 
 /// The floor: the smallest useful axum handler that reads the body and answers 202 JSON.
 fn floor_router() -> Router {
-    Router::new().route(
-        "/v1/events",
-        post(|body: axum::body::Bytes| async move {
-            (
-                axum::http::StatusCode::ACCEPTED,
-                axum::Json(serde_json::json!({"accepted": usize::from(!body.is_empty())})),
-            )
-        }),
-    )
+    let answer = |body: axum::body::Bytes| async move {
+        (
+            axum::http::StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"accepted": usize::from(!body.is_empty())})),
+        )
+    };
+    Router::new()
+        .route("/v1/events", post(answer))
+        .route("/v1/ad_accounts/{ad_account_id}/events", post(answer))
 }
 
 /// Drives `next()` requests from `concurrency` clients for `duration`.

@@ -266,3 +266,45 @@ async fn pincapi_purge_deletes_delivered_events_past_retention_and_dry_run_only_
     assert!(done.contains("deleted"), "{done}");
     assert_eq!(count_states(&db).unwrap(), [("pending".to_owned(), 1)]);
 }
+
+#[test]
+fn the_sustained_bench_reports_the_floor_and_each_store_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("sizing.md");
+    let store = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_pincapi"))
+        .args(["bench", "--duration", "2s", "--concurrency", "4"])
+        .args(["--store", &store, "--store", "mysql://localhost/pincapi"])
+        .arg("--output")
+        .arg(&table)
+        .env_clear()
+        .output()
+        .unwrap();
+    // A store that cannot be opened is reported in the table and fails the run.
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("legs not measured"), "{stderr}");
+    let text = std::fs::read_to_string(&table).unwrap();
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("no {name} row in\n{text}"))
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let floor = row("floor: minimal axum server");
+    let sqlite = row("gateway on SQLite");
+    assert_eq!(floor.len(), 13, "{text}");
+    assert_eq!(sqlite.len(), 13, "{text}");
+    // Everything sent was accepted, and the store grew.
+    let ingested: f64 = sqlite[1].parse().unwrap();
+    assert!(ingested > 0.0, "{text}");
+    assert_eq!(sqlite[12], "0", "errors\n{text}");
+    let growth: f64 = sqlite[11].parse().unwrap();
+    assert!(growth > 0.0, "{text}");
+    let unknown = row("gateway on an unknown store");
+    assert!(unknown[1].starts_with("not measured: store:"), "{text}");
+}
