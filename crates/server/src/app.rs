@@ -37,6 +37,8 @@ pub struct AppState {
     pub default_account: Option<String>,
     /// The quality report's Shopify order census, kept a few minutes.
     pub census: Arc<crate::shopify::census::CensusCache>,
+    /// The queue's depth and whether ingest sheds load.
+    pub backpressure: Arc<crate::backpressure::Backpressure>,
 }
 
 /// The assembled gateway.
@@ -83,7 +85,12 @@ impl App {
             &config,
             crate::shopify::census::CACHE_TTL,
         ));
+        let backpressure = Arc::new(crate::backpressure::Backpressure::new(
+            config.ingest.max_queue_depth,
+            config.ingest.shed_retry_after_secs,
+        ));
         let state = AppState {
+            backpressure,
             census,
             default_account: accounts.first().map(|a| a.id.clone()),
             accounts: Arc::new(accounts.into_iter().map(|a| a.id).collect()),
@@ -144,7 +151,18 @@ impl App {
             &self.state,
             stopped.clone(),
         ));
-        workers.extend(crate::audiences::spawn_background(&self.state, stopped));
+        workers.extend(crate::audiences::spawn_background(
+            &self.state,
+            stopped.clone(),
+        ));
+        workers.push(tokio::spawn(crate::backpressure::run(
+            self.state.clone(),
+            stopped.clone(),
+        )));
+        workers.push(tokio::spawn(crate::retention::run(
+            self.state.clone(),
+            stopped,
+        )));
         let router = self.router();
         let addr = listener.local_addr()?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");

@@ -6,6 +6,11 @@
 //! router, real SQLite outbox with `synchronous = FULL`, real delivery workers), the
 //! Pinterest sandbox (recording off) and the load generator. The same load generator and
 //! concurrency drive the floor and the gateway.
+//!
+//! `--duration 180s` runs the sustained mode instead ([`sustained`]): ingest and delivery
+//! together for minutes on each `--store`, for sizing.
+
+pub mod sustained;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +46,35 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Sustained mode: ingest and delivery together for this long on each store (`180s`,
+    /// `3m`), side by side with the floor for as long.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// A store for the sustained mode, `sqlite://PATH` or `postgres://...` (a fresh database:
+    /// its growth is measured); repeat to compare. Default: SQLite in a temporary directory.
+    #[arg(long = "store")]
+    pub stores: Vec<String>,
+    /// Ad accounts the sustained traffic is spread over (an agency's stores each have their
+    /// own; each account has its own call budget at Pinterest).
+    #[arg(long, default_value_t = 10)]
+    pub accounts: u32,
+    /// Also write the report to this file.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// `180`, `180s`, `3m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = match s.strip_suffix('m') {
+        Some(d) => (d, 60),
+        None => (s.strip_suffix('s').unwrap_or(s), 1),
+    };
+    match digits.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n * unit)),
+        _ => Err(format!(
+            "{s:?} is not a duration: use seconds (180s) or minutes (3m)"
+        )),
+    }
 }
 
 /// `--synchronous`.
@@ -80,6 +114,9 @@ const KEY: &str = "bench-key";
 
 /// Runs the benchmark and prints the report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(duration) = args.duration {
+        return sustained::run(&args, duration).await;
+    }
     let report = measure(&args).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -94,17 +131,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     let dir = tempdir()?;
     let (stop, stopped) = watch::channel(false);
 
-    // The floor: the smallest useful axum handler that reads the body and answers 202 JSON.
-    let floor = Router::new().route(
-        "/v1/events",
-        post(|body: axum::body::Bytes| async move {
-            (
-                axum::http::StatusCode::ACCEPTED,
-                axum::Json(serde_json::json!({"accepted": usize::from(!body.is_empty())})),
-            )
-        }),
-    );
-    let floor_addr = serve(floor, stopped.clone()).await?;
+    let floor_addr = serve(floor_router(), stopped.clone()).await?;
 
     let sandbox = Sandbox::new(SandboxOptions {
         record_requests: false,
@@ -262,6 +289,19 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     };
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)
+}
+
+/// The floor: the smallest useful axum handler that reads the body and answers 202 JSON.
+fn floor_router() -> Router {
+    let answer = |body: axum::body::Bytes| async move {
+        (
+            axum::http::StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"accepted": usize::from(!body.is_empty())})),
+        )
+    };
+    Router::new()
+        .route("/v1/events", post(answer))
+        .route("/v1/ad_accounts/{ad_account_id}/events", post(answer))
 }
 
 /// Drives `next()` requests from `concurrency` clients for `duration`.

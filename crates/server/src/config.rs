@@ -149,6 +149,15 @@ pub struct IngestConfig {
     /// When it arrives the event is sent at once. Seconds; 600 (10 minutes) stays far inside
     /// Pinterest's one-hour real-time limit.
     pub browser_purchase_hold_secs: u64,
+    // --- Back-pressure (see `crate::backpressure`) ---
+    /// Pending events (across every ad account) at which ingest answers 503 with
+    /// `Retry-After` instead of storing more; 0 = never. 1,000,000 is at most about 1 GB of
+    /// store (0.7–1 KB per event of a shop's traffic mix, measured by `scripts/sizing`): safe
+    /// on a small server, and many hours of a single shop's traffic. See the README's Sizing
+    /// for when an agency should raise it.
+    pub max_queue_depth: u64,
+    /// `Retry-After` of those 503s, seconds.
+    pub shed_retry_after_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -159,6 +168,8 @@ impl Default for IngestConfig {
             max_event_age_secs: pincapi_core::ingest::TimeWindow::DEFAULT_MAX_AGE,
             merge_window_secs: 60,
             browser_purchase_hold_secs: 600,
+            max_queue_depth: 1_000_000,
+            shed_retry_after_secs: 30,
         }
     }
 }
@@ -219,6 +230,7 @@ pub struct Config {
     pub postgres: crate::outbox::postgres::PostgresConfig,
     pub quality: crate::quality::config::QualityConfig,
     pub audiences: crate::audiences::config::AudiencesConfig,
+    pub retention: crate::retention::RetentionConfig,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -250,6 +262,7 @@ impl Default for Config {
             postgres: Default::default(),
             quality: Default::default(),
             audiences: Default::default(),
+            retention: Default::default(),
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }
@@ -376,6 +389,10 @@ impl Config {
         crate::outbox::postgres::PostgresConfig::validate(self)?;
         self.quality.validate()?;
         self.audiences.validate()?;
+        if !(1..=3600).contains(&self.ingest.shed_retry_after_secs) {
+            bail!("ingest.shed_retry_after_secs: must be 1..=3600");
+        }
+        crate::retention::RetentionConfig::validate(self)?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod audiences;
+pub mod backpressure;
 pub mod bench;
 pub mod browser;
 pub mod check;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod pinterest_client;
 pub mod quality;
+pub mod retention;
 pub mod routes;
 pub mod sandbox;
 pub mod shopify;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use pincapi::config::{self, Config, StoreUrl};
+use pincapi::config::{self, Config};
 use pincapi::outbox::Selection;
-use pincapi::outbox::open::{Opener, open_store};
+use pincapi::outbox::open::{Opener, open_existing_store, open_store};
 use pincapi::sandbox::{Sandbox, SandboxOptions};
 use pincapi_core::normalize::{self, HashedField};
 
@@ -96,6 +96,15 @@ enum Command {
     },
     /// Measure ingest and delivery throughput on this machine.
     Bench(pincapi::bench::BenchArgs),
+    /// Delete delivered and dropped events older than retention.delivered_days (`serve` does
+    /// it hourly; this is for cron or a one-off clean-up).
+    Purge {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
     Tag(pincapi::browser::check::TagArgs),
     /// Shopify tools: the custom pixel, a backfill from the Admin API, a local Admin API stand-in.
@@ -245,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pincapi::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Purge { config, dry_run } => purge(config, dry_run).await,
         Command::Tag(args) => pincapi::browser::check::run(args).await,
         Command::Shopify { command } => {
             pincapi::shopify::cli::run(command, shutdown_signal()).await
@@ -319,12 +329,7 @@ async fn check_config(c: ConfigArg, offline: bool) -> anyhow::Result<ExitCode> {
 
 async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode> {
     let config = config::load(c.config.as_deref())?;
-    if let StoreUrl::Sqlite(path) = config.store_url()?
-        && !path.exists()
-    {
-        anyhow::bail!("store: {} does not exist", path.display());
-    }
-    let outbox = open_store(&config, Opener::Tool).await?.outbox;
+    let outbox = open_existing_store(&config).await?;
     // clap already refuses --id together with --all.
     let selection = |ids: Vec<i64>, all: bool| -> anyhow::Result<Selection> {
         Selection::from_parts(all, ids)
@@ -374,14 +379,9 @@ async fn report(
 ) -> anyhow::Result<ExitCode> {
     use pincapi::quality::report;
     let config = config::load(c.config.as_deref())?;
-    if let StoreUrl::Sqlite(path) = config.store_url()?
-        && !path.exists()
-    {
-        anyhow::bail!("store: {} does not exist", path.display());
-    }
     let now = pincapi::delivery::now_ms();
     let since = report::parse_since(since, now / 1000).map_err(anyhow::Error::msg)?;
-    let outbox = open_store(&config, Opener::Tool).await?.outbox;
+    let outbox = open_existing_store(&config).await?;
     let eqs = !config.pinterest_oauth_token.is_empty();
     // A fresh order census of the shops with Admin API access (nothing kept between runs).
     let since = report::day_start(since);
@@ -411,6 +411,33 @@ async fn report(
             );
         }
         return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// --- Retention ---
+
+async fn purge(c: ConfigArg, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let config = config::load(c.config.as_deref())?;
+    config.validate(false)?;
+    let r = &config.retention;
+    let Some(before) = r.cutoff(pincapi::delivery::now_ms()) else {
+        println!("retention.delivered_days is 0: events are kept for ever, nothing to purge");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let outbox = open_existing_store(&config).await?;
+    if dry_run {
+        let n = outbox.count_purgeable(before).await?;
+        println!(
+            "{n} delivered or dropped events are older than {} days and would be deleted",
+            r.delivered_days
+        );
+    } else {
+        let n = pincapi::retention::purge(&*outbox, None, before, r.purge_batch).await?;
+        println!(
+            "{n} delivered or dropped events older than {} days deleted",
+            r.delivered_days
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -96,6 +96,27 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Browser collector requests refused before mapping, by reason (origin, rate_limited, too_large, content_type).",
     },
+    // --- Retention and back-pressure ---
+    Family {
+        name: "pincapi_ingest_shed_total",
+        kind: "counter",
+        help: "Requests refused with 503 because the queue was at ingest.max_queue_depth, by route.",
+    },
+    Family {
+        name: "pincapi_queue_limit",
+        kind: "gauge",
+        help: "ingest.max_queue_depth: pending events at which ingest sheds load (0 = never).",
+    },
+    Family {
+        name: "pincapi_ingest_shedding",
+        kind: "gauge",
+        help: "1 while ingest refuses new events because the queue is at its limit.",
+    },
+    Family {
+        name: "pincapi_events_purged_total",
+        kind: "counter",
+        help: "Delivered and dropped events deleted after retention.delivered_days.",
+    },
     Family {
         name: "pincapi_alert_active",
         kind: "gauge",

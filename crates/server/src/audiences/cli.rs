@@ -7,11 +7,10 @@ use clap::{Args, Subcommand};
 use pincapi_core::audience::IdKind;
 use pincapi_core::normalize::{self, HashedField};
 
-use crate::config::{self, Config, StoreUrl};
+use crate::config;
 use crate::delivery::now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::SharedOutbox;
-use crate::outbox::open::{Opener, open_store};
+use crate::outbox::open::open_existing_store;
 
 /// `pincapi audiences ...`.
 #[derive(Debug, Subcommand)]
@@ -50,7 +49,7 @@ pub async fn audiences(
 ) -> anyhow::Result<ExitCode> {
     let config = config::load(config_file)?;
     config.validate(false)?;
-    let outbox = open(&config).await?;
+    let outbox = open_existing_store(&config).await?;
     match cmd {
         AudiencesCommand::Preview { json } => {
             let rows = super::preview(&config, &outbox).await?;
@@ -140,7 +139,7 @@ pub async fn forget(
             }
         )
     })?;
-    let outbox = open(&config).await?;
+    let outbox = open_existing_store(&config).await?;
     let report = outbox.forget_member(kind, hash.as_str(), now_ms()).await?;
     println!(
         "forgot {} {}: facts deleted in {} ad account(s), taken out of {} stored event(s), {} \
@@ -152,14 +151,4 @@ pub async fn forget(
         report.events_dropped
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Opens the store `serve` uses (SQLite or PostgreSQL); an embedded store must exist.
-async fn open(config: &Config) -> anyhow::Result<SharedOutbox> {
-    if let StoreUrl::Sqlite(path) = config.store_url()?
-        && !path.exists()
-    {
-        bail!("store: {} does not exist", path.display());
-    }
-    Ok(open_store(config, Opener::Tool).await?.outbox)
 }

@@ -33,6 +33,7 @@ use serde_json::json;
 
 use super::config::{BrowserConfig, canonical};
 use crate::app::AppState;
+use crate::backpressure::Shed;
 use crate::delivery::now_ms;
 use crate::outbox::{Enqueued, NewEvent, Source};
 
@@ -171,7 +172,20 @@ pub async fn collect(
             (StatusCode::ACCEPTED, Json(resp)).into_response(),
             cors.as_ref(),
         ),
-        Err(e) => e.into_response_with(cors.as_ref()),
+        Err(e) => {
+            let shed = e.code == Shed::CODE;
+            let resp = e.into_response_with(cors.as_ref());
+            if shed {
+                let mut resp = resp;
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(state.backpressure.retry_after_secs()),
+                );
+                resp
+            } else {
+                resp
+            }
+        }
     }
 }
 
@@ -261,6 +275,17 @@ async fn store(
         CollectSource::TagMirror => Source::TagMirror,
     };
     let event = collected.event;
+    // Over ingest.max_queue_depth only purchases are stored: a beacon is never retried, and a
+    // purchase is the costliest event to lose (see `crate::backpressure`).
+    if event.event_name != EventName::Checkout
+        && let Err(shed) = state.backpressure.admit(&state.metrics, "/collect")
+    {
+        return Err(CollectError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Shed::CODE,
+            shed.message(),
+        ));
+    }
     // Only purchases have a server-side twin (the Shopify order webhook) worth waiting for;
     // Shopify's carts/* webhooks carry no buyer, so other browser events go out at once.
     let ingest = &state.config.ingest;

@@ -441,6 +441,27 @@ pub trait Outbox: Send + Sync + fmt::Debug {
         ad_account_id: String,
         order_ids: Vec<String>,
     ) -> Result<Vec<CensusLookup>, StoreError>;
+
+    // --- Retention and back-pressure ---
+
+    /// How many events are pending across every ad account (due, held, leased or waiting for
+    /// a retry). Back-pressure polls it about once a second, so it must stay cheap.
+    async fn pending_count(&self) -> Result<u64, StoreError>;
+
+    /// Deletes, with their payloads, up to `limit` events that are finished and older than
+    /// `before_ms`, lowest id first: `delivered` ones sent before it, and `dropped` ones
+    /// received and last scheduled before it (a drop records no time of its own). Pending and
+    /// dead events are never deleted. Returns how many were deleted; a caller purging
+    /// everything calls again until it gets less than `limit`, so no call holds the store
+    /// long.
+    async fn purge_settled(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError>;
+
+    /// How many events [`Outbox::purge_settled`] would delete for `before_ms`, in all.
+    async fn count_purgeable(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Bytes the store takes on disk (SQLite: the database file and its WAL; PostgreSQL: the
+    /// database's size), for sizing.
+    async fn storage_bytes(&self) -> Result<u64, StoreError>;
 }
 
 // --- Multi-instance ---

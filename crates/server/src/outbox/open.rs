@@ -65,3 +65,15 @@ pub async fn open_store(config: &Config, opener: Opener) -> anyhow::Result<Opene
         }
     }
 }
+
+/// The store for an operator command working on what a gateway stored (`deadletter`,
+/// `report`, `purge`, `audiences`, `forget`, ...): an embedded store must already exist, so a
+/// mistyped path is an error instead of a new, empty database.
+pub async fn open_existing_store(config: &Config) -> anyhow::Result<SharedOutbox> {
+    if let StoreUrl::Sqlite(path) = config.store_url()?
+        && !path.exists()
+    {
+        anyhow::bail!("store: {} does not exist", path.display());
+    }
+    Ok(open_store(config, Opener::Tool).await?.outbox)
+}

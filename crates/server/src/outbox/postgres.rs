@@ -63,6 +63,11 @@ const RETRIES: u32 = 4;
 /// hash of the shop's domain.
 const POLLER_LOCK: i32 = 0x73_68_6f_70;
 
+/// The events [`Outbox::purge_settled`] deletes, with the cutoff (Unix ms) as `$1`: the same
+/// rule as SQLite's.
+const PURGEABLE: &str = "((state = 'delivered' AND sent_at < $1)
+     OR (state = 'dropped' AND received_at < $1 AND next_attempt_at < $1))";
+
 /// First key of the advisory locks of audience syncs ("audi" in ASCII); the second is a hash
 /// of the ad account id.
 const AUDIENCE_SYNC_LOCK: i32 = 0x61_75_64_69;
@@ -951,6 +956,53 @@ impl Outbox for PostgresOutbox {
                 browser_seen: r.get(3),
             })
             .collect())
+    }
+
+    // --- Retention and back-pressure ---
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        // Answered from the partial index `events_due`, which holds only pending events.
+        let rows = self
+            .query("SELECT count(*) FROM events WHERE state = 'pending'", &[])
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+
+    async fn purge_settled(&self, before_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        // One statement, so it is atomic on its own: up to `limit` finished events, skipping
+        // rows another instance holds (it may be purging them too), lose their payloads and go.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                &format!(
+                    "WITH doomed AS (
+                         SELECT id FROM events WHERE {PURGEABLE}
+                         ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED),
+                     payloads_gone AS (
+                         DELETE FROM payloads WHERE id IN (SELECT id FROM doomed))
+                     DELETE FROM events WHERE id IN (SELECT id FROM doomed) RETURNING id"
+                ),
+                &[&before_ms, &limit],
+            )
+            .await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn count_purgeable(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let rows = self
+            .query(
+                &format!("SELECT count(*) FROM events WHERE {PURGEABLE}"),
+                &[&before_ms],
+            )
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
+    }
+
+    async fn storage_bytes(&self) -> Result<u64, StoreError> {
+        let rows = self
+            .query("SELECT pg_database_size(current_database())", &[])
+            .await?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)).max(0) as u64)
     }
 }
 

@@ -8,9 +8,20 @@ use serde_json::json;
 
 use crate::app::AppState;
 
-/// The process is up.
-pub async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// The process is up. `ingest` says whether it accepts events or sheds load.
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    Json(json!({"status": "ok", "ingest": ingest_state(&state)}))
+}
+
+/// `accepting`, or `shedding` while the queue is at `ingest.max_queue_depth` (new events are
+/// answered 503 with `Retry-After`; delivery goes on). The instance stays ready: every
+/// instance on the same store sheds alike, and a load balancer should pass the 503s on.
+fn ingest_state(state: &AppState) -> &'static str {
+    if state.backpressure.shedding() {
+        "shedding"
+    } else {
+        "accepting"
+    }
 }
 
 /// The process can do its work: the store answers. Lists ad accounts whose delivery is
@@ -29,7 +40,14 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match state.outbox.ping().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "store": "ok", "blocked_accounts": blocked})),
+            Json(json!({
+                "status": "ready",
+                "store": "ok",
+                "blocked_accounts": blocked,
+                "ingest": ingest_state(&state),
+                "queue_depth": state.backpressure.depth(),
+                "max_queue_depth": state.backpressure.limit(),
+            })),
         ),
         Err(e) => {
             tracing::error!(error = %e, "Readiness check failed: store unavailable");

@@ -63,7 +63,7 @@ pub async fn post_default(
             "no Pinterest ad account is configured",
         ));
     };
-    ingest(&state, &headers, &account, &body).await
+    ingest(&state, &headers, &account, &body, "/v1/events").await
 }
 
 /// `POST /v1/ad_accounts/{id}/events`: to a named configured ad account.
@@ -85,7 +85,14 @@ pub async fn post_account(
             "this ad account is not configured in the gateway",
         ));
     }
-    ingest(&state, &headers, &account, &body).await
+    ingest(
+        &state,
+        &headers,
+        &account,
+        &body,
+        "/v1/ad_accounts/{ad_account_id}/events",
+    )
+    .await
 }
 
 async fn ingest(
@@ -93,9 +100,14 @@ async fn ingest(
     headers: &HeaderMap,
     account: &str,
     body: &[u8],
+    route: &'static str,
 ) -> Result<Response, ApiError> {
     if !bearer_matches(headers, &state.config.api_key) {
         return Err(ApiError::unauthorized());
+    }
+    // Over ingest.max_queue_depth: refuse before any work; nothing of the request is stored.
+    if let Err(shed) = state.backpressure.admit(&state.metrics, route) {
+        return Ok(shed.into_response());
     }
     let raw_events = split_events(body)?;
     let window = TimeWindow {

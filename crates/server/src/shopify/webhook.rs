@@ -61,6 +61,15 @@ pub struct WebhookAnswer {
 
 /// `POST /webhooks/shopify`.
 pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    // Over ingest.max_queue_depth: refuse before reading the body. Shopify retries a 503
+    // delivery with the same body and webhook id, and the poller finds the order meanwhile.
+    if let Err(shed) = state
+        .backpressure
+        .admit(&state.metrics, "/webhooks/shopify")
+    {
+        tracing::info!("Refused a Shopify webhook while shedding load; Shopify will retry");
+        return shed.into_response();
+    }
     let topic_label = header(&headers, "topic")
         .and_then(Topic::parse)
         .map_or("unknown", Topic::as_str);

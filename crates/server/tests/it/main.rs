@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod gateway;
 mod helpers;
+mod load;
 mod multi_instance;
 mod outbox;
 mod pg;

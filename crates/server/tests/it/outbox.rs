@@ -1295,6 +1295,113 @@ async fn the_census_lookup_reports_ledger_purchase_state_and_browser_sight(o: Sh
     );
 }
 
+// --- Retention and back-pressure ---
+
+async fn pending_count_counts_every_event_not_yet_finished(o: SharedOutbox) {
+    assert_eq!(o.pending_count().await.unwrap(), 0);
+    let mut held = event("held", 0);
+    held.hold_ms = 60_000;
+    o.enqueue(vec![event("a", 0), event("b", 0), held])
+        .await
+        .unwrap();
+    // Due, leased and held events all wait to be delivered.
+    let claimed = o.claim("1", 10, 100, 1000).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(o.pending_count().await.unwrap(), 3);
+    o.settle(
+        claimed[0].lease_until,
+        vec![
+            Settlement::Delivered {
+                id: claimed[0].id,
+                sent_at_ms: 150,
+                warning: None,
+            },
+            Settlement::Dead {
+                id: claimed[1].id,
+                reason: "x".into(),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.pending_count().await.unwrap(), 1);
+}
+
+async fn purge_deletes_only_finished_events_past_the_cutoff(o: SharedOutbox) {
+    let ids = ["old-sent", "new-sent", "dead", "waiting", "dropped"];
+    o.enqueue(ids.iter().map(|id| event(id, 0)).collect())
+        .await
+        .unwrap();
+    let c = o.claim("1", 10, 100, 1000).await.unwrap();
+    let id_of = |name: &str| c.iter().find(|e| e.event_id == name).unwrap().id;
+    o.settle(
+        1100,
+        vec![
+            Settlement::Delivered {
+                id: id_of("old-sent"),
+                sent_at_ms: 150,
+                warning: None,
+            },
+            Settlement::Delivered {
+                id: id_of("new-sent"),
+                sent_at_ms: 5000,
+                warning: None,
+            },
+            Settlement::Dead {
+                id: id_of("dead"),
+                reason: "x".into(),
+            },
+            Settlement::Retry {
+                id: id_of("waiting"),
+                next_attempt_at_ms: 10,
+                error: "503".into(),
+                counted: true,
+            },
+            Settlement::Dead {
+                id: id_of("dropped"),
+                reason: "y".into(),
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        o.drop_dead(Selection::Ids(vec![id_of("dropped")]))
+            .await
+            .unwrap(),
+        1
+    );
+    // Its last schedule (the lease end, 1100) is what a drop is aged by.
+    assert_eq!(o.count_purgeable(1100).await.unwrap(), 1);
+    assert_eq!(o.count_purgeable(2000).await.unwrap(), 2);
+    // Bounded batches: one at a time, then the rest, then nothing.
+    assert_eq!(o.purge_settled(2000, 1).await.unwrap(), 1);
+    assert_eq!(o.purge_settled(2000, 10).await.unwrap(), 1);
+    assert_eq!(o.purge_settled(2000, 10).await.unwrap(), 0);
+    assert_eq!(o.count_purgeable(2000).await.unwrap(), 0);
+    // Pending and dead events stay whatever their age; so does what was sent after the cutoff.
+    assert_eq!(o.pending_count().await.unwrap(), 1);
+    let dead = o.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event_id, "dead");
+    assert_eq!(o.count_purgeable(i64::MAX).await.unwrap(), 1);
+    assert_eq!(
+        o.enqueue(vec![event("new-sent", 0), event("waiting", 0)])
+            .await
+            .unwrap(),
+        vec![Enqueued::Duplicate, Enqueued::Merged]
+    );
+    // A purged event is forgotten, payload and all: its event_id is new again.
+    assert_eq!(
+        o.enqueue(vec![event("old-sent", 0)]).await.unwrap(),
+        vec![Enqueued::Accepted]
+    );
+    let again = o.claim("1", 10, 20_000, 1000).await.unwrap();
+    let fresh = again.iter().find(|e| e.event_id == "old-sent").unwrap();
+    assert!(fresh.payload.contains("\"old-sent\""), "{}", fresh.payload);
+    assert!(o.storage_bytes().await.unwrap() > 0);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite_contract {
@@ -1342,6 +1449,8 @@ contract!(
     a_forgotten_member_is_suppressed_and_scrubbed_from_events,
     sync_state_keeps_ids_statuses_and_synced_members,
     the_census_lookup_reports_ledger_purchase_state_and_browser_sight,
+    pending_count_counts_every_event_not_yet_finished,
+    purge_deletes_only_finished_events_past_the_cutoff,
     concurrent_scans_of_the_same_events_agree,
     the_audience_sync_lock_is_granted,
 );
