@@ -57,6 +57,13 @@ impl CallBudget {
             Err(self.calls.front().map_or(now_ms, |t| t + 60_000))
         }
     }
+
+    /// Returns an unused slot taken at `taken_at_ms`.
+    fn give_back(&mut self, taken_at_ms: i64) {
+        if let Some(i) = self.calls.iter().rposition(|t| *t == taken_at_ms) {
+            self.calls.remove(i);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -217,13 +224,27 @@ impl Delivery {
         if account.paused_until.load(Ordering::Relaxed) > now {
             return Ok(round);
         }
+        // The call slot is taken before the claim: when the budget runs short, the loop waits
+        // here while events pile up, and the claim after the wait takes a fuller batch. (Taken
+        // after the claim, a slot would carry whatever small batch was due before the wait, and
+        // a busy account would stall at its call limit with small requests.)
+        let mut slot = self.wait_for_budget(account).await;
+        let now = now_ms();
         let lease = self.config.lease_secs as i64 * 1000;
-        let claimed = self
+        let claimed = match self
             .outbox
             .claim(&account.id, self.config.batch_size, now, lease)
-            .await?;
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                self.give_back(account, slot);
+                return Err(e);
+            }
+        };
         round.claimed = claimed.len();
         let Some(lease_until) = claimed.first().map(|c| c.lease_until) else {
+            self.give_back(account, slot);
             return Ok(round);
         };
         let mut tally = Tally::default();
@@ -253,10 +274,19 @@ impl Delivery {
             sendable.into_iter().partition(|e| e.test || account.test);
         for (group, is_test) in [(live, false), (test, true)] {
             if !group.is_empty() {
-                self.send_group(account, group, is_test, lease_until, &mut round, &mut tally)
-                    .await?;
+                self.send_group(
+                    account,
+                    group,
+                    is_test,
+                    lease_until,
+                    &mut slot,
+                    &mut round,
+                    &mut tally,
+                )
+                .await?;
             }
         }
+        self.give_back(account, slot);
         tally.flush(&self.metrics, &account.id);
         Ok(round)
     }
@@ -271,6 +301,7 @@ impl Delivery {
         group: Vec<ClaimedEvent>,
         test: bool,
         lease_until: i64,
+        slot: &mut Option<i64>,
         round: &mut Round,
         tally: &mut Tally,
     ) -> Result<(), StoreError> {
@@ -291,7 +322,10 @@ impl Delivery {
                 self.settle(account, lease_until, back).await?;
                 return Ok(());
             }
-            self.wait_for_budget(account).await;
+            // The round's first request uses the slot taken before the claim.
+            if slot.take().is_none() {
+                self.wait_for_budget(account).await;
+            }
             let body = pinterest::batch_body(batch.iter().map(|e| e.payload.as_str()));
             round.requests += 1;
             let outcome = self.send(account, test, body, batch.len()).await;
@@ -556,19 +590,28 @@ impl Delivery {
         Ok(())
     }
 
-    async fn wait_for_budget(&self, account: &Account) {
+    /// Waits for a call slot of the account's budget and takes it; returns when it was taken
+    /// (to give it back unused), or `None` if the budget cannot be read.
+    async fn wait_for_budget(&self, account: &Account) -> Option<i64> {
         loop {
             let now = now_ms();
             let next = match account.budget.lock() {
                 Ok(mut b) => b.take(now),
-                Err(_) => return,
+                Err(_) => return None,
             };
             match next {
-                Ok(()) => return,
+                Ok(()) => return Some(now),
                 Err(at) => {
                     tokio::time::sleep(Duration::from_millis((at - now).max(1) as u64)).await
                 }
             }
+        }
+    }
+
+    /// Returns a call slot the round did not use.
+    fn give_back(&self, account: &Account, slot: Option<i64>) {
+        if let (Some(at), Ok(mut b)) = (slot, account.budget.lock()) {
+            b.give_back(at);
         }
     }
 }
@@ -659,5 +702,20 @@ mod tests {
         assert_eq!(b.take(20), Err(60_000));
         assert!(b.take(60_000).is_ok());
         assert_eq!(b.take(60_001), Err(60_010));
+    }
+
+    #[test]
+    fn a_slot_given_back_is_free_again() {
+        let mut b = CallBudget {
+            limit: 2,
+            calls: VecDeque::new(),
+        };
+        assert!(b.take(0).is_ok());
+        assert!(b.take(10).is_ok());
+        b.give_back(10);
+        assert!(b.take(20).is_ok());
+        // A slot that already left the window is not there to give back: nothing else goes.
+        b.give_back(5);
+        assert_eq!(b.take(30), Err(60_000));
     }
 }

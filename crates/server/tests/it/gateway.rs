@@ -54,6 +54,37 @@ async fn accepted_events_reach_the_sandbox_hashed_and_valid_against_the_strict_s
     }
 }
 
+/// At its call limit, an account sends what waited as one fuller request, not many small ones:
+/// the call slot is taken before the claim, so events pile up while the loop waits for it.
+#[tokio::test]
+async fn an_account_at_its_call_limit_sends_what_waited_in_one_request() {
+    let app = spawn_app_with(SandboxOptions::default(), |c| {
+        c.delivery.max_calls_per_minute = 1;
+    })
+    .await;
+    app.post_events(&checkout("first")).await;
+    app.wait_delivered(1).await;
+    // The minute's only call is spent; these arrive one request at a time meanwhile.
+    for i in 0..200 {
+        let (status, _) = app.post_events(&page_visit(&format!("visit-{i}"))).await;
+        assert_eq!(status, 202);
+    }
+    let sandbox = &app.sandbox.sandbox;
+    wait_for_within(
+        "the waiting events, after the minute",
+        std::time::Duration::from_secs(90),
+        || async { sandbox.events().len() >= 201 },
+    )
+    .await;
+    let sizes: Vec<usize> = sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/events"))
+        .map(|r| r.body["data"].as_array().map_or(0, Vec::len))
+        .collect();
+    assert_eq!(sizes, [1, 200]);
+}
+
 #[tokio::test]
 async fn an_event_id_sent_twice_is_stored_and_delivered_once() {
     let app = spawn_app().await;

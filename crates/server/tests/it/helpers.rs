@@ -185,12 +185,21 @@ impl TestApp {
 
 /// Polls `cond` until it holds; panics after 20 s with `what`. Polling waits for a state,
 /// it never assumes one after a fixed sleep.
-pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+pub async fn wait_for<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    wait_for_within(what, Duration::from_secs(20), cond).await
+}
+
+/// [`wait_for`] with a deadline of its own, for conditions that take Pinterest's minute.
+pub async fn wait_for_within<F, Fut>(what: &str, limit: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if cond().await {
             return;
