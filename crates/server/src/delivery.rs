@@ -37,6 +37,13 @@ pub struct Round {
     pub requests: usize,
 }
 
+/// The claim a group of events is sent under: its lease end, and the call slot taken before
+/// it (for the first request; `None` once used).
+struct Claim<'a> {
+    lease_until: i64,
+    slot: &'a mut Option<i64>,
+}
+
 /// A rolling one-minute call budget: at most `limit` calls in any 60 seconds.
 #[derive(Debug)]
 struct CallBudget {
@@ -274,16 +281,12 @@ impl Delivery {
             sendable.into_iter().partition(|e| e.test || account.test);
         for (group, is_test) in [(live, false), (test, true)] {
             if !group.is_empty() {
-                self.send_group(
-                    account,
-                    group,
-                    is_test,
+                let claim = Claim {
                     lease_until,
-                    &mut slot,
-                    &mut round,
-                    &mut tally,
-                )
-                .await?;
+                    slot: &mut slot,
+                };
+                self.send_group(account, group, is_test, claim, &mut round, &mut tally)
+                    .await?;
             }
         }
         self.give_back(account, slot);
@@ -300,11 +303,11 @@ impl Delivery {
         account: &Account,
         group: Vec<ClaimedEvent>,
         test: bool,
-        lease_until: i64,
-        slot: &mut Option<i64>,
+        claim: Claim<'_>,
         round: &mut Round,
         tally: &mut Tally,
     ) -> Result<(), StoreError> {
+        let Claim { lease_until, slot } = claim;
         let timeout_ms = self.config.request_timeout_secs as i64 * 1000;
         let mut work = VecDeque::from([(group, 0u32)]);
         let mut first_refusal: Option<String> = None;
