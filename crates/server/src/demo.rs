@@ -76,6 +76,9 @@ pub async fn run(
         pinterest_api_base: format!("http://{sandbox_addr}/v5"),
         ad_account_id: Some(DEMO_AD_ACCOUNT.into()),
         pinterest_token: Secret::new("demo-conversion-token"),
+        // The sandbox takes any other token for its Ads API (audiences, customer lists,
+        // Event Quality Score), as an OAuth token with every scope.
+        pinterest_oauth_token: Secret::new("demo-oauth-token"),
         log: "info".into(),
         tag_id: Some(crate::browser::storefront::DEMO_TAG_ID.into()),
         browser: crate::browser::storefront::demo_browser_config(),
@@ -92,6 +95,7 @@ pub async fn run(
         })?;
     let addr = listener.local_addr()?;
     let app = App::build(config).await?;
+    let state = app.state().clone();
     let gateway = {
         let mut rx = stop_rx.clone();
         tokio::spawn(app.run(listener, async move {
@@ -154,13 +158,40 @@ pub async fn run(
         if stats.requests == 1 { "" } else { "s" },
         stats.events_failed
     );
+    // One audience sync over what was delivered, as `serve` runs on its schedule
+    // (`audiences.enabled`): the default segments become customer lists at the sandbox.
+    match crate::audiences::run_once(&state.config, &state.outbox, &state.metrics).await {
+        Ok(report) => println!(
+            "Audiences: {} segment list{} synced, {} hashed members added.",
+            report.segments.len(),
+            if report.segments.len() == 1 { "" } else { "s" },
+            report.added()
+        ),
+        Err(e) => println!("Audience sync failed: {e:#}"),
+    }
     println!("Look at:");
-    println!(
-        "  http://{sandbox_addr}/sandbox/events    what Pinterest received (hashed match keys)"
-    );
-    println!("  http://{sandbox_addr}/sandbox/requests  every request and answer");
-    println!("  http://{addr}/metrics                 Prometheus metrics");
-    println!("  http://{addr}/readyz                  readiness");
+    for (url, what) in [
+        (
+            format!("http://{sandbox_addr}/sandbox/events"),
+            "what Pinterest received (hashed match keys)",
+        ),
+        (
+            format!("http://{sandbox_addr}/sandbox/requests"),
+            "every request and answer",
+        ),
+        (
+            format!("http://{addr}/dashboard"),
+            "conversion quality (sign in with the admin key)",
+        ),
+        (
+            format!("http://{sandbox_addr}/sandbox/customer_lists"),
+            "the audiences' lists (hashed members)",
+        ),
+        (format!("http://{addr}/metrics"), "Prometheus metrics"),
+        (format!("http://{addr}/readyz"), "readiness"),
+    ] {
+        println!("  {url:<50} {what}");
+    }
 
     if !args.exit_when_delivered {
         println!("Press Ctrl-C to stop.");
