@@ -30,12 +30,14 @@ mod quality;
 mod tls;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use pincapi_core::event::EventName;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -213,6 +215,107 @@ pub struct PostgresOutbox {
     /// The URL without its password.
     display: String,
     version: i32,
+    /// Enqueues go through the group-commit writers (see [`GroupWriter`]).
+    enqueues: mpsc::UnboundedSender<EnqueueJob>,
+}
+
+/// One `enqueue` call waiting for its group's commit.
+type EnqueueJob = (
+    Vec<NewEvent>,
+    oneshot::Sender<Result<Vec<Enqueued>, StoreError>>,
+);
+
+/// Group commit for enqueues: the enqueue calls waiting at the moment a writer is free share
+/// one transaction, so concurrent requests (one event each, typically) pay for one commit
+/// and one WAL flush together instead of one each. `WRITERS` writers take turns collecting,
+/// so one group commits while the next is being gathered. A group whose transaction fails is
+/// run again one call at a time, so one call's failure is only that call's.
+struct GroupWriter {
+    pool: Pool,
+    display: String,
+}
+
+/// Group-commit writers per instance (each holds one pooled connection while it commits).
+const WRITERS: usize = 4;
+
+/// A group stops collecting at this many events (a single call may bring up to 1000).
+const MAX_GROUP_EVENTS: usize = 2000;
+
+impl GroupWriter {
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        pooled_client(&self.pool, &self.display).await
+    }
+
+    /// Collects the calls waiting now (at least one) and commits them together, until the
+    /// outbox is dropped.
+    async fn run(self, jobs: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<EnqueueJob>>>) {
+        loop {
+            let group = {
+                let mut rx = jobs.lock().await;
+                let Some(first) = rx.recv().await else {
+                    return;
+                };
+                let mut events = first.0.len();
+                let mut group = vec![first];
+                while events < MAX_GROUP_EVENTS {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            events += job.0.len();
+                            group.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                group
+            };
+            self.commit(group).await;
+        }
+    }
+
+    async fn commit(&self, group: Vec<EnqueueJob>) {
+        let lengths: Vec<usize> = group.iter().map(|(e, _)| e.len()).collect();
+        let (events, replies): (Vec<Vec<NewEvent>>, Vec<_>) = group.into_iter().unzip();
+        let all: Vec<NewEvent> = events.into_iter().flatten().collect();
+        match self.enqueue(&all).await {
+            Ok(mut out) => {
+                for (reply, n) in replies.into_iter().zip(&lengths).rev() {
+                    let mine = out.split_off(out.len() - n);
+                    let _ = reply.send(Ok(mine));
+                }
+            }
+            Err(e) if replies.len() == 1 => {
+                let _ = replies.into_iter().next().map(|r| r.send(Err(e)));
+            }
+            Err(_) => {
+                let mut start = 0;
+                for (reply, n) in replies.into_iter().zip(lengths) {
+                    let _ = reply.send(self.enqueue(&all[start..start + n]).await);
+                    start += n;
+                }
+            }
+        }
+    }
+
+    async fn enqueue(&self, events: &[NewEvent]) -> Result<Vec<Enqueued>, StoreError> {
+        in_transaction!(self, |tx| {
+            let mut tally = Tally::default();
+            let out = enqueue_in(&tx, events, &mut tally).await?;
+            quality::flush(&tx, tally).await?;
+            out
+        })
+    }
+}
+
+async fn pooled_client(
+    pool: &Pool,
+    display: &str,
+) -> Result<deadpool_postgres::Client, StoreError> {
+    pool.get().await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot connect to PostgreSQL at {display}: {}",
+            with_causes(&e)
+        ))
+    })
 }
 
 impl std::fmt::Debug for PostgresOutbox {
@@ -252,10 +355,20 @@ impl PostgresOutbox {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("store: {display}: {e}")))?;
+        let (enqueues, jobs) = mpsc::unbounded_channel();
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        for _ in 0..WRITERS {
+            let writer = GroupWriter {
+                pool: pool.clone(),
+                display: display.clone(),
+            };
+            tokio::spawn(writer.run(Arc::clone(&jobs)));
+        }
         let mut outbox = PostgresOutbox {
             pool,
             display,
             version: 0,
+            enqueues,
         };
         let mut client = outbox.client().await?;
         outbox.version = migrations::migrate(&mut client, crate::delivery::now_ms()).await?;
@@ -274,13 +387,7 @@ impl PostgresOutbox {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                self.display,
-                with_causes(&e)
-            ))
-        })
+        pooled_client(&self.pool, &self.display).await
     }
 
     /// Runs one statement outside an explicit transaction.
@@ -337,12 +444,10 @@ impl Outbox for PostgresOutbox {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        in_transaction!(self, |tx| {
-            let mut tally = Tally::default();
-            let out = enqueue_in(&tx, &events, &mut tally).await?;
-            quality::flush(&tx, tally).await?;
-            out
-        })
+        let stopped = || StoreError::Unavailable("the PostgreSQL enqueue writers stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.enqueues.send((events, reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn claim(
