@@ -1572,8 +1572,8 @@ async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_e
     let o = PostgresOutbox::connect(&schema.url, &PostgresConfig::default())
         .await
         .unwrap();
-    // Upgraded through 3 (quality) and 4 (audiences) again.
-    assert_eq!(o.schema_version(), 4);
+    // Upgraded through 3 (quality), 4 (audiences) and 5 (quality shards) again.
+    assert_eq!(o.schema_version(), 5);
     let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
     let d = &truth.days[0];
     assert_eq!(

@@ -275,6 +275,17 @@ CREATE TABLE audience_members (
 CREATE INDEX events_received ON events (received_at, id);
 ",
     },
+    Migration {
+        version: 5,
+        name: "quality shards",
+        // PostgreSQL only (SQLite has one writer): the hourly counts get a shard per
+        // connection, so concurrent transactions stop queueing on the same few rows.
+        sql: "
+ALTER TABLE quality_hours ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0;
+ALTER TABLE quality_hours DROP CONSTRAINT quality_hours_pkey;
+ALTER TABLE quality_hours ADD PRIMARY KEY (hour, ad_account_id, event_name, shard);
+",
+    },
 ];
 
 /// The newest version this build knows.

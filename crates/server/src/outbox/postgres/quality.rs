@@ -6,6 +6,7 @@
 //! row it changes, and upserts them in key order ((hour, ad account, event name), then
 //! (day, ad account, kind, message)). Two instances counting into the same rows therefore wait
 //! on each other in one order and never deadlock on them; the wait lasts until the commit.
+//! The hourly rows are sharded by connection (see [`SHARDS`]), so such waits are rare.
 
 use std::sync::LazyLock;
 
@@ -20,7 +21,14 @@ use crate::outbox::{
     AlertState, EqsScore, MissingOrder, QualityHour, QualityMessage, ShopifyTruth, TruthDay,
 };
 
-/// Adds a tally's counts to `quality_hours`: one upsert per (hour, ad account, event name).
+/// Rows per (hour, ad account, event name): each connection counts into the shard of its
+/// backend's pid, so transactions of different connections do not queue on one hot row until
+/// each other's commit (every event of an hour and account counts into the same few keys).
+/// Readers add the shards up.
+const SHARDS: i32 = 16;
+
+/// Adds a tally's counts to `quality_hours`: one upsert per (hour, ad account, event name), in
+/// the connection's shard.
 static UPSERT_HOUR: LazyLock<String> = LazyLock::new(|| {
     let n = QUALITY_COLUMNS.len();
     let placeholders: Vec<String> = (4..=n + 4).map(|i| format!("${i}")).collect();
@@ -29,9 +37,9 @@ static UPSERT_HOUR: LazyLock<String> = LazyLock::new(|| {
         .map(|c| format!("{c} = q.{c} + excluded.{c}"))
         .collect();
     format!(
-        "INSERT INTO quality_hours AS q (hour, ad_account_id, event_name, {}, lag_max)
-         VALUES ($1, $2, $3, {})
-         ON CONFLICT (hour, ad_account_id, event_name) DO UPDATE SET {},
+        "INSERT INTO quality_hours AS q (hour, ad_account_id, event_name, shard, {}, lag_max)
+         VALUES ($1, $2, $3, (pg_backend_pid() % {SHARDS})::smallint, {})
+         ON CONFLICT (hour, ad_account_id, event_name, shard) DO UPDATE SET {},
              lag_max = greatest(q.lag_max, excluded.lag_max)",
         QUALITY_COLUMNS.join(", "),
         placeholders.join(", "),
@@ -141,9 +149,14 @@ pub(super) async fn hours<C: GenericClient + Sync>(
 ) -> Result<Vec<QualityHour>, PgError> {
     static SELECT: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "SELECT hour, ad_account_id, event_name, {}, lag_max FROM quality_hours
-             WHERE hour >= $1 ORDER BY hour, ad_account_id, event_name",
-            QUALITY_COLUMNS.join(", ")
+            "SELECT hour, ad_account_id, event_name, {}, max(lag_max) FROM quality_hours
+             WHERE hour >= $1 GROUP BY hour, ad_account_id, event_name
+             ORDER BY hour, ad_account_id, event_name",
+            QUALITY_COLUMNS
+                .iter()
+                .map(|c| format!("sum({c})::bigint"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     });
     let rows = query(c, &SELECT, &[&since_hour]).await?;
