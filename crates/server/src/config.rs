@@ -106,6 +106,11 @@ pub struct DeliveryConfig {
     /// How often an idle worker looks for due events it was not told about, milliseconds
     /// (scheduled retries; events written by another process).
     pub poll_interval_ms: u64,
+    /// After sending a batch smaller than `batch_size`, a worker waits this long before it
+    /// claims again, so that a busy account's events leave in fuller batches (fewer calls to
+    /// Pinterest and fewer store round trips) at the cost of this much latency; a worker that
+    /// found nothing to send is woken at once by the next event. Milliseconds, 0..=10000.
+    pub linger_ms: u64,
     /// How long an account stopped by a 401/403 waits before it tries again, seconds.
     pub auth_retry_secs: u64,
     /// Multiplies every retry delay; 1.0 in production. Tests set it small.
@@ -121,6 +126,7 @@ impl Default for DeliveryConfig {
             request_timeout_secs: 30,
             lease_secs: 120,
             poll_interval_ms: 1000,
+            linger_ms: 200,
             auth_retry_secs: 300,
             retry_scale: 1.0,
         }
@@ -376,6 +382,9 @@ impl Config {
         }
         if !(d.retry_scale > 0.0 && d.retry_scale <= 10.0) {
             bail!("delivery.retry_scale: must be in (0, 10]");
+        }
+        if d.linger_ms > 10_000 {
+            bail!("delivery.linger_ms: must be at most 10000");
         }
         if let Some(c) = &self.ingest.default_country
             && pincapi_core::normalize::calling_code(c).is_none()

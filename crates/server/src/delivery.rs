@@ -183,6 +183,16 @@ impl Delivery {
                     account.wake.notify_one();
                     Duration::ZERO
                 }
+                Ok(r) if r.claimed > 0 && self.config.linger_ms > 0 => {
+                    // A partial batch: the account is busy but not backlogged. Let events
+                    // gather for a moment (a wake-up does not cut this short), so the next
+                    // claim takes a fuller batch instead of one or two events per call.
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(self.config.linger_ms)) => {}
+                    }
+                    continue;
+                }
                 Ok(_) => self.idle_wait(&account).await,
                 Err(e) => {
                     tracing::error!(ad_account_id = %account.id, error = %e, "Delivery round failed on the store");
