@@ -8,6 +8,7 @@ use std::time::Duration;
 use pincapi::app::App;
 use pincapi::config::{AccountConfig, Config, Secret};
 use pincapi::sandbox::{Faults, RecordedEvent, Sandbox, SandboxOptions};
+use pincapi::shopify::standin::ShopifyStandin;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -274,5 +275,50 @@ pub fn second_account(id: &str, token: &str) -> AccountConfig {
         token: Secret::new(token),
         test: false,
         max_calls_per_minute: None,
+    }
+}
+
+/// The Admin API access token the Shopify stand-in takes.
+pub const SHOPIFY_ADMIN_TOKEN: &str = "shpat_test_admin_token";
+
+/// A running Shopify Admin API stand-in (`pincapi shopify standin`), on port 0.
+pub struct Standin {
+    pub addr: SocketAddr,
+    pub standin: ShopifyStandin,
+    _stop: watch::Sender<bool>,
+}
+
+impl Standin {
+    pub async fn start() -> Standin {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let standin = ShopifyStandin::new(SHOPIFY_ADMIN_TOKEN);
+        let (stop, mut rx) = watch::channel(false);
+        let s = standin.clone();
+        tokio::spawn(async move {
+            let _ = s
+                .serve(listener, async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+        });
+        Standin {
+            addr,
+            standin,
+            _stop: stop,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}/admin/api/2026-01", self.addr)
+    }
+
+    pub fn add(&self, order: &Value) {
+        self.standin.add(order.clone()).unwrap();
+    }
+
+    /// Requests the poller has made so far.
+    pub fn polls(&self) -> usize {
+        self.standin.requests().len()
     }
 }

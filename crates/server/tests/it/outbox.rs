@@ -1467,6 +1467,33 @@ async fn a_committed_enqueue_survives_reopening_the_file() {
     assert_eq!(o.claim("1", 10, 0, 1000).await.unwrap().len(), 1);
 }
 
+/// The store state the upgrade tests start from: orders 1 and 2 of `day`, the browser's
+/// copy of order 1's purchase, and order 2's purchase delivered.
+async fn two_orders_one_seen_by_the_browser_one_delivered(o: &dyn Outbox, day: i64) {
+    let mut browser = event("order-1", 500);
+    browser.event_name = EventName::Checkout;
+    browser.source = Source::Collector;
+    o.enqueue(vec![browser]).await.unwrap();
+    o.record_shopify(vec![
+        order("1", day, OrderOutcome::Sent, false),
+        order("2", day, OrderOutcome::Sent, false),
+    ])
+    .await
+    .unwrap();
+    let c = o.claim("1", 10, 10_000, 1000).await.unwrap();
+    let delivered = c.iter().find(|e| e.event_id == "order-2").unwrap();
+    o.settle(
+        delivered.lease_until,
+        vec![Settlement::Delivered {
+            id: delivered.id,
+            sent_at_ms: 10_000,
+            warning: None,
+        }],
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
     let dir = tempfile::tempdir().unwrap();
@@ -1474,28 +1501,7 @@ async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
     let day = 1_764_028_800;
     {
         let o = SqliteOutbox::open(&path, Synchronous::Normal).unwrap();
-        let mut browser = event("order-1", 500);
-        browser.event_name = EventName::Checkout;
-        browser.source = Source::Collector;
-        o.enqueue(vec![browser]).await.unwrap();
-        o.record_shopify(vec![
-            order("1", day, OrderOutcome::Sent, false),
-            order("2", day, OrderOutcome::Sent, false),
-        ])
-        .await
-        .unwrap();
-        let c = o.claim("1", 10, 10_000, 1000).await.unwrap();
-        let delivered = c.iter().find(|e| e.event_id == "order-2").unwrap();
-        o.settle(
-            delivered.lease_until,
-            vec![Settlement::Delivered {
-                id: delivered.id,
-                sent_at_ms: 10_000,
-                warning: None,
-            }],
-        )
-        .await
-        .unwrap();
+        two_orders_one_seen_by_the_browser_one_delivered(&o, day).await;
     }
     // Take the store back to schema 2, as a build without quality and audiences left it.
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -1524,28 +1530,7 @@ async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
 async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
     let (o, schema) = postgres().await;
     let day = 1_764_028_800;
-    let mut browser = event("order-1", 500);
-    browser.event_name = EventName::Checkout;
-    browser.source = Source::Collector;
-    o.enqueue(vec![browser]).await.unwrap();
-    o.record_shopify(vec![
-        order("1", day, OrderOutcome::Sent, false),
-        order("2", day, OrderOutcome::Sent, false),
-    ])
-    .await
-    .unwrap();
-    let c = o.claim("1", 10, 10_000, 1000).await.unwrap();
-    let delivered = c.iter().find(|e| e.event_id == "order-2").unwrap();
-    o.settle(
-        delivered.lease_until,
-        vec![Settlement::Delivered {
-            id: delivered.id,
-            sent_at_ms: 10_000,
-            warning: None,
-        }],
-    )
-    .await
-    .unwrap();
+    two_orders_one_seen_by_the_browser_one_delivered(o.as_ref(), day).await;
     drop(o);
     // Take the store back to schema 2, as a build without quality and audiences left it.
     let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)

@@ -852,53 +852,15 @@ async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_
 
 // --- The order census ---
 
-const ADMIN_TOKEN: &str = "shpat_quality_census_token";
-
-/// A running Shopify Admin API stand-in.
-struct AdminStandin {
-    addr: std::net::SocketAddr,
-    standin: pincapi::shopify::standin::ShopifyStandin,
-    _stop: watch::Sender<bool>,
-}
-
-impl AdminStandin {
-    async fn start(orders: &[Value]) -> AdminStandin {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let standin = pincapi::shopify::standin::ShopifyStandin::new(ADMIN_TOKEN);
-        for o in orders {
-            standin.add(o.clone()).unwrap();
-        }
-        let (stop, mut rx) = watch::channel(false);
-        let s = standin.clone();
-        tokio::spawn(async move {
-            let _ = s
-                .serve(listener, async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
-        });
-        AdminStandin {
-            addr,
-            standin,
-            _stop: stop,
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}/admin/api/2026-01", self.addr)
-    }
-}
-
 /// The gateway with one shop that has Admin API access to `standin` but the poller off,
 /// listing two orders a page.
 async fn census_app(
-    standin: &AdminStandin,
+    standin: &Standin,
     tweak: impl FnOnce(&mut pincapi::config::Config),
 ) -> TestApp {
     let base = standin.base();
     shop_app(move |c| {
-        c.shopify.shops[0].access_token = Secret::new(ADMIN_TOKEN);
+        c.shopify.shops[0].access_token = Secret::new(SHOPIFY_ADMIN_TOKEN);
         c.shopify.shops[0].admin_api_base = Some(base);
         c.shopify.poller = false;
         c.shopify.poll_page_size = 2;
@@ -908,7 +870,7 @@ async fn census_app(
 }
 
 /// A config file for `pincapi report` naming the same shop and Admin API.
-fn census_config(dir: &std::path::Path, standin: &AdminStandin) -> std::path::PathBuf {
+fn census_config(dir: &std::path::Path, standin: &Standin) -> std::path::PathBuf {
     let path = dir.join("pincapi.toml");
     std::fs::write(
         &path,
@@ -916,7 +878,7 @@ fn census_config(dir: &std::path::Path, standin: &AdminStandin) -> std::path::Pa
             "ad_account_id = \"{ACCOUNT}\"\npinterest_token = \"{TOKEN}\"\n\
              [shopify]\npoller = false\npoll_page_size = 2\n\
              [[shopify.shops]]\ndomain = \"{SHOP}\"\nsecrets = [\"{SECRET}\"]\n\
-             access_token = \"{ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
+             access_token = \"{SHOPIFY_ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
             standin.base()
         ),
     )
@@ -959,7 +921,10 @@ async fn with_webhooks_dropped_and_the_poller_off_the_census_lists_every_order_p
     let mut cancelled = sale(5_500_000_000_099);
     cancelled["cancelled_at"] = test_order["created_at"].clone();
     shop_orders.extend([test_order, cancelled]);
-    let standin = AdminStandin::start(&shop_orders).await;
+    let standin = Standin::start().await;
+    for o in &shop_orders {
+        standin.add(o);
+    }
     let app = census_app(&standin, |_| {}).await;
     app.sandbox.fault(Faults {
         reject_event_ids: refused.iter().map(|id| format!("order-{id}")).collect(),
@@ -1116,7 +1081,10 @@ async fn with_webhooks_dropped_and_the_poller_off_the_census_lists_every_order_p
 async fn the_census_only_reads_sends_nothing_is_kept_a_while_and_reports_an_admin_api_error() {
     let ids: Vec<u64> = (0..3).map(|i| 5_600_000_000_000 + i).collect();
     let orders: Vec<Value> = ids.iter().map(|id| sale(*id)).collect();
-    let standin = AdminStandin::start(&orders).await;
+    let standin = Standin::start().await;
+    for o in &orders {
+        standin.add(o);
+    }
     // A second shop whose token the Admin API refuses.
     let base = standin.base();
     let app = census_app(&standin, move |c| {

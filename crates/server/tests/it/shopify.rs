@@ -2,7 +2,6 @@
 //! reconciliation poller, the order ledger, `pincapi map shopify`, `pincapi shopify backfill`,
 //! and the custom pixel run for real with node.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -17,19 +16,16 @@ use pincapi::sandbox::SandboxOptions;
 use pincapi::shopify::config::ShopConfig;
 use pincapi::shopify::poller::{MAX_PAGES, Reconciler};
 use pincapi::shopify::record::Recorder;
-use pincapi::shopify::standin::ShopifyStandin;
 use pincapi::shopify::webhook::sign;
 use pincapi_core::shopify::{TestOrders, purchase_event_id};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tokio::sync::watch;
 
 use crate::helpers::*;
 
 const SHOP: &str = "pincapi-test.myshopify.com";
 const SECRET: &str = "shpss_test_webhook_secret";
-const ADMIN_TOKEN: &str = "shpat_test_admin_token";
 const TAG_ID: &str = "2612345678901";
 /// The id of Shopify's sample order, which the pixel test also uses.
 const DOCS_ORDER_ID: u64 = 820_982_911_946_154_508;
@@ -48,48 +44,6 @@ fn testdata(name: &str) -> String {
         "{}/../../testdata/shopify/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-/// A running Admin API stand-in.
-struct Standin {
-    addr: SocketAddr,
-    standin: ShopifyStandin,
-    _stop: watch::Sender<bool>,
-}
-
-impl Standin {
-    async fn start() -> Standin {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let standin = ShopifyStandin::new(ADMIN_TOKEN);
-        let (stop, mut rx) = watch::channel(false);
-        let s = standin.clone();
-        tokio::spawn(async move {
-            let _ = s
-                .serve(listener, async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
-        });
-        Standin {
-            addr,
-            standin,
-            _stop: stop,
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}/admin/api/2026-01", self.addr)
-    }
-
-    fn add(&self, order: &Value) {
-        self.standin.add(order.clone()).unwrap();
-    }
-
-    /// Requests the poller has made so far.
-    fn polls(&self) -> usize {
-        self.standin.requests().len()
-    }
 }
 
 fn rfc3339(secs: i64) -> String {
@@ -121,7 +75,7 @@ fn shop(standin: Option<&Standin>) -> ShopConfig {
     let mut s = ShopConfig::new(SHOP);
     s.secrets = vec![Secret::new(SECRET)];
     if let Some(st) = standin {
-        s.access_token = Secret::new(ADMIN_TOKEN);
+        s.access_token = Secret::new(SHOPIFY_ADMIN_TOKEN);
         s.admin_api_base = Some(st.base());
     }
     s
@@ -1031,7 +985,7 @@ async fn backfill_queues_the_orders_the_webhooks_missed_and_reports_those_too_ol
             "store = \"sqlite://{}\"\nad_account_id = \"{ACCOUNT}\"\npinterest_token = \"t\"\n\
              [shopify]\npoll_page_size = 3\n\
              [[shopify.shops]]\ndomain = \"{SHOP}\"\nsecrets = [\"{SECRET}\"]\n\
-             access_token = \"{ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
+             access_token = \"{SHOPIFY_ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
             db.display(),
             standin.base()
         ),
@@ -1096,7 +1050,7 @@ async fn the_standin_paginates_like_shopify_and_refuses_a_wrong_token() {
     while let Some(u) = next.take() {
         let resp = http
             .get(&u)
-            .header("X-Shopify-Access-Token", ADMIN_TOKEN)
+            .header("X-Shopify-Access-Token", SHOPIFY_ADMIN_TOKEN)
             .send()
             .await
             .unwrap();
@@ -1119,7 +1073,7 @@ async fn the_standin_paginates_like_shopify_and_refuses_a_wrong_token() {
             // A cursor cannot be combined with the filters, as at Shopify.
             let resp = http
                 .get(format!("{n}&status=any"))
-                .header("X-Shopify-Access-Token", ADMIN_TOKEN)
+                .header("X-Shopify-Access-Token", SHOPIFY_ADMIN_TOKEN)
                 .send()
                 .await
                 .unwrap();
