@@ -27,6 +27,8 @@
 mod audiences;
 mod migrations;
 mod quality;
+
+use self::quality::LedgerFlag;
 mod tls;
 
 use std::collections::HashMap;
@@ -597,7 +599,8 @@ impl Outbox for PostgresOutbox {
                 };
                 tally.count_settled(&e, &settlements[i]);
                 if let Settlement::Delivered { .. } = settlements[i] {
-                    quality::mark_delivered(&tx, &e.ad_account_id, &e.event_id).await?;
+                    quality::mark_order(&tx, &e.ad_account_id, &e.event_id, LedgerFlag::Delivered)
+                        .await?;
                 }
             }
             quality::flush(&tx, tally).await?;
@@ -1227,7 +1230,7 @@ async fn enqueue_in<C: GenericClient + Sync>(
     for &i in &fresh {
         let e = &events[i];
         if out[i].is_some() && e.source.is_browser() {
-            quality::mark_browser_seen(c, &e.ad_account_id, &e.event_id).await?;
+            quality::mark_order(c, &e.ad_account_id, &e.event_id, LedgerFlag::BrowserSeen).await?;
         }
     }
     if !payload_ids.is_empty() {
@@ -1307,7 +1310,7 @@ async fn record_repeat<C: GenericClient + Sync>(
     counts.duplicates += 1;
     counts.count_sources(e.source.bit() & !stored_sources);
     if e.source.is_browser() && stored_sources & BROWSER_SOURCES == 0 {
-        quality::mark_browser_seen(c, &e.ad_account_id, &e.event_id).await?;
+        quality::mark_order(c, &e.ad_account_id, &e.event_id, LedgerFlag::BrowserSeen).await?;
     }
     if state != "pending" || leased {
         execute(

@@ -77,39 +77,36 @@ pub(super) async fn flush<C: GenericClient + Sync>(c: &C, tally: Tally) -> Resul
     Ok(())
 }
 
-/// The browser reported an event: if it is a Shopify order's purchase, the ledger says so.
-pub(super) async fn mark_browser_seen<C: GenericClient + Sync>(
-    c: &C,
-    account: &str,
-    event_id: &str,
-) -> Result<(), PgError> {
-    if let Some(order_id) = event_id.strip_prefix("order-") {
-        execute(
-            c,
-            "UPDATE shopify_orders SET browser_seen = true
-             WHERE order_id = $1 AND ad_account_id = $2 AND NOT browser_seen",
-            &[&order_id, &account],
-        )
-        .await?;
-    }
-    Ok(())
+/// A fact about an order's purchase that the ledger keeps.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LedgerFlag {
+    /// The browser reported the purchase.
+    BrowserSeen,
+    /// The purchase was delivered.
+    Delivered,
 }
 
-/// A Shopify order's purchase was delivered: the ledger says so.
-pub(super) async fn mark_delivered<C: GenericClient + Sync>(
+/// If `event_id` is a Shopify order's purchase (`order-<id>`), sets `flag` on its ledger row.
+pub(super) async fn mark_order<C: GenericClient + Sync>(
     c: &C,
     account: &str,
     event_id: &str,
+    flag: LedgerFlag,
 ) -> Result<(), PgError> {
-    if let Some(order_id) = event_id.strip_prefix("order-") {
-        execute(
-            c,
+    let Some(order_id) = event_id.strip_prefix("order-") else {
+        return Ok(());
+    };
+    let sql = match flag {
+        LedgerFlag::BrowserSeen => {
+            "UPDATE shopify_orders SET browser_seen = true
+             WHERE order_id = $1 AND ad_account_id = $2 AND NOT browser_seen"
+        }
+        LedgerFlag::Delivered => {
             "UPDATE shopify_orders SET delivered = true
-             WHERE order_id = $1 AND ad_account_id = $2 AND NOT delivered",
-            &[&order_id, &account],
-        )
-        .await?;
-    }
+             WHERE order_id = $1 AND ad_account_id = $2 AND NOT delivered"
+        }
+    };
+    execute(c, sql, &[&order_id, &account]).await?;
     Ok(())
 }
 
