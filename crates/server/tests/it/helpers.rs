@@ -322,3 +322,16 @@ impl Standin {
         self.standin.requests().len()
     }
 }
+
+/// The address a `pincapi serve` child announces on its first line of stdout
+/// (`pincapi listening on http://ADDR`); the child must have been spawned with stdout piped.
+pub fn announced_address(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix("pincapi listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned()
+}

@@ -4,7 +4,6 @@
 //! the sandbox exactly once: the survivors take the dead instance's claims over once their
 //! lease ends, and never send what another instance has claimed.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -74,14 +73,7 @@ fn start_gateway(store: &str, api_base: &str, token: &str) -> Gateway {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the pincapi binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("pincapi listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let addr = announced_address(&mut child);
     Gateway { child, addr }
 }
 

@@ -1,7 +1,6 @@
 //! The gateway as a real process: stopped with SIGKILL while holding queued events, started
 //! again, it delivers each of them exactly once.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
@@ -28,14 +27,7 @@ fn start_gateway(db: &std::path::Path, api_base: &str) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the pincapi binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("pincapi listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
+    let addr = announced_address(&mut child);
     (child, addr)
 }
 
