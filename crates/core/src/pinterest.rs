@@ -1,7 +1,7 @@
 //! Pinterest wire types, batch building and response classification.
 //!
 //! [`classify`] turns one HTTP answer to `POST /v5/ad_accounts/{id}/events` into a
-//! [`BatchOutcome`], once, so the delivery worker only acts on data: per-event results (from a
+//! [`BatchAnswer`], once, so the delivery worker only acts on data: per-event results (from a
 //! 200 or from a 422's `details`), a retry with its delay, an authorisation failure that stops
 //! the account, or an invalid request that must be split to find the bad event.
 //! [`retry_delay`] is the retry schedule.
@@ -54,7 +54,7 @@ pub struct DetailedError {
     pub details: serde_json::Value,
 }
 
-/// Builds `{"data":[...]}` from events already serialised as JSON objects. The outbox keeps
+/// Builds `{"data":[...]}` from events already serialised as JSON objects. The store keeps
 /// each event as the exact JSON Pinterest receives, so a batch is a concatenation.
 pub fn batch_body<'a>(events: impl IntoIterator<Item = &'a str>) -> String {
     let mut body = String::from("{\"data\":[");
@@ -79,7 +79,7 @@ pub enum EventOutcome {
 
 /// What to do after one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BatchOutcome {
+pub enum BatchAnswer {
     /// Per-event results, one per event sent, in order.
     PerEvent(Vec<EventOutcome>),
     /// Nothing was recorded; send the same events again later. `after` is Pinterest's
@@ -102,7 +102,7 @@ pub enum BatchOutcome {
 
 /// Classifies an answer. `sent` is how many events the request carried; `retry_after` is the
 /// raw `Retry-After` header if any.
-pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], sent: usize) -> BatchOutcome {
+pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], sent: usize) -> BatchAnswer {
     let message = || error_message(body, status);
     match status {
         200..=299 => match serde_json::from_slice::<ApiResponse>(body) {
@@ -120,25 +120,25 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], sent: usize
                 Some(outcome) => outcome,
                 None => {
                     let m = message();
-                    BatchOutcome::PerEvent(vec![EventOutcome::Failed { message: m }; sent])
+                    BatchAnswer::PerEvent(vec![EventOutcome::Failed { message: m }; sent])
                 }
             }
         }
-        401 | 403 => BatchOutcome::AuthFailed {
+        401 | 403 => BatchAnswer::AuthFailed {
             status,
             message: message(),
         },
-        404 | 405 | 415 => BatchOutcome::Misconfigured {
+        404 | 405 | 415 => BatchAnswer::Misconfigured {
             status,
             message: message(),
         },
-        400 | 413 => BatchOutcome::Invalid { message: message() },
-        429 => BatchOutcome::Retry {
+        400 | 413 => BatchAnswer::Invalid { message: message() },
+        429 => BatchAnswer::Retry {
             after: retry_after.and_then(parse_retry_after),
             reason: format!("rate limited: {}", message()),
             rate_limited: true,
         },
-        _ => BatchOutcome::Retry {
+        _ => BatchAnswer::Retry {
             after: retry_after.and_then(parse_retry_after),
             reason: format!("HTTP {status}: {}", message()),
             rate_limited: false,
@@ -172,11 +172,11 @@ pub fn retry_delay(attempt: u32, jitter: f64) -> Option<Duration> {
 /// The number of attempts after which an event is dead-lettered.
 pub const MAX_ATTEMPTS: u32 = 16;
 
-fn per_event(r: ApiResponse, sent: usize) -> Option<BatchOutcome> {
+fn per_event(r: ApiResponse, sent: usize) -> Option<BatchAnswer> {
     if r.events.len() != sent {
         return None;
     }
-    Some(BatchOutcome::PerEvent(
+    Some(BatchAnswer::PerEvent(
         r.events
             .into_iter()
             .map(|e| match e.status {
@@ -194,8 +194,8 @@ fn per_event(r: ApiResponse, sent: usize) -> Option<BatchOutcome> {
     ))
 }
 
-fn all_delivered(sent: usize) -> BatchOutcome {
-    BatchOutcome::PerEvent(vec![EventOutcome::Delivered { warning: None }; sent])
+fn all_delivered(sent: usize) -> BatchAnswer {
+    BatchAnswer::PerEvent(vec![EventOutcome::Delivered { warning: None }; sent])
 }
 
 fn error_message(body: &[u8], status: u16) -> String {
@@ -217,7 +217,7 @@ fn error_message(body: &[u8], status: u16) -> String {
 mod tests {
     use super::*;
 
-    fn check(status: u16, retry_after: Option<&str>, body: &str, sent: usize, want: BatchOutcome) {
+    fn check(status: u16, retry_after: Option<&str>, body: &str, sent: usize, want: BatchAnswer) {
         assert_eq!(classify(status, retry_after, body.as_bytes(), sent), want);
     }
 
@@ -230,7 +230,7 @@ mod tests {
                 {"status":"processed","error_message":null,"warning_message":"odd field"},
                 {"status":"failed","error_message":"bad hash","warning_message":null}]}"#,
             2,
-            BatchOutcome::PerEvent(vec![
+            BatchAnswer::PerEvent(vec![
                 EventOutcome::Delivered {
                     warning: Some("odd field".into()),
                 },
@@ -247,7 +247,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../testdata/pinterest/events-response.422-observed.json"
         ));
-        let BatchOutcome::PerEvent(v) = classify(422, None, body.as_bytes(), 1) else {
+        let BatchAnswer::PerEvent(v) = classify(422, None, body.as_bytes(), 1) else {
             panic!("expected per-event outcome");
         };
         assert!(
@@ -262,7 +262,7 @@ mod tests {
             None,
             r#"{"code":1,"message":"nope"}"#,
             2,
-            BatchOutcome::PerEvent(vec![
+            BatchAnswer::PerEvent(vec![
                 EventOutcome::Failed {
                     message: "nope (code 1)".into()
                 };
@@ -278,7 +278,7 @@ mod tests {
             Some("7"),
             r#"{"code":8,"message":"slow down"}"#,
             3,
-            BatchOutcome::Retry {
+            BatchAnswer::Retry {
                 after: Some(Duration::from_secs(7)),
                 reason: "rate limited: slow down (code 8)".into(),
                 rate_limited: true,
@@ -286,14 +286,14 @@ mod tests {
         );
         assert!(matches!(
             classify(503, None, b"", 1),
-            BatchOutcome::Retry {
+            BatchAnswer::Retry {
                 rate_limited: false,
                 ..
             }
         ));
         assert!(matches!(
             classify(500, None, b"oops", 1),
-            BatchOutcome::Retry { .. }
+            BatchAnswer::Retry { .. }
         ));
     }
 
@@ -306,19 +306,19 @@ mod tests {
                 br#"{"code":2,"message":"Authentication failed."}"#,
                 1
             ),
-            BatchOutcome::AuthFailed { status: 401, .. }
+            BatchAnswer::AuthFailed { status: 401, .. }
         ));
         assert!(matches!(
             classify(403, None, b"", 1),
-            BatchOutcome::AuthFailed { status: 403, .. }
+            BatchAnswer::AuthFailed { status: 403, .. }
         ));
         assert!(matches!(
             classify(400, None, br#"{"code":1,"message":"bad"}"#, 5),
-            BatchOutcome::Invalid { .. }
+            BatchAnswer::Invalid { .. }
         ));
         assert!(matches!(
             classify(404, None, b"not found", 5),
-            BatchOutcome::Misconfigured { status: 404, .. }
+            BatchAnswer::Misconfigured { status: 404, .. }
         ));
     }
 

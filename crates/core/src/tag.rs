@@ -463,7 +463,7 @@ pub fn purchase_event_id(order_id: &str) -> Option<EventId> {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return crate::shopify::purchase_event_id(digits);
     }
-    EventId::parse(format!("order-{id}")).ok()
+    EventId::parse(crate::shopify::event_id_of_order(id)).ok()
 }
 
 /// Warns when a purchase's event_id is not the one derived from its order id: then the

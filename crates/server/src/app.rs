@@ -13,13 +13,14 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::delivery::{Delivery, now_ms};
+use crate::delivery::Delivery;
 use crate::metrics::Metrics;
-use crate::outbox::SharedOutbox;
-use crate::outbox::open::{Opener, open_store};
 use crate::pinterest_client::PinterestClient;
 use crate::routes;
+use crate::store::open::{Opener, open_store};
+use crate::store::{Queue, SharedStore};
 
 /// How long a graceful stop waits for open requests.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -28,7 +29,9 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub outbox: SharedOutbox,
+    pub store: SharedStore,
+    /// What every handler and background task reads the time from.
+    pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub delivery: Arc<Delivery>,
     /// Ids of the configured ad accounts.
@@ -53,13 +56,18 @@ impl App {
     /// Opens the store (taking an embedded store's owner lock and ending leases left by a
     /// previous process), and wires everything. The config must already be validated.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let store = open_store(&config, Opener::Gateway).await?;
-        let outbox = store.outbox;
-        if store.single_owner {
+        App::build_with_clock(config, SystemClock::shared()).await
+    }
+
+    /// [`App::build`] on a clock of the caller's (tests move a [`crate::clock::ManualClock`]).
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<App> {
+        let opened = open_store(&config, Opener::Gateway).await?;
+        let store = opened.store;
+        if opened.single_owner {
             // We are the only owner: anything still leased belongs to a process that is gone.
             // (A shared store is left alone: other live instances own its leases, and what a
             // dead one held is claimed again when its lease ends.)
-            let released = outbox.release_leases(now_ms()).await?;
+            let released = store.release_leases(clock.now_ms()).await?;
             if released > 0 {
                 tracing::info!(
                     events = released,
@@ -67,14 +75,16 @@ impl App {
                 );
             }
         } else {
-            tracing::info!(store = %store.display, schema_version = store.schema_version, "Using a shared PostgreSQL store");
+            tracing::info!(store = %opened.display, schema_version = opened.schema_version, "Using a shared PostgreSQL store");
         }
-        let lock = store.owner_lock;
+        let lock = opened.owner_lock;
         let client = PinterestClient::new(&config.pinterest_api_base, config.request_timeout())?;
         let metrics = Arc::new(Metrics::default());
         let accounts = config.all_accounts();
+        let queue: Arc<dyn Queue> = store.clone();
         let delivery = Arc::new(Delivery::new(
-            Arc::clone(&outbox),
+            queue,
+            Arc::clone(&clock),
             client,
             Arc::clone(&metrics),
             config.delivery.clone(),
@@ -95,7 +105,8 @@ impl App {
             default_account: accounts.first().map(|a| a.id.clone()),
             accounts: Arc::new(accounts.into_iter().map(|a| a.id).collect()),
             config: Arc::new(config),
-            outbox,
+            store,
+            clock,
             metrics,
             delivery,
         };
@@ -105,7 +116,7 @@ impl App {
         })
     }
 
-    /// Shared state (tests, demo and bench reach the outbox and delivery through it).
+    /// Shared state (tests, demo and bench reach the store and delivery through it).
     pub fn state(&self) -> &AppState {
         &self.state
     }

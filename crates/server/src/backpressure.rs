@@ -149,7 +149,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         return;
     }
     loop {
-        match state.outbox.pending_count().await {
+        match state.store.pending_count().await {
             Ok(depth) => match bp.observe(depth).inspect(|&shed| {
                 state
                     .metrics

@@ -3,7 +3,7 @@
 //! a shared, noisy machine.
 //!
 //! Everything runs in this one process on loopback: the floor server, the gateway (real
-//! router, real SQLite outbox with `synchronous = FULL`, real delivery workers), the
+//! router, real SQLite store with `synchronous = FULL`, real delivery workers), the
 //! Pinterest sandbox (recording off) and the load generator. The same load generator and
 //! concurrency drive the floor and the gateway.
 //!
@@ -231,7 +231,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
 
     // Delivery: drain what the ingest phases stored, plus a top-up to the requested count,
     // with the workers started only now, and time it until the sandbox has them all.
-    let queued: u64 = state.outbox.depth().await?.iter().map(|d| d.pending).sum();
+    let queued: u64 = state.store.depth().await?.iter().map(|d| d.pending).sum();
     let mut queued = queued as usize;
     while queued < args.delivery_events {
         let n = (args.delivery_events - queued).min(1000);
@@ -372,7 +372,7 @@ where
 
 /// A realistic purchase with raw match keys, so hashing is part of the cost.
 fn event_json(n: u64) -> String {
-    let now = crate::delivery::now_ms() / 1000;
+    let now = crate::clock::system_now_ms() / 1000;
     format!(
         concat!(
             r#"{{"event_name":"checkout","action_source":"web","event_time":{now},"#,
@@ -409,7 +409,7 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "pincapi-bench-{}-{}",
         std::process::id(),
-        crate::delivery::now_ms()
+        crate::clock::system_now_ms()
     ));
     std::fs::create_dir_all(&dir).context("while creating the bench directory")?;
     Ok(dir)

@@ -1,10 +1,10 @@
 //! Live checks an operator runs: does Pinterest accept this account's token?
 
 use pincapi_core::event::{ActionSource, ConversionEvent, EventId, EventName, EventTime, UserData};
-use pincapi_core::pinterest::{BatchOutcome, batch_body, classify};
+use pincapi_core::pinterest::{BatchAnswer, batch_body, classify};
 
+use crate::clock::system_now_ms as now_ms;
 use crate::config::AccountConfig;
-use crate::delivery::now_ms;
 use crate::pinterest_client::PinterestClient;
 
 /// Sends one harmless `page_visit` with `?test=true` (Pinterest checks it but records
@@ -35,20 +35,18 @@ pub async fn token(client: &PinterestClient, account: &AccountConfig) -> Result<
         &answer.body,
         1,
     ) {
-        BatchOutcome::PerEvent(_) => Ok(format!(
+        BatchAnswer::PerEvent(_) => Ok(format!(
             "token accepted (HTTP {}; test request, nothing recorded)",
             answer.status
         )),
-        BatchOutcome::AuthFailed { status, message } => Err(format!(
+        BatchAnswer::AuthFailed { status, message } => Err(format!(
             "HTTP {status}: {message}. Check the conversion access token and that it belongs to this ad account"
         )),
-        BatchOutcome::Retry { reason, .. } => {
+        BatchAnswer::Retry { reason, .. } => {
             Err(format!("Pinterest is not answering normally: {reason}"))
         }
-        BatchOutcome::Invalid { message } => {
-            Err(format!("the test request was refused: {message}"))
-        }
-        BatchOutcome::Misconfigured { status, message } => Err(format!(
+        BatchAnswer::Invalid { message } => Err(format!("the test request was refused: {message}")),
+        BatchAnswer::Misconfigured { status, message } => Err(format!(
             "HTTP {status}: {message}. Check pinterest_api_base and the ad account id"
         )),
     }

@@ -160,7 +160,7 @@ pub async fn run(
     );
     // One audience sync over what was delivered, as `serve` runs on its schedule
     // (`audiences.enabled`): the default segments become customer lists at the sandbox.
-    match crate::audiences::run_once(&state.config, &state.outbox, &state.metrics).await {
+    match crate::audiences::run_once(&state.config, &state.store, &state.metrics).await {
         Ok(report) => println!(
             "Audiences: {} segment list{} synced, {} hashed members added.",
             report.segments.len(),
@@ -270,5 +270,5 @@ pub fn sample_traffic(visitors: usize, now: i64) -> Vec<Value> {
 }
 
 fn now_secs() -> i64 {
-    crate::delivery::now_ms() / 1000
+    crate::clock::system_now_ms() / 1000
 }

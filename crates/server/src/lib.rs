@@ -1,4 +1,4 @@
-//! pincapi: the gateway around `pincapi-core` — sources, outbox, delivery, Pinterest client,
+//! pincapi: the gateway around `pincapi-core` — sources, store, delivery, Pinterest client,
 //! sandbox, and the command line.
 
 pub mod app;
@@ -7,14 +7,15 @@ pub mod backpressure;
 pub mod bench;
 pub mod browser;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod metrics;
-pub mod outbox;
 pub mod pinterest_client;
 pub mod quality;
 pub mod retention;
 pub mod routes;
 pub mod sandbox;
 pub mod shopify;
+pub mod store;

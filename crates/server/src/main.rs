@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use pincapi::config::{self, Config};
-use pincapi::outbox::Selection;
-use pincapi::outbox::open::{Opener, open_existing_store, open_store};
 use pincapi::sandbox::{Sandbox, SandboxOptions};
+use pincapi::store::Selection;
+use pincapi::store::open::{Opener, open_existing_store, open_store};
 use pincapi_core::normalize::{self, HashedField};
 
 // The gateway allocates many small, short-lived strings per event (JSON, hashes); with glibc's
@@ -329,7 +329,7 @@ async fn check_config(c: ConfigArg, offline: bool) -> anyhow::Result<ExitCode> {
 
 async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode> {
     let config = config::load(c.config.as_deref())?;
-    let outbox = open_existing_store(&config).await?;
+    let store = open_existing_store(&config).await?;
     // clap already refuses --id together with --all.
     let selection = |ids: Vec<i64>, all: bool| -> anyhow::Result<Selection> {
         Selection::from_parts(all, ids)
@@ -337,7 +337,7 @@ async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode
     };
     match action {
         DeadAction::List { limit, json } => {
-            let rows = outbox.dead_letters(limit).await?;
+            let rows = store.dead_letters(limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
@@ -356,15 +356,15 @@ async fn deadletter(c: ConfigArg, action: DeadAction) -> anyhow::Result<ExitCode
             }
         }
         DeadAction::Retry { ids, all } => {
-            let n = outbox
-                .retry_dead(selection(ids, all)?, pincapi::delivery::now_ms())
+            let n = store
+                .retry_dead(selection(ids, all)?, pincapi::clock::system_now_ms())
                 .await?;
             println!(
                 "{n} dead letters queued again; a running gateway sends them within its poll interval"
             );
         }
         DeadAction::Drop { ids, all } => {
-            let n = outbox.drop_dead(selection(ids, all)?).await?;
+            let n = store.drop_dead(selection(ids, all)?).await?;
             println!("{n} dead letters dropped");
         }
     }
@@ -379,9 +379,9 @@ async fn report(
 ) -> anyhow::Result<ExitCode> {
     use pincapi::quality::report;
     let config = config::load(c.config.as_deref())?;
-    let now = pincapi::delivery::now_ms();
+    let now = pincapi::clock::system_now_ms();
     let since = report::parse_since(since, now / 1000).map_err(anyhow::Error::msg)?;
-    let outbox = open_existing_store(&config).await?;
+    let store = open_existing_store(&config).await?;
     let eqs = !config.pinterest_oauth_token.is_empty();
     // A fresh order census of the shops with Admin API access (nothing kept between runs).
     let since = report::day_start(since);
@@ -389,7 +389,7 @@ async fn report(
         .get(since, now)
         .await;
     let r = report::build_with_census(
-        outbox.as_ref(),
+        store.as_ref(),
         since,
         now,
         eqs,
@@ -421,19 +421,19 @@ async fn purge(c: ConfigArg, dry_run: bool) -> anyhow::Result<ExitCode> {
     let config = config::load(c.config.as_deref())?;
     config.validate(false)?;
     let r = &config.retention;
-    let Some(before) = r.cutoff(pincapi::delivery::now_ms()) else {
+    let Some(before) = r.cutoff(pincapi::clock::system_now_ms()) else {
         println!("retention.delivered_days is 0: events are kept for ever, nothing to purge");
         return Ok(ExitCode::SUCCESS);
     };
-    let outbox = open_existing_store(&config).await?;
+    let store = open_existing_store(&config).await?;
     if dry_run {
-        let n = outbox.count_purgeable(before).await?;
+        let n = store.count_purgeable(before).await?;
         println!(
             "{n} delivered or dropped events are older than {} days and would be deleted",
             r.delivered_days
         );
     } else {
-        let n = pincapi::retention::purge(&*outbox, None, before, r.purge_batch).await?;
+        let n = pincapi::retention::purge(&*store, None, before, r.purge_batch).await?;
         println!(
             "{n} delivered or dropped events older than {} days deleted",
             r.delivered_days

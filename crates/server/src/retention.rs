@@ -1,4 +1,4 @@
-//! Retention: delivered and dropped events are deleted from the outbox once they are older
+//! Retention: delivered and dropped events are deleted from the store once they are older
 //! than `retention.delivered_days`, in bounded batches, by an hourly task in `serve` or by
 //! `pincapi purge` from cron.
 //!
@@ -20,14 +20,14 @@ use tokio::sync::watch;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, StoreError};
+use crate::store::{Maintenance, StoreError};
 
 /// `[retention]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Days a delivered or dropped event is kept after it was sent (or dropped); 0 keeps them
-    /// for ever. 30 leaves a month to answer "did order X reach Pinterest?" from the outbox.
+    /// for ever. 30 leaves a month to answer "did order X reach Pinterest?" from the store.
     pub delivered_days: u32,
     /// How often `serve` purges, seconds.
     pub purge_interval_secs: u64,
@@ -77,14 +77,14 @@ impl RetentionConfig {
 /// Deletes every event finished before `before_ms`, `batch` at a time; returns how many. The
 /// writer is free between batches, so ingest and delivery go on meanwhile.
 pub async fn purge(
-    outbox: &dyn Outbox,
+    store: &dyn Maintenance,
     metrics: Option<&Metrics>,
     before_ms: i64,
     batch: usize,
 ) -> Result<u64, StoreError> {
     let mut total = 0;
     loop {
-        let n = outbox.purge_settled(before_ms, batch).await?;
+        let n = store.purge_settled(before_ms, batch).await?;
         total += n;
         if let Some(m) = metrics {
             m.inc("pincapi_events_purged_total", &[], n);
@@ -104,8 +104,8 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         return;
     }
     loop {
-        if let Some(before) = r.cutoff(crate::delivery::now_ms()) {
-            match purge(&*state.outbox, Some(&state.metrics), before, r.purge_batch).await {
+        if let Some(before) = r.cutoff(crate::clock::system_now_ms()) {
+            match purge(&*state.store, Some(&state.metrics), before, r.purge_batch).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     events = n,

@@ -152,7 +152,7 @@ pub(super) fn refund(refund: &Refund, options: &MapOptions) -> Result<Mapped, Ma
 }
 
 /// `checkouts/*` → `initiate_checkout`, event id `checkout-<token>`. Every update of one
-/// checkout gives the same id, so Pinterest and the outbox keep one event per checkout.
+/// checkout gives the same id, so Pinterest and the store keep one event per checkout.
 pub(super) fn checkout(checkout: &Order, options: &MapOptions) -> Result<Mapped, MapError> {
     let token = key_text(checkout.token.as_deref())
         .ok_or_else(|| MapError::field("token", "is missing; a checkout is known by its token"))?;

@@ -393,7 +393,21 @@ pub fn purchase_event_id(order_id: &str) -> Option<EventId> {
     if digits.is_empty() {
         return None;
     }
-    EventId::parse(format!("order-{digits}")).ok()
+    EventId::parse(event_id_of_order(digits)).ok()
+}
+
+/// What every purchase `event_id` starts with: `order-` and the order id.
+pub const PURCHASE_PREFIX: &str = "order-";
+
+/// The purchase `event_id` of an order id as the ledger keeps it (`5550001` → `order-5550001`).
+pub fn event_id_of_order(order_id: &str) -> String {
+    format!("{PURCHASE_PREFIX}{order_id}")
+}
+
+/// The order id a purchase `event_id` names (`order-5550001` → `5550001`), or `None` when the
+/// event is not an order's purchase.
+pub fn order_of_event_id(event_id: &str) -> Option<&str> {
+    event_id.strip_prefix(PURCHASE_PREFIX)
 }
 
 /// `Ignored` when the options turn the topic off.

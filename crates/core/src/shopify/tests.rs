@@ -992,6 +992,19 @@ fn no_raw_personal_data_leaves_the_mapping() {
 // ---- purchase_event_id and Topic -----------------------------------------------------------
 
 #[test]
+fn an_orders_event_id_and_the_order_it_names_are_one_rule() {
+    assert_eq!(event_id_of_order("5550001"), "order-5550001");
+    assert_eq!(order_of_event_id("order-5550001"), Some("5550001"));
+    assert_eq!(
+        order_of_event_id(&event_id_of_order("US-1001")),
+        Some("US-1001")
+    );
+    assert_eq!(order_of_event_id("visit-1"), None);
+    let from_shopify = purchase_event_id("gid://shopify/Order/42").unwrap();
+    assert_eq!(order_of_event_id(from_shopify.as_str()), Some("42"));
+}
+
+#[test]
 fn purchase_event_id_takes_the_trailing_digits() {
     let id = |s: &str| purchase_event_id(s).map(|e| e.as_str().to_owned());
     assert_eq!(

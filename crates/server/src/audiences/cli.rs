@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 use pincapi_core::audience::IdKind;
 use pincapi_core::normalize::{self, HashedField};
 
+use crate::clock::system_now_ms as now_ms;
 use crate::config;
-use crate::delivery::now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::open::open_existing_store;
+use crate::store::open::open_existing_store;
 
 /// `pincapi audiences ...`.
 #[derive(Debug, Subcommand)]
@@ -49,10 +49,10 @@ pub async fn audiences(
 ) -> anyhow::Result<ExitCode> {
     let config = config::load(config_file)?;
     config.validate(false)?;
-    let outbox = open_existing_store(&config).await?;
+    let store = open_existing_store(&config).await?;
     match cmd {
         AudiencesCommand::Preview { json } => {
-            let rows = super::preview(&config, &outbox).await?;
+            let rows = super::preview(&config, &store).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(ExitCode::SUCCESS);
@@ -70,7 +70,7 @@ pub async fn audiences(
         }
         AudiencesCommand::Sync { json } => {
             let metrics = Metrics::default();
-            let report = super::run_once(&config, &outbox, &metrics).await?;
+            let report = super::run_once(&config, &store, &metrics).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(ExitCode::SUCCESS);
@@ -139,8 +139,8 @@ pub async fn forget(
             }
         )
     })?;
-    let outbox = open_existing_store(&config).await?;
-    let report = outbox.forget_member(kind, hash.as_str(), now_ms()).await?;
+    let store = open_existing_store(&config).await?;
+    let report = store.forget_member(kind, hash.as_str(), now_ms()).await?;
     println!(
         "forgot {} {}: facts deleted in {} ad account(s), taken out of {} stored event(s), {} \
          unsent event(s) dropped; the next audience sync removes it from every list",

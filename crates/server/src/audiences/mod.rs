@@ -29,10 +29,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::AppState;
+use crate::clock::system_now_ms as now_ms;
 use crate::config::Config;
-use crate::delivery::now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::{SharedOutbox, StoreError};
+use crate::store::{SharedStore, StoreError};
 
 pub use self::sync::{SegmentReport, SyncReport};
 
@@ -49,15 +49,15 @@ pub struct ScanReport {
 
 /// Reads the events received since the checkpoint (less `overlap_ms`) into the members'
 /// facts.
-pub async fn scan(outbox: &SharedOutbox, overlap_ms: i64) -> Result<ScanReport, StoreError> {
-    let from = outbox
+pub async fn scan(store: &SharedStore, overlap_ms: i64) -> Result<ScanReport, StoreError> {
+    let from = store
         .audience_checkpoint()
         .await?
         .map_or(0, |c| c.saturating_sub(overlap_ms));
     let mut report = ScanReport::default();
     let mut after = None;
     loop {
-        let page = outbox.audience_events(from, after, SCAN_PAGE).await?;
+        let page = store.audience_events(from, after, SCAN_PAGE).await?;
         let Some(last) = page.last() else { break };
         let position = (last.received_at_ms, last.id);
         let facts: Vec<_> = page
@@ -66,7 +66,7 @@ pub async fn scan(outbox: &SharedOutbox, overlap_ms: i64) -> Result<ScanReport, 
             .collect();
         report.events += page.len() as u64;
         report.with_members += facts.len() as u64;
-        outbox.record_audience_facts(facts, position.0).await?;
+        store.record_audience_facts(facts, position.0).await?;
         if page.len() < SCAN_PAGE {
             break;
         }
@@ -86,12 +86,12 @@ pub struct Preview {
 }
 
 /// Scans, then counts each segment's members per ad account. Nothing is sent.
-pub async fn preview(config: &Config, outbox: &SharedOutbox) -> anyhow::Result<Vec<Preview>> {
-    scan(outbox, overlap_ms(config)).await?;
+pub async fn preview(config: &Config, store: &SharedStore) -> anyhow::Result<Vec<Preview>> {
+    scan(store, overlap_ms(config)).await?;
     let now = now_ms() / 1000;
     let mut out = Vec::new();
     for account in config.all_accounts() {
-        let people = outbox.audience_people(&account.id).await?;
+        let people = store.audience_people(&account.id).await?;
         for segment in config.audiences.segments() {
             let m = segment.members(&people, now);
             out.push(Preview {
@@ -110,7 +110,7 @@ pub async fn preview(config: &Config, outbox: &SharedOutbox) -> anyhow::Result<V
 /// run that fails part way resumes where it stopped.
 pub async fn run_once(
     config: &Config,
-    outbox: &SharedOutbox,
+    store: &SharedStore,
     metrics: &Metrics,
 ) -> anyhow::Result<SyncReport> {
     // The token is checked first: a missing token is a configuration error, not a skip.
@@ -119,8 +119,8 @@ pub async fn run_once(
         &config.pinterest_oauth_token,
         config.request_timeout(),
     )?;
-    scan(outbox, overlap_ms(config)).await?;
-    sync::sync(config, outbox, &client, metrics).await
+    scan(store, overlap_ms(config)).await?;
+    sync::sync(config, store, &client, metrics).await
 }
 
 fn overlap_ms(config: &Config) -> i64 {
@@ -135,12 +135,12 @@ pub fn spawn_background(state: &AppState, mut stop: watch::Receiver<bool>) -> Ve
         return Vec::new();
     }
     let config = Arc::clone(&state.config);
-    let outbox = state.outbox.clone();
+    let store = state.store.clone();
     let metrics = Arc::clone(&state.metrics);
     let every = Duration::from_secs(config.audiences.sync_interval_secs.max(1));
     vec![tokio::spawn(async move {
         loop {
-            let result = run_once(&config, &outbox, &metrics).await;
+            let result = run_once(&config, &store, &metrics).await;
             record_run(&metrics, &result);
             match result {
                 Ok(report) => tracing::info!(

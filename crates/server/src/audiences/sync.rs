@@ -10,10 +10,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{AdsClient, AdsError};
+use crate::clock::system_now_ms as now_ms;
 use crate::config::Config;
-use crate::delivery::now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::{AudienceObject, ListOperation, SharedOutbox};
+use crate::store::{AudienceObject, ListOperation, SharedStore};
 
 /// Pinterest's threshold of matched members, below which a list or audience is `TOO_SMALL`.
 pub const MIN_MATCHED: usize = 100;
@@ -77,7 +77,7 @@ fn list_name(segment: &str, kind: IdKind) -> String {
 /// Syncs every configured ad account.
 pub async fn sync(
     config: &Config,
-    outbox: &SharedOutbox,
+    store: &SharedStore,
     client: &AdsClient,
     metrics: &Metrics,
 ) -> anyhow::Result<SyncReport> {
@@ -93,7 +93,7 @@ pub async fn sync(
     for account in config.all_accounts() {
         // Two runs at once could both create the same Pinterest object (each finds none by
         // name, then each creates one): one run at a time syncs an ad account.
-        let Some(_lock) = outbox.try_lock_audience_sync(&account.id).await? else {
+        let Some(_lock) = store.try_lock_audience_sync(&account.id).await? else {
             tracing::info!(
                 ad_account_id = %account.id,
                 "Another run is syncing this ad account's audiences; skipping it this time"
@@ -108,18 +108,18 @@ pub async fn sync(
         };
         let mut run = AccountRun {
             account: account.id.clone(),
-            outbox,
+            store,
             client,
             metrics,
             batch,
-            objects: outbox
+            objects: store
                 .audience_objects(&account.id)
                 .await?
                 .into_iter()
                 .map(|o| ((o.segment.clone(), o.object.clone()), o))
                 .collect(),
         };
-        let people = outbox.audience_people(&account.id).await?;
+        let people = store.audience_people(&account.id).await?;
         for segment in config.audiences.segments() {
             let members = segment.members(&people, now);
             let mut rows = Vec::new();
@@ -155,7 +155,7 @@ pub async fn sync(
 
 struct AccountRun<'a> {
     account: String,
-    outbox: &'a SharedOutbox,
+    store: &'a SharedStore,
     client: &'a AdsClient,
     metrics: &'a Metrics,
     batch: usize,
@@ -182,7 +182,7 @@ impl AccountRun<'_> {
             status,
             updated_at_ms: now_ms(),
         };
-        self.outbox.save_audience_object(o.clone()).await?;
+        self.store.save_audience_object(o.clone()).await?;
         let key = (segment.to_owned(), object.to_owned());
         // The store keeps the last known status when none is given; so does the cache.
         let status = o
@@ -213,7 +213,7 @@ impl AccountRun<'_> {
                     format!("list:{}", kind.as_str()),
                     format!("audience:{}", kind.as_str()),
                 ] {
-                    self.outbox
+                    self.store
                         .drop_audience_object(&self.account, &segment.name, &object)
                         .await?;
                     self.objects.remove(&(segment.name.clone(), object));
@@ -236,7 +236,7 @@ impl AccountRun<'_> {
         let list_key = format!("list:{}", kind.as_str());
         let audience_key = format!("audience:{}", kind.as_str());
         let synced: BTreeSet<String> = self
-            .outbox
+            .store
             .synced_members(&self.account, seg, kind)
             .await?
             .into_iter()
@@ -289,7 +289,7 @@ impl AccountRun<'_> {
         };
         // Read again: a create above has already stored its first batch.
         let synced: BTreeSet<String> = self
-            .outbox
+            .store
             .synced_members(&self.account, seg, kind)
             .await?
             .into_iter()
@@ -431,7 +431,7 @@ impl AccountRun<'_> {
         hashes: Vec<String>,
     ) -> anyhow::Result<()> {
         let n = hashes.len() as u64;
-        self.outbox
+        self.store
             .apply_list_update(&self.account, seg, kind, op, hashes)
             .await?;
         let operation = match op {

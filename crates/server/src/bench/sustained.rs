@@ -238,7 +238,7 @@ async fn gateway_leg(
         let _ = app_stop.changed().await;
     }));
 
-    let store_before = state.outbox.storage_bytes().await?;
+    let store_before = state.store.storage_bytes().await?;
     let sampler = Sampler::start();
     let load = drive(args, duration, &format!("http://{addr}"), aside).await?;
     let at_end_of_load = sandbox.stats();
@@ -261,7 +261,7 @@ async fn gateway_leg(
     let drain_secs = drain_start.elapsed().as_secs_f64();
     let requests_in_drain = sandbox.stats().requests - at_end_of_load.requests;
     let samples = sampler.stop().await;
-    let store_after = state.outbox.storage_bytes().await?;
+    let store_after = state.store.storage_bytes().await?;
     let _ = stop.send(true);
     running
         .await
@@ -595,7 +595,7 @@ impl Histogram {
 /// The n-th event of a shop's traffic: of every ten, one purchase with every match key raw,
 /// two add-to-carts (email and IP), seven page visits (IP, user agent, click id).
 pub fn mixed_event_json(n: u64) -> String {
-    let now = crate::delivery::now_ms() / 1000;
+    let now = crate::clock::system_now_ms() / 1000;
     match n % 10 {
         0 => super::event_json(n),
         1 | 2 => format!(

@@ -1,5 +1,5 @@
 //! `POST /collect`: the browser collector. Tag-shaped data in (from tag.js or the Shopify
-//! custom pixel), a CAPI event out, stored in the same outbox as every other source.
+//! custom pixel), a CAPI event out, stored in the same store as every other source.
 //!
 //! Accepts `application/json` (after a CORS preflight) and `text/plain` (what
 //! `navigator.sendBeacon` sends, no preflight). The body's mapping is
@@ -34,8 +34,8 @@ use serde_json::json;
 use super::config::{BrowserConfig, canonical};
 use crate::app::AppState;
 use crate::backpressure::Shed;
-use crate::delivery::now_ms;
-use crate::outbox::{Enqueued, NewEvent, Source};
+use crate::clock::system_now_ms as now_ms;
+use crate::store::{Enqueued, NewEvent, Source};
 
 /// What the collector answers for a stored event.
 #[derive(Debug, Serialize)]
@@ -312,7 +312,7 @@ async fn store(
         payload: event.to_json(),
     };
     let outcome = state
-        .outbox
+        .store
         .enqueue(vec![new])
         .await
         .map_err(|e| {

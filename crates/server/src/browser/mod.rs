@@ -4,7 +4,7 @@
 //! The path of a browser event: a page calls `pincapi('track', ...)`; tag.js gives it an
 //! event_id, calls the Pinterest Tag with it and sends the same event to the collector, which
 //! maps it (`pincapi_core::tag`), adds IP, user agent and click id, and stores it in the
-//! outbox, where a server-side copy with the same event_id (a Shopify order webhook) merges
+//! store, where a server-side copy with the same event_id (a Shopify order webhook) merges
 //! into it. Pinterest counts the Tag's copy and ours once.
 
 pub mod check;

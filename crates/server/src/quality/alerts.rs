@@ -31,10 +31,11 @@ use tokio::sync::watch;
 use super::config::QualityConfig;
 use super::key_bit;
 use super::report::add_census;
-use crate::delivery::{Delivery, now_ms};
+use crate::clock::system_now_ms as now_ms;
+use crate::delivery::Delivery;
 use crate::metrics::Metrics;
-use crate::outbox::{AlertState, QualityCounts, SharedOutbox, StoreError};
 use crate::shopify::census::{self, CensusCache};
+use crate::store::{AlertState, QualityCounts, SharedStore, StoreError};
 
 /// The ad account label of rules that look at every account at once.
 pub const ALL_ACCOUNTS: &str = "all";
@@ -58,7 +59,7 @@ pub enum Transition {
 /// Evaluates the rules and keeps their states.
 #[derive(Debug)]
 pub struct Alerter {
-    outbox: SharedOutbox,
+    store: SharedStore,
     delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
     config: QualityConfig,
@@ -71,7 +72,7 @@ pub struct Alerter {
 impl Alerter {
     /// An alerter for `accounts`.
     pub fn new(
-        outbox: SharedOutbox,
+        store: SharedStore,
         delivery: Arc<Delivery>,
         metrics: Arc<Metrics>,
         config: QualityConfig,
@@ -82,7 +83,7 @@ impl Alerter {
             .build()
             .unwrap_or_default();
         Alerter {
-            outbox,
+            store,
             delivery,
             metrics,
             config,
@@ -118,7 +119,7 @@ impl Alerter {
     pub async fn evaluate_once(&self, now_ms: i64) -> Result<Vec<Transition>, StoreError> {
         let verdicts = self.verdicts(now_ms).await?;
         let stored: HashMap<(String, String), AlertState> = self
-            .outbox
+            .store
             .alert_states()
             .await?
             .into_iter()
@@ -160,7 +161,7 @@ impl Alerter {
                     Transition::Fired(s) => (s, "fired"),
                     Transition::Cleared(s) => (s, "cleared"),
                 };
-                self.outbox.save_alert_state(state.clone()).await?;
+                self.store.save_alert_state(state.clone()).await?;
                 self.metrics.inc(
                     "pincapi_alert_transitions_total",
                     &[
@@ -188,7 +189,7 @@ impl Alerter {
             problem,
         };
         let dead: HashMap<String, u64> =
-            self.outbox
+            self.store
                 .depth()
                 .await?
                 .into_iter()
@@ -198,7 +199,7 @@ impl Alerter {
                 });
         let this_hour = now.div_euclid(3600) * 3600;
         let week = 7 * 86_400;
-        let hours = self.outbox.quality_hours(this_hour - week - 3600).await?;
+        let hours = self.store.quality_hours(this_hour - week - 3600).await?;
         for account in &self.accounts {
             let a = account.as_str();
             out.push(verdict("auth_failure", a, self.delivery.blocked_reason(a)));
@@ -265,14 +266,14 @@ impl Alerter {
 
         let until = now - c.purchase_grace_secs as i64;
         let mut truth = self
-            .outbox
+            .store
             .shopify_truth(now - 86_400, until, 100_000)
             .await?;
         if let Some((cache, max_age)) = &self.census
             && let Some(census) = cache.get(now - 86_400, now_ms).await
         {
             let found = census::compare(
-                self.outbox.as_ref(),
+                self.store.as_ref(),
                 &census,
                 now - 86_400,
                 until,

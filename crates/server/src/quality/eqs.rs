@@ -10,11 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::clock::system_now_ms as now_ms;
 use crate::config::Secret;
-use crate::delivery::now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::{EqsScore, SharedOutbox};
 use crate::pinterest_client::PinterestClient;
+use crate::store::{EqsScore, SharedStore};
 
 /// The lookback periods polled.
 pub const LOOKBACKS: [&str; 2] = ["1d", "14d"];
@@ -34,7 +34,7 @@ struct WireScore {
 /// The poller.
 #[derive(Debug)]
 pub struct EqsPoller {
-    pub outbox: SharedOutbox,
+    pub store: SharedStore,
     pub client: PinterestClient,
     pub token: Secret,
     pub metrics: Arc<Metrics>,
@@ -135,10 +135,7 @@ impl EqsPoller {
                 status,
             );
         }
-        self.outbox
-            .save_eqs(rows)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.save_eqs(rows).await.map_err(|e| e.to_string())?;
         Ok(n)
     }
 }

@@ -1,7 +1,7 @@
 //! Conversion-quality monitoring (issue #5): the report (`report`), alerts (`alerts`),
 //! Pinterest's Event Quality Score (`eqs`) and the dashboard page (`dashboard`). The numbers
 //! come from aggregates the store keeps in the same transactions as the writes they count
-//! (`Outbox::quality_hours` and friends); the arithmetic is in `pincapi_core::quality`.
+//! (`Store::quality_hours` and friends); the arithmetic is in `pincapi_core::quality`.
 
 pub mod alerts;
 pub mod config;
@@ -41,7 +41,7 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
         .map(|a| a.id)
         .collect();
     let mut alerter = alerts::Alerter::new(
-        Arc::clone(&state.outbox),
+        Arc::clone(&state.store),
         Arc::clone(&state.delivery),
         Arc::clone(&state.metrics),
         state.config.quality.clone(),
@@ -63,7 +63,7 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
         ) {
             Ok(client) => {
                 let poller = eqs::EqsPoller {
-                    outbox: Arc::clone(&state.outbox),
+                    store: Arc::clone(&state.store),
                     client,
                     token: state.config.pinterest_oauth_token.clone(),
                     metrics: Arc::clone(&state.metrics),
@@ -84,15 +84,15 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
 
 /// Sets the quality gauges of `/metrics` from the store: the last 24 hours of aggregates and
 /// the Shopify orders created in the last 24 hours. Called at scrape time, like queue depth.
-pub async fn update_metrics(state: &AppState) -> Result<(), crate::outbox::StoreError> {
+pub async fn update_metrics(state: &AppState) -> Result<(), crate::store::StoreError> {
     use crate::metrics::Labels;
-    use crate::outbox::QualityCounts;
+    use crate::store::QualityCounts;
     use pincapi_core::quality::{lag_percentile, percent};
     use std::collections::BTreeMap;
 
-    let now = crate::delivery::now_ms() / 1000;
+    let now = crate::clock::system_now_ms() / 1000;
     let hours = state
-        .outbox
+        .store
         .quality_hours(now.div_euclid(3600) * 3600 - 23 * 3600)
         .await?;
     let mut by_name: BTreeMap<String, QualityCounts> = BTreeMap::new();
@@ -124,10 +124,7 @@ pub async fn update_metrics(state: &AppState) -> Result<(), crate::outbox::Store
     m.replace_gauge("pincapi_quality_send_lag_p95_seconds", p95s);
     m.replace_gauge("pincapi_quality_late_percent", lates);
 
-    let truth = state
-        .outbox
-        .shopify_truth(now - 86_400, i64::MAX, 0)
-        .await?;
+    let truth = state.store.shopify_truth(now - 86_400, i64::MAX, 0).await?;
     let (mut o, mut d, mut b, mut r) = (0, 0, 0, 0);
     for t in &truth.days {
         (o, d, b, r) = (

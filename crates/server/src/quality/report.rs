@@ -9,11 +9,11 @@ use pincapi_core::event::MatchKeys;
 use pincapi_core::quality::{grade, lag_percentile, match_score, percent};
 use serde::Serialize;
 
-use crate::outbox::{
-    AlertState, EqsScore, MissingOrder, Outbox, QualityCounts, QualityMessage, ShopifyTruth,
+use crate::shopify::census::{self, Census, CensusReport, CensusTruth};
+use crate::store::{
+    AlertState, EqsScore, MissingOrder, QualityCounts, QualityMessage, QualityStore, ShopifyTruth,
     Source, StoreError,
 };
-use crate::shopify::census::{self, Census, CensusReport, CensusTruth};
 
 /// How many missing orders a report lists.
 pub const MISSING_LIMIT: usize = 200;
@@ -184,12 +184,12 @@ pub fn day_start(since: i64) -> i64 {
 
 /// Builds the report for UTC days from `since` (Unix seconds, rounded down to the day).
 pub async fn build(
-    outbox: &dyn Outbox,
+    store: &dyn QualityStore,
     since: i64,
     now_ms: i64,
     eqs_enabled: bool,
 ) -> Result<Report, StoreError> {
-    build_with_census(outbox, since, now_ms, eqs_enabled, None).await
+    build_with_census(store, since, now_ms, eqs_enabled, None).await
 }
 
 /// The order census a report counts with, and Pinterest's window for what can still be sent.
@@ -202,19 +202,19 @@ pub struct CensusInput<'a> {
 /// [`build`], with the Shopify orders counted by `census` too (orders the ledger lacks are
 /// added to its figures and, undelivered, to the missing orders).
 pub async fn build_with_census(
-    outbox: &dyn Outbox,
+    store: &dyn QualityStore,
     since: i64,
     now_ms: i64,
     eqs_enabled: bool,
     census: Option<CensusInput<'_>>,
 ) -> Result<Report, StoreError> {
     let since = day_start(since);
-    let hours = outbox.quality_hours(since).await?;
-    let mut truth = outbox.shopify_truth(since, i64::MAX, MISSING_LIMIT).await?;
+    let hours = store.quality_hours(since).await?;
+    let mut truth = store.shopify_truth(since, i64::MAX, MISSING_LIMIT).await?;
     let census = match census {
         Some(c) => Some(
             census::compare(
-                outbox,
+                store,
                 c.census,
                 since,
                 i64::MAX,
@@ -228,14 +228,14 @@ pub async fn build_with_census(
     if let Some(c) = &census {
         add_census(&mut truth, c, MISSING_LIMIT);
     }
-    let messages = outbox.quality_messages(since).await?;
-    let alerts: Vec<AlertState> = outbox
+    let messages = store.quality_messages(since).await?;
+    let alerts: Vec<AlertState> = store
         .alert_states()
         .await?
         .into_iter()
         .filter(|a| a.active)
         .collect();
-    let scores = outbox.eqs_scores().await?;
+    let scores = store.eqs_scores().await?;
 
     let mut per_day: BTreeMap<(i64, String), QualityCounts> = BTreeMap::new();
     let mut per_name: BTreeMap<String, QualityCounts> = BTreeMap::new();

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::{ApiError, bearer_matches};
 use crate::app::AppState;
-use crate::delivery::now_ms;
-use crate::outbox::Selection;
+use crate::clock::system_now_ms as now_ms;
+use crate::store::Selection;
 
 /// `?limit=` for listings.
 #[derive(Debug, Deserialize)]
@@ -37,7 +37,7 @@ impl SelectionBody {
     }
 }
 
-fn store_error(e: crate::outbox::StoreError) -> ApiError {
+fn store_error(e: crate::store::StoreError) -> ApiError {
     ApiError::unavailable(e.to_string())
 }
 
@@ -57,7 +57,7 @@ pub async fn list_dead(
 ) -> Result<Json<Value>, ApiError> {
     check(&state, &headers)?;
     let rows = state
-        .outbox
+        .store
         .dead_letters(q.limit.unwrap_or(100).min(10_000))
         .await
         .map_err(store_error)?;
@@ -72,7 +72,7 @@ pub async fn retry_dead(
 ) -> Result<Json<Value>, ApiError> {
     check(&state, &headers)?;
     let n = state
-        .outbox
+        .store
         .retry_dead(body.selection()?, now_ms())
         .await
         .map_err(store_error)?;
@@ -90,7 +90,7 @@ pub async fn drop_dead(
 ) -> Result<Json<Value>, ApiError> {
     check(&state, &headers)?;
     let n = state
-        .outbox
+        .store
         .drop_dead(body.selection()?)
         .await
         .map_err(store_error)?;

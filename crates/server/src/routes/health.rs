@@ -37,7 +37,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
                 .map(|reason| json!({"ad_account_id": a, "reason": reason}))
         })
         .collect();
-    match state.outbox.ping().await {
+    match state.store.ping().await {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({
@@ -61,8 +61,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus text. Queue depth is read from the store at scrape time.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(depth) = state.outbox.depth().await {
-        let series = |f: fn(&crate::outbox::Depth) -> u64| {
+    if let Ok(depth) = state.store.depth().await {
+        let series = |f: fn(&crate::store::Depth) -> u64| {
             depth
                 .iter()
                 .map(|d| {

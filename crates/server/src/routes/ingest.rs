@@ -19,8 +19,8 @@ use serde_json::value::RawValue;
 
 use super::{ApiError, bearer_matches};
 use crate::app::AppState;
-use crate::delivery::now_ms;
-use crate::outbox::{Enqueued, NewEvent, Source};
+use crate::clock::system_now_ms as now_ms;
+use crate::store::{Enqueued, NewEvent, Source};
 
 /// Most events in one ingest request, as at Pinterest.
 pub const MAX_EVENTS: usize = pincapi_core::pinterest::MAX_BATCH;
@@ -168,7 +168,7 @@ async fn ingest(
     let mut counts: BTreeMap<(&'static str, Enqueued), u64> = BTreeMap::new();
     if !new_events.is_empty() {
         let names: Vec<&'static str> = new_events.iter().map(|e| e.event_name.as_str()).collect();
-        let outcomes = state.outbox.enqueue(new_events).await.map_err(|e| {
+        let outcomes = state.store.enqueue(new_events).await.map_err(|e| {
             tracing::error!(error = %e, "Could not store events");
             ApiError::unavailable(
                 "the event store is unavailable; nothing from this request was stored",

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::ApiError;
 use crate::app::AppState;
-use crate::delivery::now_ms;
+use crate::clock::system_now_ms as now_ms;
 use crate::quality::report::{self, Report};
 
 /// How far back a report looks by default.
@@ -42,7 +42,7 @@ pub async fn build(state: &AppState, since: Option<&str>) -> Result<Report, ApiE
     // The order census, kept a few minutes so views do not call the Admin API each time.
     let census = state.census.get(since, now).await;
     report::build_with_census(
-        state.outbox.as_ref(),
+        state.store.as_ref(),
         since,
         now,
         crate::quality::eqs_enabled(state),

@@ -8,7 +8,7 @@
 //! &fields=id,created_at,test,cancelled_at,financial_status`, through the poller's client and
 //! pager), keeps those that are conversions by the mapping's own rule (not test orders, not
 //! cancelled or voided; paid, for shops whose purchase topic is `orders/paid`), and
-//! [`compare`]s them with the ledger and the outbox: an order the ledger lacks counts in the
+//! [`compare`]s them with the ledger and the store: an order the ledger lacks counts in the
 //! report's orders, and, unless its purchase `order-<id>` was delivered (the browser reported
 //! it), it is listed as missing, `never received` when nothing reported it at all.
 //!
@@ -30,7 +30,7 @@ use serde_json::value::RawValue;
 use super::config::{self, Shop};
 use super::poller::{AdminApi, is_paid, parse_order, rfc3339};
 use crate::config::Config;
-use crate::outbox::{MissingOrder, Outbox, StoreError, TruthDay};
+use crate::store::{MissingOrder, QualityStore, StoreError, TruthDay};
 
 /// Pages one census lists at most per shop.
 pub const MAX_PAGES: usize = 10;
@@ -317,7 +317,7 @@ pub struct CensusTruth {
 /// Compares `census` with the store for orders created in `since..until` (Unix seconds).
 /// `now` and `max_event_age_secs` say which missing orders can still be sent.
 pub async fn compare(
-    outbox: &dyn Outbox,
+    store: &dyn QualityStore,
     census: &Census,
     since: i64,
     until: i64,
@@ -334,7 +334,7 @@ pub async fn compare(
             .iter()
             .filter(|o| o.created_at >= since && o.created_at < until)
             .collect();
-        let found = outbox
+        let found = store
             .census_lookup(
                 s.shop.clone(),
                 s.ad_account_id.clone(),

@@ -21,8 +21,8 @@ use super::record::{Recorder, Status, decide};
 use super::standin::ShopifyStandin;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
-use crate::outbox::Source;
-use crate::outbox::open::{Opener, open_store};
+use crate::store::Source;
+use crate::store::open::{Opener, open_store};
 
 /// `pincapi shopify ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -211,7 +211,7 @@ fn map_shopify(args: &MapShopifyArgs) -> anyhow::Result<ExitCode> {
         topic,
         mapped,
         Source::Webhook,
-        crate::delivery::now_ms(),
+        crate::clock::system_now_ms(),
         max_age,
         0,
     );
@@ -258,9 +258,9 @@ async fn backfill(
              (or PINCAPI_SHOPIFY__ACCESS_TOKEN for the single-shop shorthand)"
         );
     }
-    let outbox = open_store(&config, Opener::Tool).await?.outbox;
+    let store = open_store(&config, Opener::Tool).await?.store;
     let recorder = Recorder {
-        outbox,
+        store,
         metrics: Arc::new(Metrics::default()),
         delivery: None,
         max_event_age_secs: config.ingest.max_event_age_secs,

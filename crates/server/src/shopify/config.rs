@@ -56,7 +56,7 @@ pub struct ShopifyConfig {
     pub poll_interval_ms: u64,
     /// How far behind the newest order it has seen the poller starts its next query, seconds
     /// (10 minutes): Shopify's `created_at_min` is second-granular and orders can become
-    /// visible late, so the windows overlap; the outbox dedupes what is seen twice.
+    /// visible late, so the windows overlap; the store dedupes what is seen twice.
     pub poll_overlap_secs: u64,
     /// Orders per Admin API page, 1..=250 (Shopify's maximum, the default).
     pub poll_page_size: usize,

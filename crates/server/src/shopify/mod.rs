@@ -16,7 +16,7 @@
 //! read only (it stores and sends nothing), so orders nothing reported can still be counted
 //! and listed; `shopify.poller = false` keeps the poller off while the token serves it.
 //!
-//! The outbox holds one event per (ad account, event_id), so a retried webhook, a second
+//! The store holds one event per (ad account, event_id), so a retried webhook, a second
 //! subscription, the poller and the browser can all report an order and Pinterest still gets
 //! one event. `standin` is a local Admin API for tests and `pincapi shopify standin`.
 //!
@@ -48,8 +48,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::AppState;
-use crate::outbox::ShopifyLedger;
 use crate::routes::{ApiError, bearer_matches};
+use crate::store::ShopifyLedger;
 
 /// How long webhook ids are kept to recognise Shopify's retries (which end after 4 hours).
 const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -76,7 +76,7 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
     }
     let mut tasks = Vec::new();
     let recorder = record::Recorder {
-        outbox: state.outbox.clone(),
+        store: state.store.clone(),
         metrics: state.metrics.clone(),
         delivery: Some(state.delivery.clone()),
         max_event_age_secs: state.config.ingest.max_event_age_secs,
@@ -108,8 +108,8 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
 /// Forgets webhook ids older than [`DELIVERY_MEMORY`], hourly.
 async fn prune_deliveries(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
-        let before = crate::delivery::now_ms() - DELIVERY_MEMORY.as_millis() as i64;
-        match state.outbox.prune_shopify_deliveries(before).await {
+        let before = crate::clock::system_now_ms() - DELIVERY_MEMORY.as_millis() as i64;
+        match state.store.prune_shopify_deliveries(before).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deliveries = n, "Forgot old Shopify webhook ids"),
             Err(e) => tracing::warn!(error = %e, "Could not prune old Shopify webhook ids"),
@@ -139,7 +139,7 @@ async fn ledger(
     }
     let shop = q.shop.as_deref().map(config::normalize_domain);
     let ledger = state
-        .outbox
+        .store
         .shopify_ledger(shop, q.limit.unwrap_or(100).min(10_000))
         .await
         .map_err(|e| {

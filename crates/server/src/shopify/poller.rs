@@ -6,7 +6,7 @@
 //! failing. So every `shopify.poll_interval_ms` (5 minutes) the poller lists the shop's orders
 //! (`GET {admin_api_base}/orders.json?status=any&created_at_min=…&limit=250`, following the
 //! `Link: <…>; rel="next"` cursor) and passes each one through the same mapping and the same
-//! store call as a webhook. The outbox keeps one event per (ad account, event_id), so an order
+//! store call as a webhook. The store keeps one event per (ad account, event_id), so an order
 //! the webhook already delivered is not sent again.
 //!
 //! The checkpoint per shop is the `created_at` of the newest order seen; the next run starts
@@ -33,8 +33,8 @@ use tokio::sync::watch;
 
 use super::config::{Shop, ShopifyConfig};
 use super::record::{Decision, Recorder, Status, decide};
-use crate::delivery::now_ms;
-use crate::outbox::{Enqueued, ShopifyStored, Source};
+use crate::clock::system_now_ms as now_ms;
+use crate::store::{Enqueued, ShopifyStored, Source};
 
 /// A run stops after this many pages (250,000 orders at full pages) so a cursor that loops
 /// cannot hold it.
@@ -119,7 +119,7 @@ impl Reconciler {
         let floor = now - self.recorder.max_event_age_secs;
         let checkpoint = self
             .recorder
-            .outbox
+            .store
             .shopify_checkpoint(&self.shop.domain)
             .await?;
         let since = match checkpoint {
@@ -171,7 +171,7 @@ impl Reconciler {
             report.newest.unwrap_or(since)
         };
         self.recorder
-            .outbox
+            .store
             .advance_shopify_checkpoint(&self.shop.domain, checkpoint, now_ms())
             .await?;
         Ok(report)
@@ -448,7 +448,7 @@ pub async fn run_loop(reconciler: Reconciler, interval: Duration, mut stop: watc
         // others skip this round.
         let lock = match reconciler
             .recorder
-            .outbox
+            .store
             .try_lock_shopify_poller(&shop)
             .await
         {

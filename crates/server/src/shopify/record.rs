@@ -12,8 +12,8 @@ use serde::Serialize;
 use super::config::Shop;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
-use crate::outbox::{
-    Enqueued, NewEvent, OrderOutcome, SharedOutbox, ShopifyAdjustment, ShopifyDelivery,
+use crate::store::{
+    Enqueued, NewEvent, OrderOutcome, SharedStore, ShopifyAdjustment, ShopifyDelivery,
     ShopifyOrder, ShopifyRecord, ShopifyStored, Source, StoreError, TestOrderCopy,
 };
 
@@ -235,7 +235,7 @@ pub fn decide(
 /// Stores decisions and counts them: what the webhook handler and the poller share.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    pub outbox: SharedOutbox,
+    pub store: SharedStore,
     pub metrics: Arc<Metrics>,
     /// Woken after an enqueue; `None` in CLI commands, whose events a running gateway picks up
     /// within its poll interval.
@@ -265,7 +265,7 @@ impl Recorder {
                 received_at_ms,
             })
             .collect();
-        let stored = self.outbox.record_shopify(records).await?;
+        let stored = self.store.record_shopify(records).await?;
         let mut wake = false;
         for ((d, _), s) in items.iter().zip(&stored) {
             let ShopifyStored::Stored(enqueued) = s else {

@@ -39,10 +39,10 @@ use sha2::{Digest, Sha256};
 use super::config::{Shop, find_shop, normalize_domain};
 use super::record::{Recorder, Status, decide};
 use crate::app::AppState;
+use crate::clock::system_now_ms as now_ms;
 use crate::config::Secret;
-use crate::delivery::now_ms;
-use crate::outbox::{Enqueued, ShopifyDelivery, ShopifyStored, Source};
 use crate::routes::ApiError;
+use crate::store::{Enqueued, ShopifyDelivery, ShopifyStored, Source};
 
 /// The answer to an accepted (2xx) delivery.
 #[derive(Debug, Serialize)]
@@ -54,7 +54,7 @@ pub struct WebhookAnswer {
     /// For `accepted`: `accepted` (new), `merged` (into the unsent event of the same id) or
     /// `duplicate` (the same event was stored before, e.g. by the poller).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outbox: Option<Enqueued>,
+    pub enqueued: Option<Enqueued>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -122,7 +122,7 @@ async fn handle(
             status: Status::Ignored,
             topic: topic_text.to_owned(),
             event_id: None,
-            outbox: None,
+            enqueued: None,
             reason: Some(format!(
                 "pincapi does not handle the topic {topic_text:?}; nothing stored (you can \
                  remove this subscription)"
@@ -162,7 +162,7 @@ async fn handle(
         status: decision.status,
         topic: topic.as_str().to_owned(),
         event_id: decision.event_id().map(str::to_owned),
-        outbox: None,
+        enqueued: None,
         reason: decision.reason.clone(),
     };
     if !decision.stores_anything() {
@@ -187,10 +187,10 @@ async fn handle(
     match stored.first() {
         Some(ShopifyStored::DuplicateDelivery) => {
             answer.status = Status::Duplicate;
-            answer.outbox = None;
+            answer.enqueued = None;
             answer.reason = Some("this delivery (webhook id) was processed before".to_owned());
         }
-        Some(ShopifyStored::Stored(enqueued)) => answer.outbox = *enqueued,
+        Some(ShopifyStored::Stored(enqueued)) => answer.enqueued = *enqueued,
         None => {}
     }
     tracing::info!(
@@ -357,7 +357,7 @@ fn webhook_id(headers: &HeaderMap, topic: Topic, body: &[u8]) -> String {
 
 fn recorder(state: &AppState) -> Recorder {
     Recorder {
-        outbox: state.outbox.clone(),
+        store: state.store.clone(),
         metrics: state.metrics.clone(),
         delivery: Some(state.delivery.clone()),
         max_event_age_secs: state.config.ingest.max_event_age_secs,

@@ -739,13 +739,13 @@ async fn a_sync_skips_an_ad_account_another_run_is_syncing() {
     ];
 
     // Another run holds the ad account's lock, on a connection of its own.
-    let other = pincapi::outbox::postgres::PostgresOutbox::connect(
+    let other = pincapi::store::postgres::PostgresStore::connect(
         &schema.url,
-        &pincapi::outbox::postgres::PostgresConfig::default(),
+        &pincapi::config::PostgresConfig::default(),
     )
     .await
     .unwrap();
-    let held = pincapi::outbox::Outbox::try_lock_audience_sync(&other, ACCOUNT)
+    let held = pincapi::store::AudienceStore::try_lock_audience_sync(&other, ACCOUNT)
         .await
         .unwrap();
     assert!(held.is_some());

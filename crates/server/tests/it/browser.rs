@@ -13,9 +13,9 @@ use pincapi::browser::config::BrowserConfig;
 use pincapi::browser::storefront::CORE_STUB_PATH;
 use pincapi::browser::webdriver::{BrowserOptions, Chromedriver, Session};
 use pincapi::config::{Config, Synchronous};
-use pincapi::outbox::sqlite::SqliteOutbox;
-use pincapi::outbox::{Enqueued, NewEvent, Outbox, Source};
 use pincapi::sandbox::SandboxOptions;
+use pincapi::store::sqlite::SqliteStore;
+use pincapi::store::{Enqueued, NewEvent, Queue, Source};
 use pincapi_core::ingest::{IngestEvent, TimeWindow};
 use serde_json::{Value, json};
 
@@ -109,8 +109,8 @@ async fn webhook_purchase(db: &Path, order_id: &str) -> Enqueued {
         .unwrap()
         .event;
     let now_ms = now() * 1000;
-    let outbox = SqliteOutbox::open(db, Synchronous::Full).unwrap();
-    outbox
+    let store = SqliteStore::open(db, Synchronous::Full).unwrap();
+    store
         .enqueue(vec![NewEvent {
             ad_account_id: ACCOUNT.into(),
             event_id: event.event_id.as_str().to_owned(),

@@ -5,11 +5,11 @@
 use std::process::Command;
 
 use pincapi::config::{Secret, Synchronous};
-use pincapi::outbox::sqlite::{SqliteOutbox, count_states};
-use pincapi::outbox::{NewEvent, Outbox, Settlement, Source};
 use pincapi::sandbox::{FaultStep, Faults, SandboxOptions};
 use pincapi::shopify::config::ShopConfig;
 use pincapi::shopify::webhook::sign;
+use pincapi::store::sqlite::{SqliteStore, count_states};
+use pincapi::store::{NewEvent, Queue, Settlement, Source};
 use pincapi_core::event::EventName;
 use serde_json::{Value, json};
 
@@ -224,7 +224,7 @@ async fn pincapi_purge_deletes_delivered_events_past_retention_and_dry_run_only_
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("p.db");
     {
-        let o = SqliteOutbox::open(&db, Synchronous::Normal).unwrap();
+        let o = SqliteStore::open(&db, Synchronous::Normal).unwrap();
         o.enqueue(vec![stored_event("old"), stored_event("waiting")])
             .await
             .unwrap();

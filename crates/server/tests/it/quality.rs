@@ -7,15 +7,16 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::routing::post;
+use pincapi::clock::SystemClock;
 use pincapi::config::{Secret, Synchronous};
 use pincapi::metrics::Metrics;
-use pincapi::outbox::Outbox;
-use pincapi::outbox::sqlite::SqliteOutbox;
 use pincapi::pinterest_client::PinterestClient;
 use pincapi::quality::eqs::EqsPoller;
 use pincapi::sandbox::{FaultStep, Faults, OAuthToken, SandboxOptions};
 use pincapi::shopify::config::ShopConfig;
 use pincapi::shopify::webhook::sign;
+use pincapi::store::sqlite::SqliteStore;
+use pincapi::store::{DeadReason, Queue, ShopifyStore, Store};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -652,10 +653,10 @@ async fn the_sandboxs_event_quality_score_follows_the_spec_and_the_poller_stores
 
     // The poller stores what Pinterest answers; the report shows it.
     let dir = tempfile::tempdir().unwrap();
-    let outbox: Arc<dyn Outbox> =
-        Arc::new(SqliteOutbox::open(&dir.path().join("eqs.db"), Synchronous::Normal).unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("eqs.db"), Synchronous::Normal).unwrap());
     let poller = EqsPoller {
-        outbox: Arc::clone(&outbox),
+        store: Arc::clone(&store),
         client: PinterestClient::new(&app.sandbox.base(), std::time::Duration::from_secs(5))
             .unwrap(),
         token: Secret::new(OAUTH),
@@ -665,7 +666,7 @@ async fn the_sandboxs_event_quality_score_follows_the_spec_and_the_poller_stores
     };
     // 1d and 14d of CAPI (one WEB score each); TAG has none.
     assert_eq!(poller.poll_once().await, 2);
-    let r = pincapi::quality::report::build(outbox.as_ref(), 0, 0, true)
+    let r = pincapi::quality::report::build(store.as_ref(), 0, 0, true)
         .await
         .unwrap();
     assert_eq!(r.eqs.scores.len(), 2);
@@ -773,20 +774,21 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_the_api() {
 async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_fixed() {
     use pincapi::config::DeliveryConfig;
     use pincapi::delivery::Delivery;
-    use pincapi::outbox::{NewEvent, Selection, Settlement, Source};
     use pincapi::quality::alerts::{Alerter, Transition};
     use pincapi::quality::config::QualityConfig;
+    use pincapi::store::{NewEvent, Selection, Settlement, Source};
 
     let dir = tempfile::tempdir().unwrap();
-    let outbox: Arc<dyn Outbox> =
-        Arc::new(SqliteOutbox::open(&dir.path().join("a.db"), Synchronous::Normal).unwrap());
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("a.db"), Synchronous::Normal).unwrap());
     let alerter = || {
         let metrics = Arc::new(Metrics::default());
         let client =
             PinterestClient::new("http://127.0.0.1:9/v5", std::time::Duration::from_secs(1))
                 .unwrap();
         let delivery = Arc::new(Delivery::new(
-            Arc::clone(&outbox),
+            store.clone() as Arc<dyn Queue>,
+            SystemClock::shared(),
             client,
             Arc::clone(&metrics),
             DeliveryConfig::default(),
@@ -794,7 +796,7 @@ async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_
             &[second_account(ACCOUNT, TOKEN)],
         ));
         Alerter::new(
-            Arc::clone(&outbox),
+            Arc::clone(&store),
             delivery,
             metrics,
             QualityConfig::default(),
@@ -803,7 +805,7 @@ async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_
     };
     let first = alerter();
     assert!(first.evaluate_once(1000).await.unwrap().is_empty());
-    outbox
+    store
         .enqueue(vec![NewEvent {
             ad_account_id: ACCOUNT.into(),
             event_id: "dead-1".into(),
@@ -818,16 +820,16 @@ async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_
         }])
         .await
         .unwrap();
-    let c = outbox
+    let c = store
         .claim(ACCOUNT, 10, now() * 1000, 60_000)
         .await
         .unwrap();
-    outbox
+    store
         .settle(
             c[0].lease_until,
             vec![Settlement::Dead {
                 id: c[0].id,
-                reason: "Pinterest: bad".into(),
+                reason: DeadReason::Refused("bad".into()),
             }],
         )
         .await
@@ -841,7 +843,7 @@ async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_
     // A new process (a restart) finds the alert already fired.
     let second = alerter();
     assert!(second.evaluate_once(4000).await.unwrap().is_empty());
-    outbox.drop_dead(Selection::All).await.unwrap();
+    store.drop_dead(Selection::All).await.unwrap();
     let cleared = second.evaluate_once(5000).await.unwrap();
     assert!(
         matches!(&cleared[..], [Transition::Cleared(s)] if s.cleared_at_ms == Some(5000) && s.fired_at_ms == 2000),
@@ -1132,7 +1134,7 @@ async fn the_census_only_reads_sends_nothing_is_kept_a_while_and_reports_an_admi
     assert_eq!(standin.standin.requests().len(), before);
 
     // Nothing was stored, sent or moved: no event, no ledger row, no poller checkpoint.
-    let rows: i64 = pincapi::outbox::sqlite::count_states(&app.db)
+    let rows: i64 = pincapi::store::sqlite::count_states(&app.db)
         .unwrap()
         .iter()
         .map(|(_, n)| n)
@@ -1141,7 +1143,7 @@ async fn the_census_only_reads_sends_nothing_is_kept_a_while_and_reports_an_admi
     let (_, ledger) = app.get("/admin/shopify/ledger", Some(ADMIN_KEY)).await;
     let ledger: Value = serde_json::from_str(&ledger).unwrap();
     assert_eq!(ledger["orders"], json!([]));
-    let store = SqliteOutbox::open(&app.db, Synchronous::Normal).unwrap();
+    let store = SqliteStore::open(&app.db, Synchronous::Normal).unwrap();
     assert_eq!(store.shopify_checkpoint(SHOP).await.unwrap(), None);
     let sandbox = app.stop().await;
     assert!(sandbox.sandbox.requests().is_empty());

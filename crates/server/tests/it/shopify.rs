@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use pincapi::config::{Config, Secret, Synchronous};
 use pincapi::metrics::Metrics;
-use pincapi::outbox::sqlite::{SqliteOutbox, count_states};
-use pincapi::outbox::{OrderOutcome, Outbox};
 use pincapi::sandbox::SandboxOptions;
 use pincapi::shopify::config::ShopConfig;
 use pincapi::shopify::poller::{MAX_PAGES, Reconciler};
 use pincapi::shopify::record::Recorder;
 use pincapi::shopify::webhook::sign;
+use pincapi::store::sqlite::{SqliteStore, count_states};
+use pincapi::store::{OrderOutcome, ShopifyStore};
 use pincapi_core::shopify::{TestOrders, purchase_event_id};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -159,8 +159,8 @@ async fn ledger(app: &TestApp) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Rows in the outbox, by state.
-fn outbox_rows(app: &TestApp) -> i64 {
+/// Rows in the store, by state.
+fn event_rows(app: &TestApp) -> i64 {
     count_states(&app.db).unwrap().iter().map(|(_, n)| n).sum()
 }
 
@@ -340,7 +340,7 @@ async fn a_forged_or_missing_signature_and_an_unknown_shop_are_401_and_nothing_c
             .contains("X-Shopify-Hmac-Sha256")
     );
 
-    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(event_rows(&app), 0);
     assert_eq!(ledger(&app).await, json!({"orders": [], "adjustments": []}));
     let (_, metrics) = app.get("/metrics", None).await;
     assert!(
@@ -366,7 +366,7 @@ async fn orders_updated_before_orders_create_is_ignored_and_the_create_is_still_
             .unwrap()
             .contains("orders/updated is not a conversion")
     );
-    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(event_rows(&app), 0);
     assert_eq!(ledger(&app).await["orders"], json!([]));
 
     let (status, body) = Webhook::new("orders/create", &order, "wh-create")
@@ -374,7 +374,7 @@ async fn orders_updated_before_orders_create_is_ignored_and_the_create_is_still_
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["status"], "accepted");
-    assert_eq!(body["outbox"], "accepted");
+    assert_eq!(body["enqueued"], "accepted");
     app.wait_delivered(1).await;
     assert_eq!(app.sandbox.count_of("order-5400000000001"), 1);
 }
@@ -418,7 +418,7 @@ async fn a_1_mb_order_is_accepted_and_a_body_over_the_limit_is_413_with_nothing_
             .unwrap()
             .contains("shopify.max_body_bytes")
     );
-    assert_eq!(outbox_rows(&app), 1);
+    assert_eq!(event_rows(&app), 1);
 }
 
 #[tokio::test]
@@ -464,7 +464,7 @@ async fn a_body_that_is_not_json_or_not_the_topics_shape_is_400_and_nothing_is_s
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_topic");
 
-    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(event_rows(&app), 0);
     assert_eq!(ledger(&app).await, json!({"orders": [], "adjustments": []}));
 }
 
@@ -482,7 +482,7 @@ async fn an_unknown_topic_is_200_ignored_so_shopify_stops_retrying() {
             .unwrap()
             .contains("does not handle the topic")
     );
-    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(event_rows(&app), 0);
 }
 
 #[tokio::test]
@@ -582,7 +582,7 @@ async fn test_orders_are_ignored_by_default_and_sent_with_the_test_flag_when_con
             .unwrap()
             .contains("test order")
     );
-    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(event_rows(&app), 0);
     app.stop().await;
 
     let app = shopify_app(None, |c| {
@@ -748,13 +748,13 @@ async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("pincapi.db");
-    let outbox = Arc::new(SqliteOutbox::open(&db, Synchronous::Normal).unwrap());
+    let store = Arc::new(SqliteStore::open(&db, Synchronous::Normal).unwrap());
     let mut config = test_config("http://127.0.0.1:9/v5", &db);
     config.shopify.shops = vec![shop(Some(&standin))];
     config.shopify.poll_page_size = 2;
     let resolved = pincapi::shopify::config::shops(&config).unwrap().remove(0);
     let recorder = Recorder {
-        outbox: outbox.clone(),
+        store: store.clone(),
         metrics: Arc::new(Metrics::default()),
         delivery: None,
         max_event_age_secs: config.ingest.max_event_age_secs,
@@ -773,7 +773,7 @@ async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
     poller.max_pages = MAX_PAGES;
     let report = poller.poll().await.unwrap();
     assert!(!report.cut_short, "{report:?}");
-    let ledger = outbox.shopify_ledger(None, 100).await.unwrap();
+    let ledger = store.shopify_ledger(None, 100).await.unwrap();
     let mut seen: Vec<u64> = ledger
         .orders
         .iter()
@@ -860,7 +860,7 @@ async fn cancellations_refunds_and_unmatchable_orders_are_recorded_in_the_ledger
             .unwrap()
             .contains("cannot match it to a person")
     );
-    assert_eq!(outbox_rows(&app), 0);
+    assert_eq!(event_rows(&app), 0);
 }
 
 fn pincapi(args: &[&str], stdin: Option<&[u8]>) -> Output {

@@ -1,5 +1,5 @@
 //! The PostgreSQL schema as a numbered list of migrations, the same tables and meanings as
-//! SQLite's `MIGRATION_1` to `MIGRATION_3` (see `outbox/sqlite.rs`), in PostgreSQL's types:
+//! SQLite's `MIGRATION_1` to `MIGRATION_3` (see `store/sqlite.rs`), in PostgreSQL's types:
 //! `BIGINT` for Unix seconds and milliseconds, `BIGSERIAL` row ids, `BOOLEAN` flags.
 //!
 //! `schema_migrations` records every version applied. [`migrate`] runs in one transaction
@@ -10,7 +10,7 @@
 use deadpool_postgres::Client;
 
 use super::PgError;
-use crate::outbox::StoreError;
+use crate::store::StoreError;
 
 /// One schema step.
 #[derive(Debug)]

@@ -1,15 +1,17 @@
-//! The outbox contract: what every store backend must do, written once against the trait.
+//! The store contract: what every store backend must do, written once against the trait.
 //! Every contract function runs on SQLite and on PostgreSQL (a schema of its own per test).
 
 use std::sync::Arc;
 
+use pincapi::config::PostgresConfig;
 use pincapi::config::Synchronous;
-use pincapi::outbox::postgres::{PostgresConfig, PostgresOutbox};
-use pincapi::outbox::sqlite::SqliteOutbox;
-use pincapi::outbox::{
-    AlertState, AudienceObject, Enqueued, EqsScore, IdKind, ListOperation, NewEvent, OrderOutcome,
-    Outbox, Selection, Settlement, SharedOutbox, ShopifyAdjustment, ShopifyDelivery, ShopifyOrder,
-    ShopifyRecord, ShopifyStored, Source, TestOrderCopy,
+use pincapi::store::postgres::PostgresStore;
+use pincapi::store::sqlite::SqliteStore;
+use pincapi::store::{
+    AlertState, AudienceObject, AudienceStore, DeadReason, Enqueued, EqsScore, IdKind,
+    ListOperation, NewEvent, OrderOutcome, QualityStore, Queue, Selection, Settlement, SharedStore,
+    ShopifyAdjustment, ShopifyDelivery, ShopifyOrder, ShopifyRecord, ShopifyStore, ShopifyStored,
+    Source, Store, TestOrderCopy,
 };
 use pincapi_core::event::EventName;
 use pincapi_core::event::MatchKeys;
@@ -17,18 +19,18 @@ use pincapi_core::event::MatchKeys;
 use crate::helpers::wait_for;
 use crate::pg::TestSchema;
 
-fn sqlite() -> (SharedOutbox, tempfile::TempDir) {
+fn sqlite() -> (SharedStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let outbox = SqliteOutbox::open(&dir.path().join("o.db"), Synchronous::Normal).unwrap();
-    (Arc::new(outbox), dir)
+    let store = SqliteStore::open(&dir.path().join("o.db"), Synchronous::Normal).unwrap();
+    (Arc::new(store), dir)
 }
 
-async fn postgres() -> (SharedOutbox, TestSchema) {
+async fn postgres() -> (SharedStore, TestSchema) {
     let schema = TestSchema::create().await;
-    let outbox = PostgresOutbox::connect(&schema.url, &PostgresConfig::default())
+    let store = PostgresStore::connect(&schema.url, &PostgresConfig::default())
         .await
         .unwrap_or_else(|e| panic!("the PostgreSQL store opens: {e}"));
-    (Arc::new(outbox), schema)
+    (Arc::new(store), schema)
 }
 
 fn event(id: &str, received: i64) -> NewEvent {
@@ -48,7 +50,7 @@ fn event(id: &str, received: i64) -> NewEvent {
     }
 }
 
-async fn stores_once_per_account_and_event_id(o: SharedOutbox) {
+async fn stores_once_per_account_and_event_id(o: SharedStore) {
     let r = o
         .enqueue(vec![event("a", 0), event("a", 0), event("b", 0)])
         .await
@@ -68,7 +70,7 @@ async fn stores_once_per_account_and_event_id(o: SharedOutbox) {
     assert_eq!(depth, 3);
 }
 
-async fn a_claim_leases_events_until_settled(o: SharedOutbox) {
+async fn a_claim_leases_events_until_settled(o: SharedStore) {
     o.enqueue(vec![event("a", 0), event("b", 0), event("c", 10)])
         .await
         .unwrap();
@@ -108,7 +110,7 @@ async fn a_claim_leases_events_until_settled(o: SharedOutbox) {
                 },
                 Settlement::Dead {
                     id: second[0].id,
-                    reason: "Pinterest: bad".into(),
+                    reason: DeadReason::Refused("bad".into()),
                 },
             ],
         )
@@ -125,7 +127,7 @@ async fn a_claim_leases_events_until_settled(o: SharedOutbox) {
     assert_eq!(dead[0].reason, "Pinterest: bad");
 }
 
-async fn an_expired_lease_is_claimable_again_and_release_ends_leases(o: SharedOutbox) {
+async fn an_expired_lease_is_claimable_again_and_release_ends_leases(o: SharedStore) {
     o.enqueue(vec![event("a", 0)]).await.unwrap();
     assert_eq!(o.claim("1", 10, 100, 1000).await.unwrap().len(), 1);
     assert_eq!(o.claim("1", 10, 1100, 1000).await.unwrap().len(), 1);
@@ -133,7 +135,7 @@ async fn an_expired_lease_is_claimable_again_and_release_ends_leases(o: SharedOu
     assert_eq!(o.claim("1", 10, 1200, 1000).await.unwrap().len(), 1);
 }
 
-async fn held_events_wait_and_repeats_merge_into_them(o: SharedOutbox) {
+async fn held_events_wait_and_repeats_merge_into_them(o: SharedStore) {
     let mut held = event("order-1", 1000);
     held.hold_ms = 60_000;
     held.event_name = EventName::Checkout;
@@ -158,7 +160,7 @@ async fn held_events_wait_and_repeats_merge_into_them(o: SharedOutbox) {
     );
 }
 
-async fn dead_letters_can_be_retried_and_dropped(o: SharedOutbox) {
+async fn dead_letters_can_be_retried_and_dropped(o: SharedStore) {
     o.enqueue(vec![event("a", 0), event("b", 0)]).await.unwrap();
     let c = o.claim("1", 10, 0, 1000).await.unwrap();
     o.settle(
@@ -166,7 +168,10 @@ async fn dead_letters_can_be_retried_and_dropped(o: SharedOutbox) {
         c.iter()
             .map(|e| Settlement::Dead {
                 id: e.id,
-                reason: "x".into(),
+                reason: DeadReason::GaveUp {
+                    attempts: 1,
+                    last_error: "x".into(),
+                },
             })
             .collect(),
     )
@@ -190,7 +195,7 @@ async fn dead_letters_can_be_retried_and_dropped(o: SharedOutbox) {
     );
 }
 
-async fn an_outcome_under_an_ended_lease_is_not_recorded(o: SharedOutbox) {
+async fn an_outcome_under_an_ended_lease_is_not_recorded(o: SharedStore) {
     o.enqueue(vec![event("a", 0)]).await.unwrap();
     let first = o.claim("1", 10, 0, 1000).await.unwrap();
     // The lease ran out and another worker claimed the event.
@@ -201,7 +206,7 @@ async fn an_outcome_under_an_ended_lease_is_not_recorded(o: SharedOutbox) {
             first[0].lease_until,
             vec![Settlement::Dead {
                 id: first[0].id,
-                reason: "late".into(),
+                reason: DeadReason::TooOld { days: 7 },
             }],
         )
         .await
@@ -222,7 +227,7 @@ async fn an_outcome_under_an_ended_lease_is_not_recorded(o: SharedOutbox) {
     assert_eq!(on_time, 1);
 }
 
-async fn a_large_batch_with_repeats_is_stored_once_per_event_id(o: SharedOutbox) {
+async fn a_large_batch_with_repeats_is_stored_once_per_event_id(o: SharedStore) {
     let mut batch: Vec<NewEvent> = (0..1000).map(|i| event(&format!("e{i}"), 0)).collect();
     // Repeats inside the batch and of an event stored before.
     o.enqueue(vec![event("e999", 0)]).await.unwrap();
@@ -249,7 +254,7 @@ async fn a_large_batch_with_repeats_is_stored_once_per_event_id(o: SharedOutbox)
     }));
 }
 
-async fn concurrent_enqueues_of_one_event_store_it_once(o: SharedOutbox) {
+async fn concurrent_enqueues_of_one_event_store_it_once(o: SharedStore) {
     // Eight writers (as from eight gateway instances) enqueue overlapping batches at once,
     // in different orders.
     let mut tasks = Vec::new();
@@ -278,7 +283,7 @@ async fn concurrent_enqueues_of_one_event_store_it_once(o: SharedOutbox) {
     assert_eq!(claimed.len(), 50);
 }
 
-async fn concurrent_claims_take_disjoint_events(o: SharedOutbox) {
+async fn concurrent_claims_take_disjoint_events(o: SharedStore) {
     let batch: Vec<NewEvent> = (0..300).map(|i| event(&format!("d{i}"), 0)).collect();
     o.enqueue(batch).await.unwrap();
     let mut tasks = Vec::new();
@@ -306,7 +311,7 @@ async fn concurrent_claims_take_disjoint_events(o: SharedOutbox) {
     assert_eq!(all.len(), 300, "no event claimed twice");
 }
 
-async fn the_shops_record_completes_a_held_browser_purchase_at_once(o: SharedOutbox) {
+async fn the_shops_record_completes_a_held_browser_purchase_at_once(o: SharedStore) {
     let mut browser = event("order-7", 1000);
     browser.event_name = EventName::Checkout;
     browser.source = Source::Collector;
@@ -364,7 +369,7 @@ fn webhook(shop: &str, webhook_id: &str, order_id: &str, received: i64) -> Shopi
     }
 }
 
-async fn shopify_deliveries_are_stored_once_per_webhook_id(o: SharedOutbox) {
+async fn shopify_deliveries_are_stored_once_per_webhook_id(o: SharedStore) {
     let r = o
         .record_shopify(vec![webhook("a.myshopify.com", "w1", "1", 1000)])
         .await
@@ -408,7 +413,7 @@ async fn shopify_deliveries_are_stored_once_per_webhook_id(o: SharedOutbox) {
     assert_eq!(r, vec![ShopifyStored::Stored(Some(Enqueued::Merged))]);
 }
 
-async fn the_order_ledger_keeps_sent_orders_and_adjustments_once(o: SharedOutbox) {
+async fn the_order_ledger_keeps_sent_orders_and_adjustments_once(o: SharedStore) {
     o.record_shopify(vec![webhook("a.myshopify.com", "w1", "1", 1000)])
         .await
         .unwrap();
@@ -470,7 +475,7 @@ async fn the_order_ledger_keeps_sent_orders_and_adjustments_once(o: SharedOutbox
     assert_eq!(all.orders.len(), 2);
 }
 
-async fn a_test_orders_browser_copy_is_dropped_or_flagged(o: SharedOutbox) {
+async fn a_test_orders_browser_copy_is_dropped_or_flagged(o: SharedStore) {
     let mut copies = Vec::new();
     for id in ["order-1", "order-2", "order-3"] {
         let mut e = event(id, 0);
@@ -521,7 +526,7 @@ async fn a_test_orders_browser_copy_is_dropped_or_flagged(o: SharedOutbox) {
     );
 }
 
-async fn shopify_checkpoints_only_move_forward(o: SharedOutbox) {
+async fn shopify_checkpoints_only_move_forward(o: SharedStore) {
     assert_eq!(o.shopify_checkpoint("a.myshopify.com").await.unwrap(), None);
     o.advance_shopify_checkpoint("a.myshopify.com", 100, 1)
         .await
@@ -543,7 +548,7 @@ async fn shopify_checkpoints_only_move_forward(o: SharedOutbox) {
     assert_eq!(o.shopify_checkpoint("b.myshopify.com").await.unwrap(), None);
 }
 
-async fn the_poller_lock_is_granted(o: SharedOutbox) {
+async fn the_poller_lock_is_granted(o: SharedStore) {
     let lock = o.try_lock_shopify_poller("a.myshopify.com").await.unwrap();
     assert!(lock.is_some());
     drop(lock);
@@ -559,7 +564,7 @@ async fn the_poller_lock_is_granted(o: SharedOutbox) {
 #[tokio::test]
 async fn postgres_the_poller_lock_is_held_by_one_instance_at_a_time() {
     let (first, _schema) = postgres().await;
-    let second = PostgresOutbox::connect(&_schema.url, &PostgresConfig::default())
+    let second = PostgresStore::connect(&_schema.url, &PostgresConfig::default())
         .await
         .unwrap();
     let held = first
@@ -593,7 +598,7 @@ async fn postgres_the_poller_lock_is_held_by_one_instance_at_a_time() {
     .await;
 }
 
-async fn the_audience_sync_lock_is_granted(o: SharedOutbox) {
+async fn the_audience_sync_lock_is_granted(o: SharedStore) {
     let lock = o.try_lock_audience_sync("1").await.unwrap();
     assert!(lock.is_some());
     drop(lock);
@@ -605,7 +610,7 @@ async fn the_audience_sync_lock_is_granted(o: SharedOutbox) {
 #[tokio::test]
 async fn postgres_the_audience_sync_lock_is_held_by_one_instance_at_a_time() {
     let (first, _schema) = postgres().await;
-    let second = PostgresOutbox::connect(&_schema.url, &PostgresConfig::default())
+    let second = PostgresStore::connect(&_schema.url, &PostgresConfig::default())
         .await
         .unwrap();
     let held = first.try_lock_audience_sync("1").await.unwrap();
@@ -631,24 +636,19 @@ async fn postgres_instances_starting_at_once_migrate_once() {
         .map(|_| {
             let url = schema.url.clone();
             tokio::spawn(
-                async move { PostgresOutbox::connect(&url, &PostgresConfig::default()).await },
+                async move { PostgresStore::connect(&url, &PostgresConfig::default()).await },
             )
         })
         .collect();
-    let mut outboxes = Vec::new();
+    let mut stores = Vec::new();
     for h in handles {
-        outboxes.push(h.await.unwrap());
+        stores.push(h.await.unwrap());
     }
-    for o in &outboxes {
+    for o in &stores {
         let o = o.as_ref().unwrap();
         assert_eq!(
             i64::from(o.schema_version()),
-            i64::from(
-                pincapi::outbox::postgres::MIGRATIONS
-                    .last()
-                    .unwrap()
-                    .version
-            )
+            i64::from(pincapi::store::postgres::MIGRATIONS.last().unwrap().version)
         );
     }
 }
@@ -670,7 +670,7 @@ async fn postgres_sslmode_require_verifies_the_server_certificate() {
         connect_timeout_secs: 5,
         ..PostgresConfig::default()
     };
-    let err = PostgresOutbox::connect(&url, &settings)
+    let err = PostgresStore::connect(&url, &settings)
         .await
         .unwrap_err()
         .to_string();
@@ -681,7 +681,7 @@ async fn postgres_sslmode_require_verifies_the_server_certificate() {
 // --- Quality ---
 
 /// The quality row of hour 0 (every event of these tests is received in the first hour).
-async fn hour_zero(o: &SharedOutbox, event_name: &str) -> pincapi::outbox::QualityCounts {
+async fn hour_zero(o: &SharedStore, event_name: &str) -> pincapi::store::QualityCounts {
     let hours = o.quality_hours(0).await.unwrap();
     let rows: Vec<_> = hours
         .iter()
@@ -704,7 +704,7 @@ fn source_index(s: Source) -> usize {
     Source::ALL.iter().position(|x| *x == s).unwrap()
 }
 
-async fn quality_counts_follow_receipts_repeats_and_settlements(o: SharedOutbox) {
+async fn quality_counts_follow_receipts_repeats_and_settlements(o: SharedStore) {
     // "a" from the API (IP + user agent), then the browser's copy with a click id merges in.
     let mut a_browser = event("a", 2000);
     a_browser.source = Source::Collector;
@@ -763,7 +763,7 @@ async fn quality_counts_follow_receipts_repeats_and_settlements(o: SharedOutbox)
         last[0].lease_until,
         vec![Settlement::Dead {
             id: b.id,
-            reason: "Pinterest: bad event".into(),
+            reason: DeadReason::Refused("bad event".into()),
         }],
     )
     .await
@@ -834,7 +834,7 @@ fn order(order_id: &str, created_at: i64, outcome: OrderOutcome, test: bool) -> 
     }
 }
 
-async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered(o: SharedOutbox) {
+async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered(o: SharedStore) {
     let day = 1_764_028_800; // a UTC midnight
     // Order 1: the browser reported it before the webhook; order 2: only the webhook; order 3:
     // skipped (no match key) and never reported; order 4: a test order; order 5: the next day,
@@ -905,7 +905,7 @@ async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered
     assert!(early.missing.is_empty());
 }
 
-async fn alert_states_and_event_quality_scores_are_kept(o: SharedOutbox) {
+async fn alert_states_and_event_quality_scores_are_kept(o: SharedStore) {
     assert!(o.alert_states().await.unwrap().is_empty());
     let mut fired = AlertState {
         rule: "auth_failure".into(),
@@ -952,7 +952,7 @@ fn member_event(id: &str, name: &str, received: i64, user: &str, custom: &str) -
     e
 }
 
-async fn scan_all(o: &SharedOutbox, limit: usize) -> Vec<pincapi::outbox::StoredEvent> {
+async fn scan_all(o: &SharedStore, limit: usize) -> Vec<pincapi::store::StoredEvent> {
     let mut all = Vec::new();
     let mut after = None;
     loop {
@@ -964,14 +964,14 @@ async fn scan_all(o: &SharedOutbox, limit: usize) -> Vec<pincapi::outbox::Stored
     all
 }
 
-fn facts(events: &[pincapi::outbox::StoredEvent]) -> Vec<pincapi::outbox::EventFacts> {
+fn facts(events: &[pincapi::store::StoredEvent]) -> Vec<pincapi::store::EventFacts> {
     events
         .iter()
         .filter_map(|e| pincapi_core::audience::facts_from_payload(&e.ad_account_id, &e.payload))
         .collect()
 }
 
-async fn audience_facts_are_idempotent_upserts_behind_a_checkpoint(o: SharedOutbox) {
+async fn audience_facts_are_idempotent_upserts_behind_a_checkpoint(o: SharedStore) {
     let mut test_event = member_event("t", "checkout", 5, &format!(r#""em":["{H}"]"#), "");
     test_event.test = true;
     o.enqueue(vec![
@@ -1031,7 +1031,7 @@ async fn audience_facts_are_idempotent_upserts_behind_a_checkpoint(o: SharedOutb
     assert!(o.audience_people("2").await.unwrap().is_empty());
 }
 
-async fn a_shopify_refund_marks_its_purchase_refunded(o: SharedOutbox) {
+async fn a_shopify_refund_marks_its_purchase_refunded(o: SharedStore) {
     o.enqueue(vec![member_event(
         "order-77",
         "checkout",
@@ -1067,7 +1067,7 @@ async fn a_shopify_refund_marks_its_purchase_refunded(o: SharedOutbox) {
     assert!(people[0].purchases[0].refunded);
 }
 
-async fn a_forgotten_member_is_suppressed_and_scrubbed_from_events(o: SharedOutbox) {
+async fn a_forgotten_member_is_suppressed_and_scrubbed_from_events(o: SharedStore) {
     o.enqueue(vec![
         member_event(
             "with-ip",
@@ -1113,7 +1113,7 @@ async fn a_forgotten_member_is_suppressed_and_scrubbed_from_events(o: SharedOutb
 }
 
 /// Several instances scanning the same events at once (in any order) all succeed and agree.
-async fn concurrent_scans_of_the_same_events_agree(o: SharedOutbox) {
+async fn concurrent_scans_of_the_same_events_agree(o: SharedStore) {
     let hash = |i: usize| format!("{i:064x}");
     let events: Vec<NewEvent> = (0..60)
         .map(|i| {
@@ -1162,7 +1162,7 @@ async fn concurrent_scans_of_the_same_events_agree(o: SharedOutbox) {
     assert_eq!(o.audience_checkpoint().await.unwrap(), Some(60));
 }
 
-async fn sync_state_keeps_ids_statuses_and_synced_members(o: SharedOutbox) {
+async fn sync_state_keeps_ids_statuses_and_synced_members(o: SharedStore) {
     let object = |object: &str, id: &str, status: Option<&str>| AudienceObject {
         ad_account_id: "1".into(),
         segment: "purchasers".into(),
@@ -1252,7 +1252,7 @@ async fn sync_state_keeps_ids_statuses_and_synced_members(o: SharedOutbox) {
 
 // --- Census ---
 
-async fn the_census_lookup_reports_ledger_purchase_state_and_browser_sight(o: SharedOutbox) {
+async fn the_census_lookup_reports_ledger_purchase_state_and_browser_sight(o: SharedStore) {
     let mut browser = event("order-1", 500);
     browser.event_name = EventName::Checkout;
     browser.source = Source::Collector;
@@ -1276,7 +1276,7 @@ async fn the_census_lookup_reports_ledger_purchase_state_and_browser_sight(o: Sh
             )
         })
         .collect();
-    // In the order asked; another shop's ledger or account's outbox does not count.
+    // In the order asked; another shop's ledger or account's store does not count.
     assert_eq!(
         seen,
         [
@@ -1297,7 +1297,7 @@ async fn the_census_lookup_reports_ledger_purchase_state_and_browser_sight(o: Sh
 
 // --- Retention and back-pressure ---
 
-async fn pending_count_counts_every_event_not_yet_finished(o: SharedOutbox) {
+async fn pending_count_counts_every_event_not_yet_finished(o: SharedStore) {
     assert_eq!(o.pending_count().await.unwrap(), 0);
     let mut held = event("held", 0);
     held.hold_ms = 60_000;
@@ -1318,7 +1318,10 @@ async fn pending_count_counts_every_event_not_yet_finished(o: SharedOutbox) {
             },
             Settlement::Dead {
                 id: claimed[1].id,
-                reason: "x".into(),
+                reason: DeadReason::GaveUp {
+                    attempts: 1,
+                    last_error: "x".into(),
+                },
             },
         ],
     )
@@ -1327,7 +1330,7 @@ async fn pending_count_counts_every_event_not_yet_finished(o: SharedOutbox) {
     assert_eq!(o.pending_count().await.unwrap(), 1);
 }
 
-async fn purge_deletes_only_finished_events_past_the_cutoff(o: SharedOutbox) {
+async fn purge_deletes_only_finished_events_past_the_cutoff(o: SharedStore) {
     let ids = ["old-sent", "new-sent", "dead", "waiting", "dropped"];
     o.enqueue(ids.iter().map(|id| event(id, 0)).collect())
         .await
@@ -1349,7 +1352,10 @@ async fn purge_deletes_only_finished_events_past_the_cutoff(o: SharedOutbox) {
             },
             Settlement::Dead {
                 id: id_of("dead"),
-                reason: "x".into(),
+                reason: DeadReason::GaveUp {
+                    attempts: 1,
+                    last_error: "x".into(),
+                },
             },
             Settlement::Retry {
                 id: id_of("waiting"),
@@ -1359,7 +1365,10 @@ async fn purge_deletes_only_finished_events_past_the_cutoff(o: SharedOutbox) {
             },
             Settlement::Dead {
                 id: id_of("dropped"),
-                reason: "y".into(),
+                reason: DeadReason::GaveUp {
+                    attempts: 1,
+                    last_error: "y".into(),
+                },
             },
         ],
     )
@@ -1460,16 +1469,16 @@ async fn a_committed_enqueue_survives_reopening_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("o.db");
     {
-        let o = SqliteOutbox::open(&path, Synchronous::Full).unwrap();
+        let o = SqliteStore::open(&path, Synchronous::Full).unwrap();
         o.enqueue(vec![event("a", 0)]).await.unwrap();
     }
-    let o = SqliteOutbox::open(&path, Synchronous::Full).unwrap();
+    let o = SqliteStore::open(&path, Synchronous::Full).unwrap();
     assert_eq!(o.claim("1", 10, 0, 1000).await.unwrap().len(), 1);
 }
 
 /// The store state the upgrade tests start from: orders 1 and 2 of `day`, the browser's
 /// copy of order 1's purchase, and order 2's purchase delivered.
-async fn two_orders_one_seen_by_the_browser_one_delivered(o: &dyn Outbox, day: i64) {
+async fn two_orders_one_seen_by_the_browser_one_delivered(o: &dyn Store, day: i64) {
     let mut browser = event("order-1", 500);
     browser.event_name = EventName::Checkout;
     browser.source = Source::Collector;
@@ -1500,7 +1509,7 @@ async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
     let path = dir.path().join("o.db");
     let day = 1_764_028_800;
     {
-        let o = SqliteOutbox::open(&path, Synchronous::Normal).unwrap();
+        let o = SqliteStore::open(&path, Synchronous::Normal).unwrap();
         two_orders_one_seen_by_the_browser_one_delivered(&o, day).await;
     }
     // Take the store back to schema 2, as a build without quality and audiences left it.
@@ -1515,7 +1524,7 @@ async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
     )
     .unwrap();
     drop(conn);
-    let o = SqliteOutbox::open(&path, Synchronous::Normal).unwrap();
+    let o = SqliteStore::open(&path, Synchronous::Normal).unwrap();
     let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
     let d = &truth.days[0];
     assert_eq!(
@@ -1554,7 +1563,7 @@ async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_e
         .unwrap();
     drop(client);
     let _ = task.await;
-    let o = PostgresOutbox::connect(&schema.url, &PostgresConfig::default())
+    let o = PostgresStore::connect(&schema.url, &PostgresConfig::default())
         .await
         .unwrap();
     // Upgraded through 3 (quality), 4 (audiences) and 5 (quality shards) again.

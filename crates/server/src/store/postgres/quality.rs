@@ -8,16 +8,19 @@
 //! on each other in one order and never deadlock on them; the wait lasts until the commit.
 //! The hourly rows are sharded by connection (see [`SHARDS`]), so such waits are rare.
 
+use super::PostgresStore;
+use crate::store::{CensusLookup, QualityStore, StoreError};
+use crate::store::{LedgerFlag, Source};
+use async_trait::async_trait;
+
 use std::sync::LazyLock;
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::{PgError, execute, query};
-use crate::outbox::sqlite::{
-    BROWSER_SOURCES, QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row,
-};
-use crate::outbox::{
+use crate::store::tally::{QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row};
+use crate::store::{
     AlertState, EqsScore, MissingOrder, QualityHour, QualityMessage, ShopifyTruth, TruthDay,
 };
 
@@ -77,15 +80,6 @@ pub(super) async fn flush<C: GenericClient + Sync>(c: &C, tally: Tally) -> Resul
     Ok(())
 }
 
-/// A fact about an order's purchase that the ledger keeps.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum LedgerFlag {
-    /// The browser reported the purchase.
-    BrowserSeen,
-    /// The purchase was delivered.
-    Delivered,
-}
-
 /// If `event_id` is a Shopify order's purchase (`order-<id>`), sets `flag` on its ledger row.
 pub(super) async fn mark_order<C: GenericClient + Sync>(
     c: &C,
@@ -93,7 +87,7 @@ pub(super) async fn mark_order<C: GenericClient + Sync>(
     event_id: &str,
     flag: LedgerFlag,
 ) -> Result<(), PgError> {
-    let Some(order_id) = event_id.strip_prefix("order-") else {
+    let Some(order_id) = pincapi_core::shopify::order_of_event_id(event_id) else {
         return Ok(());
     };
     let sql = match flag {
@@ -132,8 +126,8 @@ pub(super) async fn ledger_flags_from_event<C: GenericClient + Sync>(
         &[
             &shop,
             &order_id,
-            &format!("order-{order_id}"),
-            &BROWSER_SOURCES,
+            &pincapi_core::shopify::event_id_of_order(order_id),
+            &Source::BROWSER_BITS,
         ],
     )
     .await?;
@@ -381,4 +375,87 @@ pub(super) async fn eqs_scores<C: GenericClient + Sync>(c: &C) -> Result<Vec<Eqs
             }
         })
         .collect())
+}
+
+#[async_trait]
+impl QualityStore for PostgresStore {
+    async fn quality_hours(&self, since_hour: i64) -> Result<Vec<QualityHour>, StoreError> {
+        let client = self.client().await?;
+        hours(&client, since_hour)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn quality_messages(&self, since_day: i64) -> Result<Vec<QualityMessage>, StoreError> {
+        let client = self.client().await?;
+        messages(&client, since_day)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn shopify_truth(
+        &self,
+        since: i64,
+        until: i64,
+        missing_limit: usize,
+    ) -> Result<ShopifyTruth, StoreError> {
+        let client = self.client().await?;
+        shopify_truth(&client, since, until, missing_limit)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn alert_states(&self) -> Result<Vec<AlertState>, StoreError> {
+        let client = self.client().await?;
+        alert_states(&client).await.map_err(PgError::into_store)
+    }
+
+    async fn save_alert_state(&self, state: AlertState) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        save_alert_state(&client, &state)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn save_eqs(&self, scores: Vec<EqsScore>) -> Result<(), StoreError> {
+        if scores.is_empty() {
+            return Ok(());
+        }
+        in_transaction!(self, |tx| save_eqs(&tx, &scores).await?)
+    }
+
+    async fn eqs_scores(&self) -> Result<Vec<EqsScore>, StoreError> {
+        let client = self.client().await?;
+        eqs_scores(&client).await.map_err(PgError::into_store)
+    }
+
+    async fn census_lookup(
+        &self,
+        shop: String,
+        ad_account_id: String,
+        order_ids: Vec<String>,
+    ) -> Result<Vec<CensusLookup>, StoreError> {
+        // One round trip for the whole listing, in the order it was given.
+        let rows = self
+            .query(
+                "SELECT o.id, l.order_id IS NOT NULL, e.state,
+                        coalesce((e.sources & $4) <> 0, false)
+                 FROM unnest($3::text[]) WITH ORDINALITY AS o (id, n)
+                 LEFT JOIN shopify_orders l ON l.shop = $1 AND l.order_id = o.id
+                 LEFT JOIN events e
+                     ON e.ad_account_id = $2 AND e.event_id = 'order-' || o.id
+                 ORDER BY o.n",
+                &[&shop, &ad_account_id, &order_ids, &Source::BROWSER_BITS],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| CensusLookup {
+                order_id: r.get(0),
+                in_ledger: r.get(1),
+                purchase_state: r.get(2),
+                browser_seen: r.get(3),
+            })
+            .collect())
+    }
 }

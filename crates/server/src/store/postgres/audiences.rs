@@ -1,5 +1,5 @@
 //! The audience methods of the PostgreSQL store: the tables of migration 4 with the meanings
-//! of SQLite's (`MIGRATION_4` and its `// --- Audiences ---` functions in `outbox/sqlite.rs`).
+//! of SQLite's (`MIGRATION_4` and its `// --- Audiences ---` functions in `store/sqlite.rs`).
 //!
 //! Several instances may scan the same events at once (each runs `serve`'s schedule, or one
 //! runs the CLI): the facts of a batch are folded together first, then written with one
@@ -7,13 +7,17 @@
 //! changes nothing. A forget excludes scans while it runs (an advisory transaction lock the
 //! scans take shared), so a member being forgotten cannot be written back in between.
 
+use super::PostgresStore;
+use crate::store::{AudienceStore, StoreError, StoreLock};
+use async_trait::async_trait;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use deadpool_postgres::GenericClient;
 use pincapi_core::audience::{Activity, Purchase};
 
 use super::{PgError, execute, query};
-use crate::outbox::{
+use crate::store::{
     AudienceObject, EventFacts, FORGOTTEN_DROPPED, ForgetReport, IdKind, ListOperation,
     PersonFacts, StoredEvent,
 };
@@ -494,3 +498,124 @@ pub(super) async fn apply_update<C: GenericClient + Sync>(
     execute(c, sql, &[&account, &segment, &kind.as_str(), &hashes]).await?;
     Ok(())
 }
+
+#[async_trait]
+impl AudienceStore for PostgresStore {
+    async fn try_lock_audience_sync(
+        &self,
+        ad_account_id: &str,
+    ) -> Result<Option<StoreLock>, StoreError> {
+        self.session_lock(AUDIENCE_SYNC_LOCK, ad_account_id).await
+    }
+
+    async fn audience_checkpoint(&self) -> Result<Option<i64>, StoreError> {
+        let client = self.client().await?;
+        checkpoint(&client).await.map_err(PgError::into_store)
+    }
+
+    async fn audience_events(
+        &self,
+        from_ms: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let client = self.client().await?;
+        events(&client, from_ms, after, limit)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn record_audience_facts(
+        &self,
+        facts: Vec<EventFacts>,
+        checkpoint_ms: i64,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| record_facts(&tx, &facts, checkpoint_ms).await?)
+    }
+
+    async fn audience_people(&self, ad_account_id: &str) -> Result<Vec<PersonFacts>, StoreError> {
+        // Members, purchases and views from one snapshot.
+        let mut client = self.client().await?;
+        let result: Result<_, PgError> = async {
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let people = people(&tx, ad_account_id).await?;
+            tx.commit().await?;
+            Ok(people)
+        }
+        .await;
+        result.map_err(PgError::into_store)
+    }
+
+    async fn forget_member(
+        &self,
+        kind: IdKind,
+        hash: &str,
+        now_ms: i64,
+    ) -> Result<ForgetReport, StoreError> {
+        let hash = hash.to_ascii_lowercase();
+        in_transaction!(self, |tx| forget(&tx, kind, &hash, now_ms).await?)
+    }
+
+    async fn audience_objects(
+        &self,
+        ad_account_id: &str,
+    ) -> Result<Vec<AudienceObject>, StoreError> {
+        let client = self.client().await?;
+        objects(&client, ad_account_id)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn save_audience_object(&self, object: AudienceObject) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        save_object(&client, &object)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn drop_audience_object(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        object: &str,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |tx| {
+            drop_object(&tx, ad_account_id, segment, object).await?
+        })
+    }
+
+    async fn synced_members(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        kind: IdKind,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        synced(&client, ad_account_id, segment, kind)
+            .await
+            .map_err(PgError::into_store)
+    }
+
+    async fn apply_list_update(
+        &self,
+        ad_account_id: &str,
+        segment: &str,
+        kind: IdKind,
+        operation: ListOperation,
+        hashes: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        apply_update(&client, ad_account_id, segment, kind, operation, hashes)
+            .await
+            .map_err(PgError::into_store)
+    }
+}
+
+/// First key of the advisory locks of audience syncs ("audi" in ASCII); the second is a hash
+/// of the ad account id.
+const AUDIENCE_SYNC_LOCK: i32 = 0x61_75_64_69;

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use super::SharedOutbox;
-use super::postgres::PostgresOutbox;
-use super::sqlite::SqliteOutbox;
+use super::SharedStore;
+use super::postgres::PostgresStore;
+use super::sqlite::SqliteStore;
 use crate::config::{Config, StoreUrl};
 
 /// Who opens the store.
@@ -22,8 +22,8 @@ pub enum Opener {
 /// An open store.
 #[derive(Debug)]
 pub struct OpenedStore {
-    pub outbox: SharedOutbox,
-    /// SQLite's owner lock when opened by the gateway; hold it as long as the outbox.
+    pub store: SharedStore,
+    /// SQLite's owner lock when opened by the gateway; hold it as long as the store.
     pub owner_lock: Option<File>,
     /// `true` for an embedded store, which one process owns (so leases left at start belong
     /// to a process that is gone); `false` for a store several instances share.
@@ -39,14 +39,14 @@ pub async fn open_store(config: &Config, opener: Opener) -> anyhow::Result<Opene
     match config.store_url()? {
         StoreUrl::Sqlite(path) => {
             let owner_lock = match opener {
-                Opener::Gateway => Some(SqliteOutbox::lock_owner(&path)?),
+                Opener::Gateway => Some(SqliteStore::lock_owner(&path)?),
                 Opener::Tool => None,
             };
-            let outbox = SqliteOutbox::open(&path, config.sqlite_synchronous)
+            let store = SqliteStore::open(&path, config.sqlite_synchronous)
                 .with_context(|| format!("while opening the store {}", path.display()))?;
-            let schema_version = outbox.schema_version()?;
+            let schema_version = store.schema_version()?;
             Ok(OpenedStore {
-                outbox: Arc::new(outbox),
+                store: Arc::new(store),
                 owner_lock,
                 single_owner: true,
                 schema_version,
@@ -54,11 +54,11 @@ pub async fn open_store(config: &Config, opener: Opener) -> anyhow::Result<Opene
             })
         }
         StoreUrl::Postgres(url) => {
-            let outbox = PostgresOutbox::connect(&url, &config.postgres).await?;
+            let store = PostgresStore::connect(&url, &config.postgres).await?;
             Ok(OpenedStore {
-                schema_version: i64::from(outbox.schema_version()),
-                display: outbox.display_url().to_owned(),
-                outbox: Arc::new(outbox),
+                schema_version: i64::from(store.schema_version()),
+                display: store.display_url().to_owned(),
+                store: Arc::new(store),
                 owner_lock: None,
                 single_owner: false,
             })
@@ -69,11 +69,11 @@ pub async fn open_store(config: &Config, opener: Opener) -> anyhow::Result<Opene
 /// The store for an operator command working on what a gateway stored (`deadletter`,
 /// `report`, `purge`, `audiences`, `forget`, ...): an embedded store must already exist, so a
 /// mistyped path is an error instead of a new, empty database.
-pub async fn open_existing_store(config: &Config) -> anyhow::Result<SharedOutbox> {
+pub async fn open_existing_store(config: &Config) -> anyhow::Result<SharedStore> {
     if let StoreUrl::Sqlite(path) = config.store_url()?
         && !path.exists()
     {
         anyhow::bail!("store: {} does not exist", path.display());
     }
-    Ok(open_store(config, Opener::Tool).await?.outbox)
+    Ok(open_store(config, Opener::Tool).await?.store)
 }

@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod postgres;
+
+pub use postgres::PostgresConfig;
+
 use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -197,7 +201,7 @@ pub struct Config {
     /// Address the gateway listens on.
     pub listen: SocketAddr,
     /// `sqlite://PATH` (default) or `postgres://...` (printed without its password).
-    #[serde(serialize_with = "crate::outbox::postgres::serialize_redacted")]
+    #[serde(serialize_with = "crate::config::postgres::serialize_redacted")]
     pub store: String,
     /// SQLite durability: `full` (default) or `normal`.
     pub sqlite_synchronous: Synchronous,
@@ -233,7 +237,7 @@ pub struct Config {
     pub shopify: crate::shopify::config::ShopifyConfig,
     pub browser: crate::browser::config::BrowserConfig,
     /// `[postgres]`: the connection pool, when `store` is a PostgreSQL URL.
-    pub postgres: crate::outbox::postgres::PostgresConfig,
+    pub postgres: PostgresConfig,
     pub quality: crate::quality::config::QualityConfig,
     pub audiences: crate::audiences::config::AudiencesConfig,
     pub retention: crate::retention::RetentionConfig,
@@ -280,7 +284,7 @@ impl Default for Config {
 pub enum StoreUrl {
     Sqlite(PathBuf),
     /// A `postgres://` or `postgresql://` URL, as given (it may hold a password: print it
-    /// with [`crate::outbox::postgres::redact_url`]).
+    /// with [`crate::config::postgres::redact_url`]).
     Postgres(String),
 }
 
@@ -290,7 +294,7 @@ impl std::fmt::Debug for StoreUrl {
             StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             StoreUrl::Postgres(url) => f
                 .debug_tuple("Postgres")
-                .field(&crate::outbox::postgres::redact_url(url))
+                .field(&crate::config::postgres::redact_url(url))
                 .finish(),
         }
     }
@@ -395,7 +399,7 @@ impl Config {
             bail!("log_format: must be text or json");
         }
         crate::shopify::config::ShopifyConfig::validate(self)?;
-        crate::outbox::postgres::PostgresConfig::validate(self)?;
+        crate::config::PostgresConfig::validate(self)?;
         self.quality.validate()?;
         self.audiences.validate()?;
         if !(1..=3600).contains(&self.ingest.shed_retry_after_secs) {
@@ -426,7 +430,7 @@ pub fn parse_store_url(s: &str) -> anyhow::Result<StoreUrl> {
         if let Err(e) = s.parse::<tokio_postgres::Config>() {
             bail!(
                 "store: {} is not a usable PostgreSQL URL: {e}",
-                crate::outbox::postgres::redact_url(s)
+                crate::config::postgres::redact_url(s)
             );
         }
         return Ok(StoreUrl::Postgres(s.to_owned()));

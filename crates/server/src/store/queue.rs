@@ -1,0 +1,138 @@
+//! The queue: events stored once per (ad account, event_id), claimed under a lease, settled.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::{DeadReason, StoreError};
+
+use pincapi_core::event::EventName;
+pub use pincapi_core::source::Source;
+
+/// Version of the `payload` contract stored with each row: v1 = the Pinterest event JSON.
+pub const PAYLOAD_VERSION: i64 = 1;
+
+/// The durable queue. All times are Unix milliseconds unless named otherwise.
+#[async_trait]
+pub trait Queue: Send + Sync + fmt::Debug {
+    /// Stores events durably (the call returns after the commit) and says, per event, whether
+    /// it was new or a repeat of an (account, event_id) already stored. A repeat records its
+    /// source on the stored event, and is merged into it while it waits unsent.
+    async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError>;
+
+    /// Claims up to `limit` due events of one account, oldest first, leasing them until
+    /// `now + lease_ms`; no other claim returns them before the lease ends or they are settled.
+    async fn claim(
+        &self,
+        ad_account_id: &str,
+        limit: usize,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedEvent>, StoreError>;
+
+    /// Records the outcome of events claimed under the lease ending at `lease_until_ms`.
+    /// An event whose lease has since been replaced (it ran out and another claim took the
+    /// event) is left alone. Returns how many outcomes were recorded.
+    async fn settle(
+        &self,
+        lease_until_ms: i64,
+        settlements: Vec<Settlement>,
+    ) -> Result<usize, StoreError>;
+
+    /// The earliest `next_attempt_at` of a pending event of the account, if any.
+    async fn next_due(&self, ad_account_id: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Ends every lease now. Called by the single owner of an embedded store at start, so
+    /// events claimed by a process that died are sent without waiting out the lease.
+    async fn release_leases(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Pending and dead counts per (account, event name).
+    async fn depth(&self) -> Result<Vec<Depth>, StoreError>;
+
+    /// How many events are pending across every ad account (due, held, leased or waiting for
+    /// a retry). Back-pressure polls it about once a second, so it must stay cheap.
+    async fn pending_count(&self) -> Result<u64, StoreError>;
+}
+
+/// An event ready to be stored: already strict, hashed and serialised.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub ad_account_id: String,
+    pub event_id: String,
+    pub event_name: EventName,
+    /// Unix seconds.
+    pub event_time: i64,
+    /// Unix milliseconds when the gateway accepted it.
+    pub received_at_ms: i64,
+    pub source: Source,
+    /// `MatchKeys` bits, for coverage statistics.
+    pub match_keys: u32,
+    /// Send with `?test=true`.
+    pub test: bool,
+    /// How long to wait before the first send, so that the other side of a browser/server
+    /// pair can arrive and be merged (0 for most events).
+    pub hold_ms: i64,
+    /// The event as Pinterest receives it (JSON object).
+    pub payload: String,
+}
+
+/// What `enqueue` did with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enqueued {
+    /// Stored as a new event.
+    Accepted,
+    /// The same (ad account, event_id) was stored and not yet sent: its match keys and
+    /// missing details were merged into it. Still one event at Pinterest.
+    Merged,
+    /// The same (ad account, event_id) was already stored and is sent or being sent.
+    Duplicate,
+}
+
+/// An event claimed for sending.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    /// Row id, used to settle.
+    pub id: i64,
+    pub event_id: String,
+    pub event_name: EventName,
+    pub event_time: i64,
+    pub received_at_ms: i64,
+    pub attempts: u32,
+    pub test: bool,
+    pub payload: String,
+    /// Unix ms when this claim's lease ends; settling needs it, so a worker whose lease ran
+    /// out cannot overwrite what the next owner of the event does.
+    pub lease_until: i64,
+}
+
+/// How one claimed event ends this round.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settlement {
+    /// Pinterest processed it.
+    Delivered {
+        id: i64,
+        sent_at_ms: i64,
+        warning: Option<String>,
+    },
+    /// Try again at `next_attempt_at_ms`. `counted` says whether this round counts as an
+    /// attempt (a rate-limit wait or an auth stop does not).
+    Retry {
+        id: i64,
+        next_attempt_at_ms: i64,
+        error: String,
+        counted: bool,
+    },
+    /// Give up: the event goes to the dead-letter table with the reason.
+    Dead { id: i64, reason: DeadReason },
+}
+
+/// Queue depth for one (account, event name).
+#[derive(Debug, Clone, Serialize)]
+pub struct Depth {
+    pub ad_account_id: String,
+    pub event_name: String,
+    pub pending: u64,
+    pub dead: u64,
+}

@@ -1,0 +1,336 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! All writes go through one writer thread that owns the write connection and commits every
+//! job waiting in its queue in one transaction (group commit): many concurrent requests share
+//! one fsync, and a request is answered only after the commit that holds its events. Each
+//! job runs inside its own savepoint, so one failing job does not undo its neighbours. Reads
+//! that may scan (depth, dead letters) use a separate connection and never hold up writers.
+//!
+//! One process owns an embedded store at a time: [`SqliteStore::lock_owner`] takes an
+//! exclusive lock on `<db>.lock`, so a second `serve` on the same file refuses to start
+//! instead of double-sending. CLI commands may still open the file alongside.
+
+mod audiences;
+mod dead_letters;
+mod maintenance;
+mod quality;
+mod queue;
+mod schema;
+mod shopify;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use self::schema::migrate;
+use crate::config::Synchronous;
+use crate::store::StoreError;
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A job gets the connection inside the open transaction, or `None` when the transaction
+/// could not begin (then it must not touch the store and only reports the failure).
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+    stop_checkpoints: Arc<AtomicBool>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop_checkpoints.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, runs migrations, and starts the writer
+    /// thread.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let writer = open_connection(path)?;
+        migrate(&writer)?;
+        // Checkpoints run on their own connection and thread (PASSIVE: they never block the
+        // writer), so a commit never waits for WAL pages to be copied into the database.
+        writer.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+        // The other connections keep a small page cache: SQLite drops a connection's whole
+        // cache whenever another connection has written, and dropping a large one is slow.
+        let reader = open_connection(path)?;
+        reader.execute_batch("PRAGMA cache_size = -4096")?;
+        let checkpointer = open_connection(path)?;
+        checkpointer.execute_batch("PRAGMA cache_size = -1024")?;
+        let syncer = match synchronous {
+            Synchronous::Normal => None,
+            Synchronous::Full => {
+                let mut wal_path = path.as_os_str().to_owned();
+                wal_path.push("-wal");
+                let wal = File::options()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&wal_path)
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!("cannot open the WAL for syncing: {e}"))
+                    })?;
+                let (tx, rx) = mpsc::channel();
+                std::thread::Builder::new()
+                    .name("pincapi-sqlite-sync".into())
+                    .spawn(move || sync_loop(wal, rx))
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!("cannot start sync thread: {e}"))
+                    })?;
+                Some(tx)
+            }
+        };
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("pincapi-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx, syncer))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("pincapi-sqlite-checkpoint".into())
+                .spawn(move || checkpoint_loop(&checkpointer, &stop))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start checkpoint thread: {e}"))
+                })?;
+        }
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            jobs,
+            reader: Arc::new(Mutex::new(reader)),
+            stop_checkpoints: stop,
+        })
+    }
+
+    /// Takes the exclusive owner lock of the store (`<db>.lock`) for as long as the returned
+    /// file lives. Fails at once when another process holds it.
+    pub fn lock_owner(path: &Path) -> Result<File, StoreError> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open lock file: {e}")))?;
+        file.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!(
+                "{} is in use by another pincapi process; one process owns an embedded store \
+                 (use PostgreSQL to run several)",
+                path.display()
+            ))
+        })?;
+        Ok(file)
+    }
+
+    /// The schema version of the file (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| StoreError::Unavailable("reader poisoned".into()))?;
+        Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Runs `f` on the writer thread inside the next group commit and returns its result once
+    /// the commit is durable.
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Unavailable("transaction did not begin".into())),
+            };
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+    }
+
+    /// Runs a read on the reader connection off the async threads.
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader
+                .lock()
+                .map_err(|_| StoreError::Unavailable("reader poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+    }
+}
+
+/// Opens a connection. SQLite itself runs with `synchronous = NORMAL` (no fsync per commit);
+/// with `Synchronous::Full` the sync thread fsyncs the WAL before any commit is acknowledged
+/// (see `sync_loop`).
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -65536;
+         PRAGMA mmap_size = 268435456;
+         PRAGMA journal_size_limit = 67108864;",
+    )
+    .map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
+    Ok(conn)
+}
+
+/// WAL frames (4 KiB pages) past which the checkpointer makes the log start over (64 MiB).
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
+/// Copies committed WAL frames into the database a few times a second without blocking the
+/// writer (PASSIVE). The log starts from the beginning again only when a writer finds every
+/// frame copied, which continuous group commits under sustained load rarely allow, so the WAL
+/// would grow without bound (a 180 s benchmark left 20 GB). Past `WAL_RESTART_FRAMES` a
+/// RESTART checkpoint holds the writer for the moment it takes to copy what PASSIVE left and
+/// makes the next transaction start the log over; `journal_size_limit` then trims the file.
+fn checkpoint_loop(conn: &Connection, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        let result = match passive {
+            Ok(frames) if frames > WAL_RESTART_FRAMES => {
+                conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; will retry");
+        }
+    }
+}
+
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    // Prepared once per connection: every job of every group passes here.
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match f(conn) {
+        Ok(r) => {
+            conn.prepare_cached("RELEASE job")?.execute([])?;
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+/// Takes every waiting job, runs them in one transaction, commits once, then answers each.
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    syncer: Option<mpsc::Sender<Vec<Reply>>>,
+) {
+    const MAX_GROUP: usize = 1024;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::Unavailable(format!("cannot begin: {e}"));
+            for job in jobs {
+                job(None)(Err(err.clone()));
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(Some(&conn))).collect();
+        let commit = conn
+            .execute_batch("COMMIT")
+            .map_err(|e| StoreError::Unavailable(format!("commit failed: {e}")));
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        match (&syncer, commit) {
+            // Committed: the answers wait for the fsync that makes it durable, while this
+            // thread goes on with the next group.
+            (Some(syncer), Ok(())) => {
+                if let Err(mpsc::SendError(replies)) = syncer.send(replies) {
+                    let err = StoreError::Unavailable("sync thread stopped".into());
+                    for reply in replies {
+                        reply(Err(err.clone()));
+                    }
+                }
+            }
+            (_, commit) => {
+                for reply in replies {
+                    reply(commit.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Makes committed groups durable: one `fdatasync` of the WAL file covers every group
+/// committed before it started, then their answers go out. Pipelining the flush this way keeps
+/// the writer committing while the disk syncs; the guarantee is that of `synchronous = FULL`
+/// (nothing is acknowledged before it is on disk), at a fraction of the fsyncs.
+fn sync_loop(wal: File, rx: mpsc::Receiver<Vec<Reply>>) {
+    while let Ok(first) = rx.recv() {
+        let mut groups = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            groups.push(more);
+        }
+        let synced = wal
+            .sync_data()
+            .map_err(|e| StoreError::Unavailable(format!("fsync of the WAL failed: {e}")));
+        for reply in groups.into_iter().flatten() {
+            reply(synced.clone());
+        }
+    }
+}
+
+/// How many events are in each state, from a fresh connection (CLI and tests).
+pub fn count_states(path: &Path) -> Result<Vec<(String, i64)>, StoreError> {
+    let conn = Connection::open(path)?;
+    let mut stmt = conn.prepare("SELECT state, count(*) FROM events GROUP BY state ORDER BY 1")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
