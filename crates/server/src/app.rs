@@ -22,9 +22,6 @@ use crate::routes;
 use crate::store::open::{Opener, open_store};
 use crate::store::{Queue, SharedStore};
 
-/// How long a graceful stop waits for open requests.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -179,6 +176,7 @@ impl App {
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");
         // With the peer address, so the browser collector knows the client's IP.
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let grace_period = std::time::Duration::from_secs(self.state.config.shutdown_grace_secs);
         let (signalled, mut on_signal) = watch::channel(false);
         let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
             shutdown.await;
@@ -189,12 +187,12 @@ impl App {
         // hanging: after the grace period the server is dropped.
         let grace = async move {
             let _ = on_signal.wait_for(|s| *s).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::sleep(grace_period).await;
         };
         tokio::select! {
             served = serve => served.context("while serving HTTP")?,
             () = grace => tracing::warn!(
-                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                grace_secs = grace_period.as_secs(),
                 "Connections still open after the grace period; stopping anyway"
             ),
         }

@@ -104,7 +104,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         return;
     }
     loop {
-        if let Some(before) = r.cutoff(crate::clock::system_now_ms()) {
+        if let Some(before) = r.cutoff(state.clock.now_ms()) {
             match purge(&*state.store, Some(&state.metrics), before, r.purge_batch).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(

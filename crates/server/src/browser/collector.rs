@@ -34,7 +34,6 @@ use serde_json::json;
 use super::config::{BrowserConfig, canonical};
 use crate::app::AppState;
 use crate::backpressure::Shed;
-use crate::clock::system_now_ms as now_ms;
 use crate::store::{Enqueued, NewEvent, Source};
 
 /// What the collector answers for a stored event.
@@ -246,7 +245,7 @@ async fn store(
         referer: header_str(headers, header::REFERER),
     };
     let window = TimeWindow {
-        now: now_ms() / 1000,
+        now: state.clock.now_ms() / 1000,
         max_age: state.config.ingest.max_event_age_secs,
         max_future_skew: TimeWindow::DEFAULT_MAX_FUTURE_SKEW,
     };
@@ -304,7 +303,7 @@ async fn store(
         event_id: event_id.clone(),
         event_name: event.event_name,
         event_time: event.event_time.secs(),
-        received_at_ms: now_ms(),
+        received_at_ms: state.clock.now_ms(),
         source,
         match_keys: event.user_data.match_keys().0,
         test: false,

@@ -241,6 +241,9 @@ pub struct Config {
     pub quality: crate::quality::config::QualityConfig,
     pub audiences: crate::audiences::config::AudiencesConfig,
     pub retention: crate::retention::RetentionConfig,
+    /// Seconds a graceful stop (SIGTERM, Ctrl-C) waits for requests in flight before it stops
+    /// anyway.
+    pub shutdown_grace_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// Log format: `text` or `json`.
@@ -273,6 +276,7 @@ impl Default for Config {
             quality: Default::default(),
             audiences: Default::default(),
             retention: Default::default(),
+            shutdown_grace_secs: 10,
             log: "info".to_owned(),
             log_format: "text".to_owned(),
         }
@@ -377,11 +381,14 @@ impl Config {
         if d.concurrency == 0 || d.concurrency > 64 {
             bail!("delivery.concurrency: must be 1..=64");
         }
-        if d.lease_secs < 2 * d.request_timeout_secs + 30 {
+        // A worker sends only while `now + request timeout + 5 s` is within its lease (see
+        // `delivery`), so the lease must hold a request with that margin, and a second one
+        // after a 400 splits the batch.
+        if d.lease_secs < 2 * d.request_timeout_secs + 5 {
             bail!(
-                "delivery.lease_secs: must be at least 2 x delivery.request_timeout_secs + 30 \
+                "delivery.lease_secs: must be at least 2 x delivery.request_timeout_secs + 5 \
                  ({}), so a claimed batch is answered before another worker may take it",
-                2 * d.request_timeout_secs + 30
+                2 * d.request_timeout_secs + 5
             );
         }
         if !(d.retry_scale > 0.0 && d.retry_scale <= 10.0) {
@@ -394,6 +401,9 @@ impl Config {
             && pincapi_core::normalize::calling_code(c).is_none()
         {
             bail!("ingest.default_country: {c:?} is not an ISO 3166 alpha-2 country code");
+        }
+        if !(1..=600).contains(&self.shutdown_grace_secs) {
+            bail!("shutdown_grace_secs: must be 1..=600");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("log_format: must be text or json");

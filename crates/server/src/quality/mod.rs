@@ -90,7 +90,7 @@ pub async fn update_metrics(state: &AppState) -> Result<(), crate::store::StoreE
     use pincapi_core::quality::{lag_percentile, percent};
     use std::collections::BTreeMap;
 
-    let now = crate::clock::system_now_ms() / 1000;
+    let now = state.clock.now_ms() / 1000;
     let hours = state
         .store
         .quality_hours(now.div_euclid(3600) * 3600 - 23 * 3600)

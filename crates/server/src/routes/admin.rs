@@ -8,7 +8,6 @@ use serde_json::{Value, json};
 
 use super::{ApiError, bearer_matches};
 use crate::app::AppState;
-use crate::clock::system_now_ms as now_ms;
 use crate::store::Selection;
 
 /// `?limit=` for listings.
@@ -73,7 +72,7 @@ pub async fn retry_dead(
     check(&state, &headers)?;
     let n = state
         .store
-        .retry_dead(body.selection()?, now_ms())
+        .retry_dead(body.selection()?, state.clock.now_ms())
         .await
         .map_err(store_error)?;
     for a in state.accounts.iter() {

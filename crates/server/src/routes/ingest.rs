@@ -19,7 +19,6 @@ use serde_json::value::RawValue;
 
 use super::{ApiError, bearer_matches};
 use crate::app::AppState;
-use crate::clock::system_now_ms as now_ms;
 use crate::store::{Enqueued, NewEvent, Source};
 
 /// Most events in one ingest request, as at Pinterest.
@@ -111,12 +110,12 @@ async fn ingest(
     }
     let raw_events = split_events(body)?;
     let window = TimeWindow {
-        now: now_ms() / 1000,
+        now: state.clock.now_ms() / 1000,
         max_age: state.config.ingest.max_event_age_secs,
         max_future_skew: TimeWindow::DEFAULT_MAX_FUTURE_SKEW,
     };
     let country = state.config.ingest.default_country.as_deref();
-    let received_at_ms = now_ms();
+    let received_at_ms = state.clock.now_ms();
 
     let mut resp = IngestResponse::default();
     let mut new_events = Vec::with_capacity(raw_events.len());

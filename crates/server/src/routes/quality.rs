@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::ApiError;
 use crate::app::AppState;
-use crate::clock::system_now_ms as now_ms;
 use crate::quality::report::{self, Report};
 
 /// How far back a report looks by default.
@@ -35,7 +34,7 @@ pub async fn get_report(
 
 /// The report from `since` (default [`DEFAULT_SINCE`]).
 pub async fn build(state: &AppState, since: Option<&str>) -> Result<Report, ApiError> {
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let since = report::parse_since(since.unwrap_or(DEFAULT_SINCE), now / 1000)
         .map_err(|e| ApiError::bad_request("invalid_since", e))?;
     let since = report::day_start(since);

@@ -108,7 +108,7 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
 /// Forgets webhook ids older than [`DELIVERY_MEMORY`], hourly.
 async fn prune_deliveries(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
-        let before = crate::clock::system_now_ms() - DELIVERY_MEMORY.as_millis() as i64;
+        let before = state.clock.now_ms() - DELIVERY_MEMORY.as_millis() as i64;
         match state.store.prune_shopify_deliveries(before).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deliveries = n, "Forgot old Shopify webhook ids"),

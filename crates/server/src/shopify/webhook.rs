@@ -39,7 +39,6 @@ use sha2::{Digest, Sha256};
 use super::config::{Shop, find_shop, normalize_domain};
 use super::record::{Recorder, Status, decide};
 use crate::app::AppState;
-use crate::clock::system_now_ms as now_ms;
 use crate::config::Secret;
 use crate::routes::ApiError;
 use crate::store::{Enqueued, ShopifyDelivery, ShopifyStored, Source};
@@ -147,7 +146,7 @@ async fn handle(
             }
         })?;
 
-    let received_at_ms = now_ms();
+    let received_at_ms = state.clock.now_ms();
     let recorder = recorder(state);
     let decision = decide(
         &shop,

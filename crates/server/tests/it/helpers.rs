@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pincapi::app::App;
+use pincapi::clock::{SharedClock, SystemClock};
 use pincapi::config::{AccountConfig, Config, Secret};
 use pincapi::sandbox::{Faults, RecordedEvent, Sandbox, SandboxOptions};
 use pincapi::shopify::standin::ShopifyStandin;
@@ -103,13 +104,27 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: SandboxOptions, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(SystemClock::shared(), options, tweak).await
+}
+
+/// [`spawn_app_with`] on `clock`: a test that moves a [`ManualClock`] takes no real time to
+/// let a minute pass.
+///
+/// [`ManualClock`]: pincapi::clock::ManualClock
+pub async fn spawn_app_on(
+    clock: SharedClock,
+    options: SandboxOptions,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let sandbox = TestSandbox::start(options).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("pincapi.db");
     let mut config = test_config(&sandbox.base(), &db);
     tweak(&mut config);
     config.validate(true).expect("test config is valid");
-    let app = App::build(config).await.expect("app builds");
+    let app = App::build_with_clock(config, clock)
+        .await
+        .expect("app builds");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut rx) = watch::channel(false);

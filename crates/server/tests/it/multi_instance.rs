@@ -18,9 +18,9 @@ const SHOP: &str = "pincapi-multi.myshopify.com";
 const SECRET: &str = "shpss_multi_instance_secret";
 /// The victim's conversion token: the sandbox counts its requests in flight by token.
 const VICTIM_TOKEN: &str = "victim-conversion-token";
-/// Request timeout and lease as low as `validate()` allows (lease ≥ 2 × timeout + 30 s).
+/// Request timeout and lease as low as `validate()` allows (lease ≥ 2 × timeout + 5 s).
 const REQUEST_TIMEOUT_SECS: u64 = 2;
-const LEASE_SECS: u64 = 2 * REQUEST_TIMEOUT_SECS + 30;
+const LEASE_SECS: u64 = 2 * REQUEST_TIMEOUT_SECS + 5;
 /// Every request to the sandbox is answered this late (within the request timeout), so each
 /// instance spends most of its time with a batch in flight.
 const DELAY_MS: u64 = 1500;

@@ -9,6 +9,14 @@ use crate::helpers::*;
 
 /// Starts `pincapi serve` with environment configuration and returns it with its address.
 fn start_gateway(db: &std::path::Path, api_base: &str) -> (Child, String) {
+    start_gateway_with(db, api_base, &[])
+}
+
+fn start_gateway_with(
+    db: &std::path::Path,
+    api_base: &str,
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pincapi"))
         .arg("serve")
         .env_clear()
@@ -23,6 +31,7 @@ fn start_gateway(db: &std::path::Path, api_base: &str) -> (Child, String) {
         .env("PINCAPI_DELIVERY__POLL_INTERVAL_MS", "20")
         .env("PINCAPI_DELIVERY__REQUEST_TIMEOUT_SECS", "2")
         .env("PINCAPI_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -120,7 +129,11 @@ async fn a_client_that_never_finishes_its_request_does_not_keep_the_gateway_from
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("pincapi.db");
-    let (mut child, addr) = start_gateway(&db, "http://127.0.0.1:1/v5");
+    let (mut child, addr) = start_gateway_with(
+        &db,
+        "http://127.0.0.1:1/v5",
+        &[("PINCAPI_SHUTDOWN_GRACE_SECS", "1")],
+    );
     let host = addr.trim_start_matches("http://");
     let mut slow = tokio::net::TcpStream::connect(host).await.unwrap();
     slow.write_all(

@@ -386,13 +386,17 @@ async fn a_1_mb_order_is_accepted_and_a_body_over_the_limit_is_413_with_nothing_
     let item = order["line_items"][0].clone();
     let mut items = Vec::new();
     let mut i = 0u64;
-    while serde_json::to_vec(&items).unwrap().len() < 1_050_000 {
+    // The list's JSON length, counted item by item ("[", the items, a comma between, "]").
+    let mut len = 2;
+    while len < 1_050_000 {
         let mut li = item.clone();
         li["id"] = json!(900_000_000_000 + i);
         li["variant_id"] = json!(40_000_000_000 + i);
+        len += serde_json::to_vec(&li).unwrap().len() + usize::from(i > 0);
         items.push(li);
         i += 1;
     }
+    assert_eq!(serde_json::to_vec(&items).unwrap().len(), len);
     order["line_items"] = json!(items);
     let webhook = Webhook::new("orders/create", &order, "wh-big");
     assert!(webhook.body.len() > 1_000_000);
