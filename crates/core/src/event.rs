@@ -336,6 +336,14 @@ impl MatchKeys {
         (Self::MAID, "hashed_maids"),
     ];
 
+    /// The bit of a key named as in [`MatchKeys::NAMES`] (`em`, `ph`, ...).
+    pub fn bit_of(name: &str) -> Option<u32> {
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(b, _)| *b)
+    }
+
     /// Whether every bit of `key` is set.
     pub fn has(self, key: u32) -> bool {
         self.0 & key == key

@@ -1,7 +1,6 @@
 //! The gateway as one value: [`App::build`] wires store, client, delivery and routes from a
 //! [`Config`]; [`App::run`] serves on a listener the caller supplies until `shutdown` fires.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::future::Future;
 use std::sync::Arc;
@@ -19,27 +18,9 @@ use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::pinterest_client::PinterestClient;
 use crate::routes;
+use crate::state::AppState;
+use crate::store::Queue;
 use crate::store::open::{Opener, open_store};
-use crate::store::{Queue, SharedStore};
-
-/// What every handler can reach.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: SharedStore,
-    /// What every handler and background task reads the time from.
-    pub clock: SharedClock,
-    pub metrics: Arc<Metrics>,
-    pub delivery: Arc<Delivery>,
-    /// Ids of the configured ad accounts.
-    pub accounts: Arc<HashSet<String>>,
-    /// Where `POST /v1/events` goes: the first configured account.
-    pub default_account: Option<String>,
-    /// The quality report's Shopify order census, kept a few minutes.
-    pub census: Arc<crate::shopify::census::CensusCache>,
-    /// The queue's depth and whether ingest sheds load.
-    pub backpressure: Arc<crate::backpressure::Backpressure>,
-}
 
 /// The assembled gateway.
 #[derive(Debug)]
@@ -88,9 +69,9 @@ impl App {
             config.ingest.max_event_age_secs,
             &accounts,
         ));
-        let census = Arc::new(crate::shopify::census::CensusCache::new(
+        let census = Arc::new(crate::quality::census::CensusCache::new(
             &config,
-            crate::shopify::census::CACHE_TTL,
+            crate::quality::census::CACHE_TTL,
         ));
         let backpressure = Arc::new(crate::backpressure::Backpressure::new(
             config.ingest.max_queue_depth,
@@ -164,7 +145,9 @@ impl App {
             stopped.clone(),
         ));
         workers.push(tokio::spawn(crate::backpressure::run(
-            self.state.clone(),
+            Arc::clone(&self.state.backpressure),
+            self.state.store.clone(),
+            Arc::clone(&self.state.metrics),
             stopped.clone(),
         )));
         workers.push(tokio::spawn(crate::retention::run(

@@ -19,6 +19,7 @@
 //! Nothing already accepted is affected: shedding refuses new requests only, and delivery
 //! keeps draining the queue at full speed.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,9 +27,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::watch;
 
-use crate::app::AppState;
+use crate::api_error::ApiError;
 use crate::metrics::Metrics;
-use crate::routes::ApiError;
+use crate::store::Queue;
 
 /// How often the depth is read from the store.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -139,21 +140,21 @@ impl IntoResponse for Shed {
 /// Polls the store's pending count every [`POLL_INTERVAL`] into the state's [`Backpressure`]
 /// and the `pincapi_queue_limit` gauge, until `stop` turns true. A failed poll keeps the last
 /// known state (the store being down already fails the requests that would write to it).
-pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
-    let bp = &state.backpressure;
-    state
-        .metrics
-        .set("pincapi_queue_limit", &[], bp.limit() as f64);
-    state.metrics.set("pincapi_ingest_shedding", &[], 0.0);
+pub async fn run(
+    bp: Arc<Backpressure>,
+    queue: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    metrics.set("pincapi_queue_limit", &[], bp.limit() as f64);
+    metrics.set("pincapi_ingest_shedding", &[], 0.0);
     if bp.limit() == 0 {
         return;
     }
     loop {
-        match state.store.pending_count().await {
+        match queue.pending_count().await {
             Ok(depth) => match bp.observe(depth).inspect(|&shed| {
-                state
-                    .metrics
-                    .set("pincapi_ingest_shedding", &[], f64::from(u8::from(shed)));
+                metrics.set("pincapi_ingest_shedding", &[], f64::from(u8::from(shed)));
             }) {
                 Some(true) => tracing::warn!(
                     depth,

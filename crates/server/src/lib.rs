@@ -1,6 +1,7 @@
 //! pincapi: the gateway around `pincapi-core` — sources, store, delivery, Pinterest client,
 //! sandbox, and the command line.
 
+pub mod api_error;
 pub mod app;
 pub mod audiences;
 pub mod backpressure;
@@ -18,4 +19,5 @@ pub mod retention;
 pub mod routes;
 pub mod sandbox;
 pub mod shopify;
+pub mod state;
 pub mod store;

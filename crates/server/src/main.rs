@@ -385,7 +385,7 @@ async fn report(
     let eqs = !config.pinterest_oauth_token.is_empty();
     // A fresh order census of the shops with Admin API access (nothing kept between runs).
     let since = report::day_start(since);
-    let census = pincapi::shopify::census::CensusCache::new(&config, std::time::Duration::ZERO)
+    let census = pincapi::quality::census::CensusCache::new(&config, std::time::Duration::ZERO)
         .get(since, now)
         .await;
     let r = report::build_with_census(

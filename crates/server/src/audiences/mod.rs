@@ -17,7 +17,6 @@
 
 pub mod cli;
 pub mod client;
-pub mod config;
 pub mod sync;
 
 use std::sync::Arc;
@@ -28,10 +27,10 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
 use crate::clock::system_now_ms as now_ms;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 use crate::store::{SharedStore, StoreError};
 
 pub use self::sync::{SegmentReport, SyncReport};

@@ -23,10 +23,10 @@ use reqwest::Url;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::config::canonical;
 use super::scan::{Call, Scan, scan_html};
 use super::script::MARKER;
 use super::webdriver::{BrowserOptions, Chromedriver, Session};
+use crate::config::browser::canonical;
 
 /// Largest page or script read, bytes.
 const MAX_FETCH_BYTES: usize = 5 * 1024 * 1024;

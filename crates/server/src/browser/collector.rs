@@ -31,9 +31,9 @@ use pincapi_core::tag::{self, BrowserContext, CollectSource};
 use serde::Serialize;
 use serde_json::json;
 
-use super::config::{BrowserConfig, canonical};
-use crate::app::AppState;
 use crate::backpressure::Shed;
+use crate::config::browser::{BrowserConfig, canonical};
+use crate::state::AppState;
 use crate::store::{Enqueued, NewEvent, Source};
 
 /// What the collector answers for a stored event.
@@ -290,7 +290,7 @@ async fn store(
     let ingest = &state.config.ingest;
     let hold_secs = if event.event_name != EventName::Checkout {
         0
-    } else if crate::shopify::config::has_shop_for(&state.config, &account) {
+    } else if crate::config::shopify::has_shop_for(&state.config, &account) {
         ingest.browser_purchase_hold_secs
     } else {
         ingest.merge_window_secs
@@ -298,18 +298,7 @@ async fn store(
     let hold_ms = i64::try_from(hold_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let event_id = event.event_id.as_str().to_owned();
     let name = event.event_name.as_str();
-    let new = NewEvent {
-        ad_account_id: account.clone(),
-        event_id: event_id.clone(),
-        event_name: event.event_name,
-        event_time: event.event_time.secs(),
-        received_at_ms: state.clock.now_ms(),
-        source,
-        match_keys: event.user_data.match_keys().0,
-        test: false,
-        hold_ms,
-        payload: event.to_json(),
-    };
+    let new = NewEvent::from_event(&account, &event, source, state.clock.now_ms()).held(hold_ms);
     let outcome = state
         .store
         .enqueue(vec![new])
@@ -469,7 +458,7 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// A collector error: `{"error": {"code", "message", "fields": [{field, reason}]}}`, the
-/// shape of [`crate::routes::ApiError`] plus the fields at fault.
+/// shape of [`crate::api_error::ApiError`] plus the fields at fault.
 #[derive(Debug)]
 struct CollectError {
     status: StatusCode,

@@ -9,7 +9,6 @@
 
 pub mod check;
 pub mod collector;
-pub mod config;
 pub mod scan;
 pub mod script;
 pub mod storefront;
@@ -20,7 +19,7 @@ use std::sync::Arc;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Routes this source adds to the gateway.
 pub fn routes() -> Router<AppState> {

@@ -13,8 +13,8 @@ use pincapi_core::event::EventName;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::config::Config;
+use crate::state::AppState;
 
 /// The script as shipped, with the `__PINCAPI_CONFIG__` placeholder.
 const TAG_JS: &str = include_str!("../../assets/browser/tag.js");

@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::config::BrowserConfig;
-use crate::app::AppState;
+use crate::config::browser::BrowserConfig;
+use crate::state::AppState;
 
 const PAGE: &str = include_str!("../../assets/browser/storefront/page.html");
 const SHOP_JS: &str = include_str!("../../assets/browser/storefront/shop.js");

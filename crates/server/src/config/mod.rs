@@ -9,11 +9,20 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod audiences;
+pub mod browser;
 pub mod postgres;
+pub mod quality;
+pub mod retention;
+pub mod shopify;
 
+pub use audiences::AudiencesConfig;
+pub use browser::BrowserConfig;
 pub use postgres::PostgresConfig;
+pub use quality::QualityConfig;
+pub use retention::RetentionConfig;
+pub use shopify::ShopifyConfig;
 
-use anyhow::{Context, bail};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -234,13 +243,13 @@ pub struct Config {
     pub tag_id: Option<String>,
     /// Origins allowed to call the browser collector, comma-separated.
     pub allowed_origins: Option<String>,
-    pub shopify: crate::shopify::config::ShopifyConfig,
-    pub browser: crate::browser::config::BrowserConfig,
+    pub shopify: ShopifyConfig,
+    pub browser: BrowserConfig,
     /// `[postgres]`: the connection pool, when `store` is a PostgreSQL URL.
     pub postgres: PostgresConfig,
-    pub quality: crate::quality::config::QualityConfig,
-    pub audiences: crate::audiences::config::AudiencesConfig,
-    pub retention: crate::retention::RetentionConfig,
+    pub quality: QualityConfig,
+    pub audiences: AudiencesConfig,
+    pub retention: RetentionConfig,
     /// Seconds a graceful stop (SIGTERM, Ctrl-C) waits for requests in flight before it stops
     /// anyway.
     pub shutdown_grace_secs: u64,
@@ -283,6 +292,27 @@ impl Default for Config {
     }
 }
 
+/// A setting that cannot be used; the message starts with the key's name
+/// (`delivery.batch_size: must be 1..=1000`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    /// An error whose text starts with the key, as every configuration error does.
+    pub fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError(message.into())
+    }
+}
+
+/// Returns a [`ConfigError`] from a format string that starts with the key.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err($crate::config::ConfigError::new(format!($($arg)*)))
+    };
+}
+pub(crate) use invalid;
+
 /// Where the store lives, parsed from `store`. `Debug` hides a PostgreSQL password.
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
@@ -321,27 +351,27 @@ impl Config {
     }
 
     /// The store location.
-    pub fn store_url(&self) -> anyhow::Result<StoreUrl> {
+    pub fn store_url(&self) -> Result<StoreUrl, ConfigError> {
         parse_store_url(&self.store)
     }
 
     /// Checks what the types cannot: ids, ranges, required settings for `serve`. Errors name
     /// the key.
-    pub fn validate(&self, serving: bool) -> anyhow::Result<()> {
+    pub fn validate(&self, serving: bool) -> Result<(), ConfigError> {
         self.store_url()?;
         let base = self.pinterest_api_base.trim_end_matches('/');
         if !(base.starts_with("https://") || base.starts_with("http://")) {
-            bail!("pinterest_api_base: must be an http(s) URL, e.g. {PINTEREST_API_BASE}");
+            invalid!("pinterest_api_base: must be an http(s) URL, e.g. {PINTEREST_API_BASE}");
         }
         let accounts = self.all_accounts();
         if serving && accounts.is_empty() {
-            bail!(
+            invalid!(
                 "ad_account_id: no Pinterest ad account configured; set PINCAPI_AD_ACCOUNT_ID and \
                  PINCAPI_PINTEREST_TOKEN, or [[accounts]] in the config file"
             );
         }
         if self.ad_account_id.is_none() && !self.pinterest_token.is_empty() {
-            bail!("ad_account_id: pinterest_token is set but ad_account_id is not");
+            invalid!("ad_account_id: pinterest_token is set but ad_account_id is not");
         }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in accounts.iter().enumerate() {
@@ -354,10 +384,10 @@ impl Config {
                 )
             };
             if a.id.is_empty() || a.id.len() > 18 || !a.id.bytes().all(|b| b.is_ascii_digit()) {
-                bail!("{key}: must be digits only, at most 18 (Pinterest's ad account id)");
+                invalid!("{key}: must be digits only, at most 18 (Pinterest's ad account id)");
             }
             if !seen.insert(a.id.clone()) {
-                bail!("{key}: ad account {} is configured twice", a.id);
+                invalid!("{key}: ad account {} is configured twice", a.id);
             }
             if a.token.is_empty() {
                 let tkey = if key == "ad_account_id" {
@@ -365,57 +395,57 @@ impl Config {
                 } else {
                     key.replace(".id", ".token")
                 };
-                bail!("{tkey}: no Pinterest token for ad account {}", a.id);
+                invalid!("{tkey}: no Pinterest token for ad account {}", a.id);
             }
         }
         if serving && self.api_key.is_empty() {
-            bail!("api_key: set PINCAPI_API_KEY (the bearer key clients send to /v1/events)");
+            invalid!("api_key: set PINCAPI_API_KEY (the bearer key clients send to /v1/events)");
         }
         let d = &self.delivery;
         if !(1..=pincapi_core::pinterest::MAX_BATCH).contains(&d.batch_size) {
-            bail!("delivery.batch_size: must be 1..=1000");
+            invalid!("delivery.batch_size: must be 1..=1000");
         }
         if d.max_calls_per_minute == 0 || d.max_calls_per_minute > 5000 {
-            bail!("delivery.max_calls_per_minute: must be 1..=5000 (Pinterest's limit)");
+            invalid!("delivery.max_calls_per_minute: must be 1..=5000 (Pinterest's limit)");
         }
         if d.concurrency == 0 || d.concurrency > 64 {
-            bail!("delivery.concurrency: must be 1..=64");
+            invalid!("delivery.concurrency: must be 1..=64");
         }
         // A worker sends only while `now + request timeout + 5 s` is within its lease (see
         // `delivery`), so the lease must hold a request with that margin, and a second one
         // after a 400 splits the batch.
         if d.lease_secs < 2 * d.request_timeout_secs + 5 {
-            bail!(
+            invalid!(
                 "delivery.lease_secs: must be at least 2 x delivery.request_timeout_secs + 5 \
                  ({}), so a claimed batch is answered before another worker may take it",
                 2 * d.request_timeout_secs + 5
             );
         }
         if !(d.retry_scale > 0.0 && d.retry_scale <= 10.0) {
-            bail!("delivery.retry_scale: must be in (0, 10]");
+            invalid!("delivery.retry_scale: must be in (0, 10]");
         }
         if d.linger_ms > 10_000 {
-            bail!("delivery.linger_ms: must be at most 10000");
+            invalid!("delivery.linger_ms: must be at most 10000");
         }
         if let Some(c) = &self.ingest.default_country
             && pincapi_core::normalize::calling_code(c).is_none()
         {
-            bail!("ingest.default_country: {c:?} is not an ISO 3166 alpha-2 country code");
+            invalid!("ingest.default_country: {c:?} is not an ISO 3166 alpha-2 country code");
         }
         if !(1..=600).contains(&self.shutdown_grace_secs) {
-            bail!("shutdown_grace_secs: must be 1..=600");
+            invalid!("shutdown_grace_secs: must be 1..=600");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!("log_format: must be text or json");
+            invalid!("log_format: must be text or json");
         }
-        crate::shopify::config::ShopifyConfig::validate(self)?;
+        ShopifyConfig::validate(self)?;
         crate::config::PostgresConfig::validate(self)?;
         self.quality.validate()?;
         self.audiences.validate()?;
         if !(1..=3600).contains(&self.ingest.shed_retry_after_secs) {
-            bail!("ingest.shed_retry_after_secs: must be 1..=3600");
+            invalid!("ingest.shed_retry_after_secs: must be 1..=3600");
         }
-        crate::retention::RetentionConfig::validate(self)?;
+        RetentionConfig::validate(self)?;
         Ok(())
     }
 
@@ -426,37 +456,37 @@ impl Config {
 }
 
 /// Parses `sqlite://PATH` (or `sqlite:PATH`) and `postgres://...` (or `postgresql://...`).
-pub fn parse_store_url(s: &str) -> anyhow::Result<StoreUrl> {
+pub fn parse_store_url(s: &str) -> Result<StoreUrl, ConfigError> {
     if let Some(rest) = s
         .strip_prefix("sqlite://")
         .or_else(|| s.strip_prefix("sqlite:"))
     {
         if rest.is_empty() {
-            bail!("store: sqlite:// needs a file path, e.g. sqlite://pincapi.db");
+            invalid!("store: sqlite:// needs a file path, e.g. sqlite://pincapi.db");
         }
         return Ok(StoreUrl::Sqlite(PathBuf::from(rest)));
     }
     if s.starts_with("postgres://") || s.starts_with("postgresql://") {
         if let Err(e) = s.parse::<tokio_postgres::Config>() {
-            bail!(
+            invalid!(
                 "store: {} is not a usable PostgreSQL URL: {e}",
                 crate::config::postgres::redact_url(s)
             );
         }
         return Ok(StoreUrl::Postgres(s.to_owned()));
     }
-    bail!("store: must be sqlite://PATH or postgres://USER@HOST/DB, got an unsupported scheme")
+    invalid!("store: must be sqlite://PATH or postgres://USER@HOST/DB, got an unsupported scheme")
 }
 
 /// Loads the configuration: defaults, then `file` (if given, it must exist), then `PINCAPI_*`
 /// variables. Nested keys use `__`, e.g. `PINCAPI_DELIVERY__BATCH_SIZE=500`.
-pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     // Defaults come from `#[serde(default)]` (Config::default()), not from a serialised
     // Config: serialising would write the secrets' masks in as values.
     let mut fig = Figment::new();
     if let Some(path) = file {
         if !path.exists() {
-            bail!("config file {} does not exist", path.display());
+            invalid!("config file {} does not exist", path.display());
         }
         fig = fig.merge(Toml::file_exact(path));
     }
@@ -472,16 +502,22 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         } else {
             key
         };
-        anyhow::anyhow!("{key}: {}", e.kind)
+        ConfigError::new(format!("{key}: {}", e.kind))
     })?;
     Ok(config)
 }
 
 /// Loads from an explicit TOML string (tests and `check-config`); no environment.
-pub fn from_toml(toml: &str) -> anyhow::Result<Config> {
-    Figment::from(Toml::string(toml))
-        .extract()
-        .context("while reading the configuration")
+pub fn from_toml(toml: &str) -> Result<Config, ConfigError> {
+    Figment::from(Toml::string(toml)).extract().map_err(|e| {
+        let key = e.path.join(".");
+        let key = if key.is_empty() {
+            "config".to_owned()
+        } else {
+            key
+        };
+        ConfigError::new(format!("{key}: {}", e.kind))
+    })
 }
 
 /// A string, or a number or boolean taken as its text: environment values such as

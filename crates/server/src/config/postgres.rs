@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{Config, ConfigError, invalid};
+
 /// `[postgres]`: the connection pool of a PostgreSQL store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -25,13 +27,13 @@ impl Default for PostgresConfig {
 
 impl PostgresConfig {
     /// Errors name the key.
-    pub fn validate(config: &crate::config::Config) -> anyhow::Result<()> {
+    pub fn validate(config: &Config) -> Result<(), ConfigError> {
         let p = &config.postgres;
         if !(1..=512).contains(&p.pool_size) {
-            anyhow::bail!("postgres.pool_size: must be 1..=512");
+            invalid!("postgres.pool_size: must be 1..=512");
         }
         if !(1..=600).contains(&p.connect_timeout_secs) {
-            anyhow::bail!("postgres.connect_timeout_secs: must be 1..=600");
+            invalid!("postgres.connect_timeout_secs: must be 1..=600");
         }
         Ok(())
     }

@@ -28,13 +28,13 @@ use pincapi_core::quality::{duration_label, lag_percentile, percent};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::config::QualityConfig;
 use super::key_bit;
 use super::report::add_census;
 use crate::clock::system_now_ms as now_ms;
+use crate::config::quality::QualityConfig;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
-use crate::shopify::census::{self, CensusCache};
+use crate::quality::census::{self, CensusCache};
 use crate::store::{AlertState, QualityCounts, SharedStore, StoreError};
 
 /// The ad account label of rules that look at every account at once.

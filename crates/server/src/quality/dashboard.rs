@@ -9,7 +9,7 @@ use std::fmt::Write;
 use pincapi_core::quality::duration_label;
 
 use super::report::{Report, day_label};
-use crate::shopify::census::{BROWSER_ONLY, NEVER_RECEIVED};
+use crate::quality::census::{BROWSER_ONLY, NEVER_RECEIVED};
 use crate::store::Source;
 
 /// The login form (also the answer to an unauthenticated visit).

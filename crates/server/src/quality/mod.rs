@@ -4,7 +4,7 @@
 //! (`Store::quality_hours` and friends); the arithmetic is in `pincapi_core::quality`.
 
 pub mod alerts;
-pub mod config;
+pub mod census;
 pub mod dashboard;
 pub mod eqs;
 pub mod report;
@@ -15,15 +15,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
 use crate::pinterest_client::PinterestClient;
+use crate::state::AppState;
 
 /// The match-key bit of a key name (`em`, `ip_ua`, ...).
 pub fn key_bit(name: &str) -> Option<u32> {
-    pincapi_core::event::MatchKeys::NAMES
-        .iter()
-        .find(|(_, n)| *n == name)
-        .map(|(b, _)| *b)
+    pincapi_core::event::MatchKeys::bit_of(name)
 }
 
 /// Whether Pinterest's Event Quality Score is polled (an OAuth token is configured).

@@ -9,7 +9,8 @@ use pincapi_core::event::MatchKeys;
 use pincapi_core::quality::{grade, lag_percentile, match_score, percent};
 use serde::Serialize;
 
-use crate::shopify::census::{self, Census, CensusReport, CensusTruth};
+pub use crate::quality::census::day_label;
+use crate::quality::census::{self, Census, CensusReport, CensusTruth};
 use crate::store::{
     AlertState, EqsScore, MissingOrder, QualityCounts, QualityMessage, QualityStore, ShopifyTruth,
     Source, StoreError,
@@ -449,17 +450,6 @@ fn row(
             late_percent: percent(c.late, c.delivered),
         },
         counts: c,
-    }
-}
-
-/// `YYYY-MM-DD` of a Unix-seconds UTC midnight.
-pub fn day_label(day: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(day) {
-        Ok(t) => {
-            let d = t.date();
-            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
-        }
-        Err(_) => day.to_string(),
     }
 }
 

@@ -6,8 +6,8 @@ use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, bearer_matches};
-use crate::app::AppState;
+use crate::api_error::{ApiError, bearer_matches};
+use crate::state::AppState;
 use crate::store::Selection;
 
 /// `?limit=` for listings.

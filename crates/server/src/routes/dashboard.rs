@@ -9,46 +9,18 @@ use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::bearer_matches;
 use super::quality::ReportQuery;
-use crate::app::AppState;
-use crate::config::Secret;
+use super::session::{COOKIE, SESSION_SECS, authorized, session_value};
 use crate::quality::dashboard;
-
-/// The session cookie's name.
-pub const COOKIE: &str = "pincapi_dashboard";
-
-/// How long a session lasts, seconds.
-const SESSION_SECS: u64 = 12 * 3600;
+use crate::state::AppState;
 
 /// The sign-in form's body.
 #[derive(Debug, Deserialize)]
 pub struct Login {
     pub key: String,
-}
-
-/// Whether the request carries the admin key as a bearer token or a valid session cookie.
-pub fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
-    let key = &state.config.admin_key;
-    if bearer_matches(headers, key) {
-        return true;
-    }
-    if key.is_empty() {
-        return false;
-    }
-    let expected = session_value(key);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .any(|v| v.as_bytes().ct_eq(expected.as_bytes()).into())
 }
 
 /// `GET /dashboard[?since=...]`: the page (the last 30 days by default), or the sign-in form
@@ -91,16 +63,4 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<Login>) -> Re
         ],
     )
         .into_response()
-}
-
-/// The session cookie's value for `key`.
-fn session_value(key: &Secret) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(b"pincapi dashboard session v1");
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The process is up. `ingest` says whether it accepts events or sheds load.
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {

@@ -17,8 +17,8 @@ use pincapi_core::ingest::{FieldIssue, IngestEvent, TimeWindow};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{ApiError, bearer_matches};
-use crate::app::AppState;
+use crate::api_error::{ApiError, bearer_matches};
+use crate::state::AppState;
 use crate::store::{Enqueued, NewEvent, Source};
 
 /// Most events in one ingest request, as at Pinterest.
@@ -141,18 +141,12 @@ async fn ingest(
             Ok(accepted) => {
                 push_issues(&mut resp.warnings, index, accepted.warnings);
                 let event = accepted.event;
-                new_events.push(NewEvent {
-                    ad_account_id: account.to_owned(),
-                    event_id: event.event_id.as_str().to_owned(),
-                    event_name: event.event_name,
-                    event_time: event.event_time.secs(),
+                new_events.push(NewEvent::from_event(
+                    account,
+                    &event,
+                    Source::Api,
                     received_at_ms,
-                    source: Source::Api,
-                    match_keys: event.user_data.match_keys().0,
-                    test: false,
-                    hold_ms: 0,
-                    payload: event.to_json(),
-                });
+                ));
             }
             Err(issues) => push_issues(&mut resp.errors, index, issues),
         }

@@ -6,9 +6,9 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
 
-use super::ApiError;
-use crate::app::AppState;
+use crate::api_error::ApiError;
 use crate::quality::report::{self, Report};
+use crate::state::AppState;
 
 /// How far back a report looks by default.
 pub const DEFAULT_SINCE: &str = "7d";
@@ -25,7 +25,7 @@ pub async fn get_report(
     headers: HeaderMap,
     Query(q): Query<ReportQuery>,
 ) -> Result<Json<Report>, ApiError> {
-    if !super::dashboard::authorized(&state, &headers) {
+    if !super::session::authorized(&state, &headers) {
         return Err(ApiError::unauthorized());
     }
     let report = build(&state, q.since.as_deref()).await?;

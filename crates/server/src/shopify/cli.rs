@@ -14,11 +14,11 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::config::{self as shop_config, Shop, normalize_domain};
 use super::pixel::{self, PixelOptions};
 use super::poller::{PollReport, Reconciler};
 use super::record::{Recorder, Status, decide};
 use super::standin::ShopifyStandin;
+use crate::config::shopify::{self as shop_config, Shop, normalize_domain};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::store::Source;

@@ -27,9 +27,7 @@
 //! [`config::ShopifyConfig::validate`] so a bad `[shopify]` section stops `serve` at start; until
 //! it does, `spawn_background` logs the problem and webhooks for an unusable shop answer 503.
 
-pub mod census;
 pub mod cli;
-pub mod config;
 pub mod pixel;
 pub mod poller;
 pub mod record;
@@ -47,8 +45,8 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::app::AppState;
-use crate::routes::{ApiError, bearer_matches};
+use crate::api_error::{ApiError, bearer_matches};
+use crate::state::AppState;
 use crate::store::ShopifyLedger;
 
 /// How long webhook ids are kept to recognise Shopify's retries (which end after 4 hours).
@@ -64,7 +62,7 @@ pub fn routes() -> Router<AppState> {
 /// Background tasks this source runs while the gateway serves: one reconciliation poller per
 /// shop with an Admin API access token, and the pruning of old webhook ids.
 pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    let shops = match config::shops(&state.config) {
+    let shops = match crate::config::shopify::shops(&state.config) {
         Ok(shops) => shops,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "The Shopify configuration is unusable; no Shopify poller runs");
@@ -83,7 +81,7 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
         merge_window_ms: (state.config.ingest.merge_window_secs as i64).saturating_mul(1000),
     };
     let sc = &state.config.shopify;
-    if !sc.poller && shops.iter().any(config::Shop::polls) {
+    if !sc.poller && shops.iter().any(crate::config::shopify::Shop::polls) {
         tracing::info!(
             "The Shopify reconciliation poller is off (shopify.poller = false); the quality report lists orders the gateway never received"
         );
@@ -137,7 +135,10 @@ async fn ledger(
     if !bearer_matches(&headers, &state.config.admin_key) {
         return Err(ApiError::unauthorized());
     }
-    let shop = q.shop.as_deref().map(config::normalize_domain);
+    let shop = q
+        .shop
+        .as_deref()
+        .map(crate::config::shopify::normalize_domain);
     let ledger = state
         .store
         .shopify_ledger(shop, q.limit.unwrap_or(100).min(10_000))

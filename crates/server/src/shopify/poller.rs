@@ -31,9 +31,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::watch;
 
-use super::config::{Shop, ShopifyConfig};
 use super::record::{Decision, Recorder, Status, decide};
 use crate::clock::system_now_ms as now_ms;
+use crate::config::shopify::{Shop, ShopifyConfig};
 use crate::store::{Enqueued, ShopifyStored, Source};
 
 /// A run stops after this many pages (250,000 orders at full pages) so a cursor that loops

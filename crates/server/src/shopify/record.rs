@@ -9,7 +9,7 @@ use pincapi_core::ingest::TimeWindow;
 use pincapi_core::shopify::{LedgerKind, Mapped, OrderFacts, TestOrders, Topic, purchase_event_id};
 use serde::Serialize;
 
-use super::config::Shop;
+use crate::config::shopify::Shop;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::store::{
@@ -158,18 +158,9 @@ pub fn decide(
             } else {
                 0
             };
-            let new_event = NewEvent {
-                ad_account_id: shop.ad_account_id.clone(),
-                event_id: event_id.clone(),
-                event_name: event.event_name,
-                event_time: event.event_time.secs(),
-                received_at_ms: now_ms,
-                source,
-                match_keys: event.user_data.match_keys().0,
-                test,
-                hold_ms,
-                payload: event.to_json(),
-            };
+            let new_event = NewEvent::from_event(&shop.ad_account_id, &event, source, now_ms)
+                .held(hold_ms)
+                .as_test(test);
             let order_row = order.as_ref().map(|f| {
                 let mut row = ledger_row(f, OrderOutcome::Sent, None);
                 row.event_id = Some(event_id.clone());

@@ -36,11 +36,11 @@ use pincapi_core::shopify::{self, MapError, Topic};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::config::{Shop, find_shop, normalize_domain};
 use super::record::{Recorder, Status, decide};
-use crate::app::AppState;
+use crate::api_error::ApiError;
 use crate::config::Secret;
-use crate::routes::ApiError;
+use crate::config::shopify::{Shop, find_shop, normalize_domain};
+use crate::state::AppState;
 use crate::store::{Enqueued, ShopifyDelivery, ShopifyStored, Source};
 
 /// The answer to an accepted (2xx) delivery.

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{DeadReason, StoreError};
 
-use pincapi_core::event::EventName;
+use pincapi_core::event::{ConversionEvent, EventName};
 pub use pincapi_core::source::Source;
 
 /// Version of the `payload` contract stored with each row: v1 = the Pinterest event JSON.
@@ -75,6 +75,44 @@ pub struct NewEvent {
     pub hold_ms: i64,
     /// The event as Pinterest receives it (JSON object).
     pub payload: String,
+}
+
+impl NewEvent {
+    /// The one way an accepted event becomes a row to store, for every source: due at
+    /// `received_at_ms`, not a test, held for nothing (see [`NewEvent::held`] and
+    /// [`NewEvent::as_test`]).
+    pub fn from_event(
+        ad_account_id: &str,
+        event: &ConversionEvent,
+        source: Source,
+        received_at_ms: i64,
+    ) -> NewEvent {
+        NewEvent {
+            ad_account_id: ad_account_id.to_owned(),
+            event_id: event.event_id.as_str().to_owned(),
+            event_name: event.event_name,
+            event_time: event.event_time.secs(),
+            received_at_ms,
+            source,
+            match_keys: event.user_data.match_keys().0,
+            test: false,
+            hold_ms: 0,
+            payload: event.to_json(),
+        }
+    }
+
+    /// Waits `hold_ms` before its first send, so the other side of a browser/server pair can
+    /// arrive and be merged.
+    pub fn held(mut self, hold_ms: i64) -> NewEvent {
+        self.hold_ms = hold_ms;
+        self
+    }
+
+    /// Sent with Pinterest's test flag when `test`.
+    pub fn as_test(mut self, test: bool) -> NewEvent {
+        self.test = test;
+        self
+    }
 }
 
 /// What `enqueue` did with one event.

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use pincapi::browser::config::BrowserConfig;
 use pincapi::browser::storefront::CORE_STUB_PATH;
 use pincapi::browser::webdriver::{BrowserOptions, Chromedriver, Session};
+use pincapi::config::browser::BrowserConfig;
 use pincapi::config::{Config, Synchronous};
 use pincapi::sandbox::SandboxOptions;
 use pincapi::store::sqlite::SqliteStore;

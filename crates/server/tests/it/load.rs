@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
+use pincapi::config::shopify::ShopConfig;
 use pincapi::config::{Secret, Synchronous};
 use pincapi::sandbox::{FaultStep, Faults, SandboxOptions};
-use pincapi::shopify::config::ShopConfig;
 use pincapi::shopify::webhook::sign;
 use pincapi::store::sqlite::{SqliteStore, count_states};
 use pincapi::store::{NewEvent, Queue, Settlement, Source};

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::routing::post;
 use pincapi::clock::SystemClock;
+use pincapi::config::shopify::ShopConfig;
 use pincapi::config::{Secret, Synchronous};
 use pincapi::metrics::Metrics;
 use pincapi::pinterest_client::PinterestClient;
 use pincapi::quality::eqs::EqsPoller;
 use pincapi::sandbox::{FaultStep, Faults, OAuthToken, SandboxOptions};
-use pincapi::shopify::config::ShopConfig;
 use pincapi::shopify::webhook::sign;
 use pincapi::store::sqlite::SqliteStore;
 use pincapi::store::{DeadReason, Queue, ShopifyStore, Store};
@@ -773,9 +773,9 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_the_api() {
 #[tokio::test]
 async fn an_alert_fires_once_per_incident_even_across_a_restart_and_clears_when_fixed() {
     use pincapi::config::DeliveryConfig;
+    use pincapi::config::quality::QualityConfig;
     use pincapi::delivery::Delivery;
     use pincapi::quality::alerts::{Alerter, Transition};
-    use pincapi::quality::config::QualityConfig;
     use pincapi::store::{NewEvent, Selection, Settlement, Source};
 
     let dir = tempfile::tempdir().unwrap();

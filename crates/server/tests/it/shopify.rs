@@ -8,10 +8,10 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
+use pincapi::config::shopify::ShopConfig;
 use pincapi::config::{Config, Secret, Synchronous};
 use pincapi::metrics::Metrics;
 use pincapi::sandbox::SandboxOptions;
-use pincapi::shopify::config::ShopConfig;
 use pincapi::shopify::poller::{MAX_PAGES, Reconciler};
 use pincapi::shopify::record::Recorder;
 use pincapi::shopify::webhook::sign;
@@ -91,7 +91,7 @@ async fn shopify_app(standin: Option<&Standin>, tweak: impl FnOnce(&mut Config))
         c.shopify.poll_interval_ms = 50;
         c.shopify.poll_page_size = 2;
         tweak(c);
-        pincapi::shopify::config::ShopifyConfig::validate(c).expect("shopify config is valid");
+        pincapi::config::shopify::ShopifyConfig::validate(c).expect("shopify config is valid");
     })
     .await
 }
@@ -756,7 +756,7 @@ async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
     let mut config = test_config("http://127.0.0.1:9/v5", &db);
     config.shopify.shops = vec![shop(Some(&standin))];
     config.shopify.poll_page_size = 2;
-    let resolved = pincapi::shopify::config::shops(&config).unwrap().remove(0);
+    let resolved = pincapi::config::shopify::shops(&config).unwrap().remove(0);
     let recorder = Recorder {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),

@@ -4,11 +4,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
+use crate::store::LedgerFlag;
 use crate::store::tally::{QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row};
 use crate::store::{
     AlertState, CensusLookup, EqsScore, MissingOrder, QualityHour, QualityMessage, QualityStore,
     ShopifyTruth, Source, StoreError, TruthDay,
 };
+use pincapi_core::shopify::order_of_event_id;
 
 #[async_trait]
 impl QualityStore for SqliteStore {
@@ -304,5 +306,30 @@ pub(super) fn flush(conn: &Connection, tally: Tally) -> Result<(), StoreError> {
             stmt.execute(params![day, account, kind, message, n])?;
         }
     }
+    Ok(())
+}
+
+/// If `event_id` is a Shopify order's purchase, sets `flag` on its ledger row.
+pub(super) fn mark_order(
+    conn: &Connection,
+    account: &str,
+    event_id: &str,
+    flag: LedgerFlag,
+) -> Result<(), StoreError> {
+    let Some(order_id) = order_of_event_id(event_id) else {
+        return Ok(());
+    };
+    let sql = match flag {
+        LedgerFlag::BrowserSeen => {
+            "UPDATE shopify_orders SET browser_seen = 1
+             WHERE order_id = ?1 AND ad_account_id = ?2 AND browser_seen = 0"
+        }
+        LedgerFlag::Delivered => {
+            "UPDATE shopify_orders SET delivered = 1
+             WHERE order_id = ?1 AND ad_account_id = ?2 AND delivered = 0"
+        }
+    };
+    conn.prepare_cached(sql)?
+        .execute(params![order_id, account])?;
     Ok(())
 }

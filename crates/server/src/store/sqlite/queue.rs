@@ -6,7 +6,7 @@ use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use super::quality::flush;
-use super::shopify::mark_order;
+use super::quality::mark_order;
 use crate::store::LedgerFlag;
 use crate::store::repeat::{self, RepeatTarget};
 use crate::store::tally::{Settled, Tally};

@@ -6,14 +6,13 @@ use rusqlite::{Connection, params};
 use super::SqliteStore;
 use super::quality::flush;
 use super::queue::insert_event;
-use crate::store::LedgerFlag;
 use crate::store::tally::Tally;
 use crate::store::{
     OrderOutcome, ShopifyAdjustment, ShopifyAdjustmentRow, ShopifyLedger, ShopifyOrder,
     ShopifyOrderRow, ShopifyRecord, ShopifyStore, ShopifyStored, Source, StoreError,
     TEST_ORDER_DROPPED, TestOrderCopy,
 };
-use pincapi_core::shopify::{event_id_of_order, order_of_event_id};
+use pincapi_core::shopify::event_id_of_order;
 
 #[async_trait]
 impl ShopifyStore for SqliteStore {
@@ -253,31 +252,6 @@ fn browser_copy_of_test_order(conn: &Connection, t: &TestOrderCopy) -> Result<()
         )?
         .execute(params![t.ad_account_id, t.event_id, TEST_ORDER_DROPPED])?;
     }
-    Ok(())
-}
-
-/// If `event_id` is a Shopify order's purchase, sets `flag` on its ledger row.
-pub(super) fn mark_order(
-    conn: &Connection,
-    account: &str,
-    event_id: &str,
-    flag: LedgerFlag,
-) -> Result<(), StoreError> {
-    let Some(order_id) = order_of_event_id(event_id) else {
-        return Ok(());
-    };
-    let sql = match flag {
-        LedgerFlag::BrowserSeen => {
-            "UPDATE shopify_orders SET browser_seen = 1
-             WHERE order_id = ?1 AND ad_account_id = ?2 AND browser_seen = 0"
-        }
-        LedgerFlag::Delivered => {
-            "UPDATE shopify_orders SET delivered = 1
-             WHERE order_id = ?1 AND ad_account_id = ?2 AND delivered = 0"
-        }
-    };
-    conn.prepare_cached(sql)?
-        .execute(params![order_id, account])?;
     Ok(())
 }
 

@@ -25,13 +25,13 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use super::{ConfigError, invalid};
 use pincapi_core::shopify::{
     ContentIdScheme, CurrencySource, MapOptions, TestOrders, Topic, ValueSource,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Secret};
+use super::{Config, Secret};
 
 /// The Admin API version the poller asks for unless a shop's `admin_api_base` names another.
 pub const ADMIN_API_VERSION: &str = "2026-01";
@@ -195,7 +195,7 @@ impl ShopifyConfig {
 
     /// Checks the Shopify settings against the rest of the configuration; errors name the key.
     /// (`Config::validate` does not call this yet; see the `shopify` module docs.)
-    pub fn validate(config: &Config) -> anyhow::Result<()> {
+    pub fn validate(config: &Config) -> Result<(), ConfigError> {
         shops(config).map(|_| ())
     }
 }
@@ -212,7 +212,7 @@ pub fn normalize_domain(d: &str) -> String {
 }
 
 /// Every configured shop, resolved and checked: the shorthand first, then `shopify.shops`.
-pub fn shops(config: &Config) -> anyhow::Result<Vec<Shop>> {
+pub fn shops(config: &Config) -> Result<Vec<Shop>, ConfigError> {
     let accounts: Vec<String> = config.all_accounts().into_iter().map(|a| a.id).collect();
     let mut out: Vec<Shop> = Vec::new();
     let sc = &config.shopify;
@@ -227,17 +227,17 @@ pub fn shops(config: &Config) -> anyhow::Result<Vec<Shop>> {
             shop.admin_api_base = sc.admin_api_base.clone();
             out.push(resolve(&shop, &accounts, "shopify_shop_domain")?);
         }
-        (Some(_), true) => bail!(
+        (Some(_), true) => invalid!(
             "shopify_webhook_secret: shopify_shop_domain is set but the webhook secret is not; \
              set PINCAPI_SHOPIFY_WEBHOOK_SECRET"
         ),
-        (None, false) => bail!(
+        (None, false) => invalid!(
             "shopify_shop_domain: the Shopify webhook secret is set but not the shop's domain; \
              set PINCAPI_SHOPIFY_SHOP_DOMAIN (e.g. example.myshopify.com)"
         ),
         (None, true) => {
             if !sc.access_token.is_empty() {
-                bail!(
+                invalid!(
                     "shopify.access_token: set for the single-shop shorthand, which is not configured"
                 );
             }
@@ -246,7 +246,7 @@ pub fn shops(config: &Config) -> anyhow::Result<Vec<Shop>> {
     for (i, shop) in sc.shops.iter().enumerate() {
         let resolved = resolve(shop, &accounts, &format!("shopify.shops[{i}]"))?;
         if out.iter().any(|s| s.domain == resolved.domain) {
-            bail!(
+            invalid!(
                 "shopify.shops[{i}].domain: shop {} is configured twice",
                 resolved.domain
             );
@@ -254,15 +254,15 @@ pub fn shops(config: &Config) -> anyhow::Result<Vec<Shop>> {
         out.push(resolved);
     }
     if !(1..=250).contains(&sc.poll_page_size) {
-        bail!("shopify.poll_page_size: must be 1..=250 (Shopify's maximum page)");
+        invalid!("shopify.poll_page_size: must be 1..=250 (Shopify's maximum page)");
     }
     if sc.max_body_bytes < 1024 {
-        bail!("shopify.max_body_bytes: must be at least 1024");
+        invalid!("shopify.max_body_bytes: must be at least 1024");
     }
     if let Some(url) = &sc.gateway_url
         && !(url.starts_with("https://") || url.starts_with("http://"))
     {
-        bail!("shopify.gateway_url: must be an http(s) URL, e.g. https://t.shop.example");
+        invalid!("shopify.gateway_url: must be an http(s) URL, e.g. https://t.shop.example");
     }
     Ok(out)
 }
@@ -305,25 +305,25 @@ pub fn find_shop(config: &Config, domain: &str) -> Result<Option<Shop>, String> 
     Ok(None)
 }
 
-fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> anyhow::Result<Shop> {
+fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> Result<Shop, ConfigError> {
     let domain = normalize_domain(&shop.domain);
     if domain.is_empty() || domain.contains('/') || domain.contains(' ') {
-        bail!("{key}.domain: must be a shop domain like example.myshopify.com");
+        invalid!("{key}.domain: must be a shop domain like example.myshopify.com");
     }
     if shop.secrets.is_empty() || shop.secrets.len() > 2 {
-        bail!(
+        invalid!(
             "{key}.secrets: give one webhook signing secret, or two during a rotation \
              (found {})",
             shop.secrets.len()
         );
     }
     if shop.secrets.iter().any(Secret::is_empty) {
-        bail!("{key}.secrets: a secret is empty");
+        invalid!("{key}.secrets: a secret is empty");
     }
     let ad_account_id = match &shop.ad_account_id {
         Some(id) => {
             if !accounts.contains(id) {
-                bail!(
+                invalid!(
                     "{key}.ad_account_id: ad account {id} is not configured; it must be one of \
                      ad_account_id or [[accounts]]"
                 );
@@ -332,11 +332,11 @@ fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> anyhow::Result<
         }
         None => match accounts.first() {
             Some(id) => id.clone(),
-            None => bail!("{key}.ad_account_id: no Pinterest ad account is configured"),
+            None => invalid!("{key}.ad_account_id: no Pinterest ad account is configured"),
         },
     };
     if !matches!(shop.purchase_topic, Topic::OrdersCreate | Topic::OrdersPaid) {
-        bail!("{key}.purchase_topic: must be orders/create or orders/paid");
+        invalid!("{key}.purchase_topic: must be orders/create or orders/paid");
     }
     let admin_api_base = shop
         .admin_api_base
@@ -344,7 +344,7 @@ fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> anyhow::Result<
         .unwrap_or_else(|| format!("https://{domain}/admin/api/{ADMIN_API_VERSION}"));
     let admin_api_base = admin_api_base.trim_end_matches('/').to_owned();
     if !(admin_api_base.starts_with("https://") || admin_api_base.starts_with("http://")) {
-        bail!("{key}.admin_api_base: must be an http(s) URL ending in /admin/api/<version>");
+        invalid!("{key}.admin_api_base: must be an http(s) URL ending in /admin/api/<version>");
     }
     let options = MapOptions {
         content_ids: shop.content_ids,

@@ -27,9 +27,9 @@ use pincapi_core::shopify::{self, Mapped, Topic};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::config::{self, Shop};
-use super::poller::{AdminApi, is_paid, parse_order, rfc3339};
 use crate::config::Config;
+use crate::config::shopify::{self as shop_config, Shop};
+use crate::shopify::poller::{AdminApi, is_paid, parse_order, rfc3339};
 use crate::store::{MissingOrder, QualityStore, StoreError, TruthDay};
 
 /// Pages one census lists at most per shop.
@@ -237,7 +237,7 @@ impl CensusCache {
     /// census for `ttl`. A configuration whose shops do not resolve has no census (`serve`
     /// refuses to start with one anyway).
     pub fn new(config: &Config, ttl: Duration) -> CensusCache {
-        let shops = config::shops(config)
+        let shops = shop_config::shops(config)
             .map(|shops| shops.into_iter().filter(Shop::polls).collect())
             .unwrap_or_default();
         CensusCache {
@@ -370,7 +370,7 @@ pub async fn compare(
                     } else {
                         format!(
                             "never received; run pincapi shopify backfill --since {} to send it",
-                            crate::quality::report::day_label(day)
+                            day_label(day)
                         )
                     };
                     (NEVER_RECEIVED, reason)
@@ -426,6 +426,17 @@ pub async fn compare(
     })
 }
 
+/// `YYYY-MM-DD` of a Unix-seconds UTC midnight.
+pub fn day_label(day: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(day) {
+        Ok(t) => {
+            let d = t.date();
+            format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+        }
+        Err(_) => day.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,7 +449,7 @@ mod tests {
              purchase_topic = \"{purchase_topic}\"\ntest_orders = \"send_as_test\"\n"
         ))
         .unwrap();
-        let s = config::shops(&c).unwrap().remove(0);
+        let s = shop_config::shops(&c).unwrap().remove(0);
         assert!(s.polls());
         s
     }

@@ -1,7 +1,7 @@
 //! `[audiences]`: whether `serve` keeps the Pinterest audiences in sync and how often, the
 //! segments, the list update batch size, and the Actalike audience.
 
-use anyhow::bail;
+use super::{ConfigError, invalid};
 use pincapi_core::audience::Segment;
 use serde::{Deserialize, Serialize};
 
@@ -65,36 +65,36 @@ impl AudiencesConfig {
     }
 
     /// Checks what the types cannot; errors start with the key's name.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.sync_interval_secs == 0 {
-            bail!("audiences.sync_interval_secs: must be at least 1");
+            invalid!("audiences.sync_interval_secs: must be at least 1");
         }
         if !(1..=50_000).contains(&self.batch_size) {
-            bail!("audiences.batch_size: must be 1..=50000");
+            invalid!("audiences.batch_size: must be 1..=50000");
         }
         let mut names = std::collections::HashSet::new();
         for (i, s) in self.segments.iter().enumerate() {
             if let Err(e) = s.validate() {
-                bail!("audiences.segments[{i}].{e}");
+                invalid!("audiences.segments[{i}].{e}");
             }
             if !names.insert(s.name.clone()) {
-                bail!("audiences.segments[{i}].name: {} is defined twice", s.name);
+                invalid!("audiences.segments[{i}].name: {} is defined twice", s.name);
             }
         }
         if let Some(seed) = self.actalike_seed()
             && !self.segments().iter().any(|s| s.name == seed)
         {
-            bail!(
+            invalid!(
                 "audiences.actalike_seed: no segment is named {seed} (set it to \"\" for no Actalike)"
             );
         }
         if !matches!(self.actalike_country.as_str(), "US" | "CA" | "GB") {
-            bail!(
+            invalid!(
                 "audiences.actalike_country: must be US, CA or GB (Pinterest's Actalike countries)"
             );
         }
         if !(1..=10).contains(&self.actalike_percentage) {
-            bail!("audiences.actalike_percentage: must be 1..=10");
+            invalid!("audiences.actalike_percentage: must be 1..=10");
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::bail;
+use super::{ConfigError, invalid};
 use serde::{Deserialize, Serialize};
 
 /// The `[quality]` section.
@@ -62,42 +62,42 @@ impl Default for QualityConfig {
 
 impl QualityConfig {
     /// Checks the section; errors name the key.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.alert_interval_secs == 0 {
-            bail!("quality.alert_interval_secs: must be at least 1");
+            invalid!("quality.alert_interval_secs: must be at least 1");
         }
         if self.eqs_interval_secs < 60 {
-            bail!("quality.eqs_interval_secs: must be at least 60 (Pinterest's ads_read quota)");
+            invalid!("quality.eqs_interval_secs: must be at least 60 (Pinterest's ads_read quota)");
         }
         if let Some(url) = &self.webhook_url
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
-            bail!("quality.webhook_url: must be an http(s) URL");
+            invalid!("quality.webhook_url: must be an http(s) URL");
         }
         for (key, pct) in &self.coverage_min_percent {
-            if crate::quality::key_bit(key).is_none() {
-                bail!(
+            if pincapi_core::event::MatchKeys::bit_of(key).is_none() {
+                invalid!(
                     "quality.coverage_min_percent.{key}: unknown match key; one of em, ph, \
                      external_id, click_id, ip_ua, name, address, hashed_maids"
                 );
             }
             if !(0.0..=100.0).contains(pct) {
-                bail!("quality.coverage_min_percent.{key}: must be a percentage, 0 to 100");
+                invalid!("quality.coverage_min_percent.{key}: must be a percentage, 0 to 100");
             }
         }
         if pincapi_core::event::EventName::parse(&self.coverage_event_name).is_none() {
-            bail!("quality.coverage_event_name: not a Pinterest event name");
+            invalid!("quality.coverage_event_name: not a Pinterest event name");
         }
         for (key, pct) in [
             ("volume_drop_percent", self.volume_drop_percent),
             ("purchase_gap_percent", self.purchase_gap_percent),
         ] {
             if !(0.0..=100.0).contains(&pct) {
-                bail!("quality.{key}: must be a percentage, 0 to 100");
+                invalid!("quality.{key}: must be a percentage, 0 to 100");
             }
         }
         if self.max_p95_lag_secs <= 0 {
-            bail!("quality.max_p95_lag_secs: must be positive");
+            invalid!("quality.max_p95_lag_secs: must be positive");
         }
         Ok(())
     }

@@ -1,0 +1,32 @@
+//! [`AppState`]: what every handler and background task can reach. Imports no feature's
+//! routes, only the services they share.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::backpressure::Backpressure;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::delivery::Delivery;
+use crate::metrics::Metrics;
+use crate::quality::census::CensusCache;
+use crate::store::SharedStore;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    /// What every handler and background task reads the time from.
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub delivery: Arc<Delivery>,
+    /// Ids of the configured ad accounts.
+    pub accounts: Arc<HashSet<String>>,
+    /// Where `POST /v1/events` goes: the first configured account.
+    pub default_account: Option<String>,
+    /// The quality report's Shopify order census, kept a few minutes.
+    pub census: Arc<CensusCache>,
+    /// The queue's depth and whether ingest sheds load.
+    pub backpressure: Arc<Backpressure>,
+}
