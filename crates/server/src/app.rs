@@ -5,7 +5,6 @@ use std::fs::File;
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -17,10 +16,22 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::pinterest_client::PinterestClient;
+use crate::pinterest_client::TransportError;
 use crate::routes;
 use crate::state::AppState;
-use crate::store::Queue;
 use crate::store::open::{Opener, open_store};
+use crate::store::{Queue, StoreError};
+
+/// Why the gateway could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the Pinterest client: {0}")]
+    Client(#[from] TransportError),
+    #[error("while serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
 
 /// The assembled gateway.
 #[derive(Debug)]
@@ -33,12 +44,12 @@ pub struct App {
 impl App {
     /// Opens the store (taking an embedded store's owner lock and ending leases left by a
     /// previous process), and wires everything. The config must already be validated.
-    pub async fn build(config: Config) -> anyhow::Result<App> {
+    pub async fn build(config: Config) -> Result<App, AppError> {
         App::build_with_clock(config, SystemClock::shared()).await
     }
 
     /// [`App::build`] on a clock of the caller's (tests move a [`crate::clock::ManualClock`]).
-    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<App> {
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<App, AppError> {
         let opened = open_store(&config, Opener::Gateway).await?;
         let store = opened.store;
         if opened.single_owner {
@@ -129,7 +140,7 @@ impl App {
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), AppError> {
         let (stop, stopped) = watch::channel(false);
         let mut workers = self.state.delivery.spawn(stopped.clone());
         workers.extend(crate::shopify::spawn_background(
@@ -155,7 +166,7 @@ impl App {
             stopped,
         )));
         let router = self.router();
-        let addr = listener.local_addr()?;
+        let addr = listener.local_addr().map_err(AppError::Serve)?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");
         // With the peer address, so the browser collector knows the client's IP.
         let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -173,7 +184,7 @@ impl App {
             tokio::time::sleep(grace_period).await;
         };
         tokio::select! {
-            served = serve => served.context("while serving HTTP")?,
+            served = serve => served.map_err(AppError::Serve)?,
             () = grace => tracing::warn!(
                 grace_secs = grace_period.as_secs(),
                 "Connections still open after the grace period; stopping anyway"

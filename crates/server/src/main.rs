@@ -49,7 +49,7 @@ enum Command {
         token: Option<String>,
     },
     /// Run the gateway on embedded defaults with the sandbox in-process and send sample traffic.
-    Demo(pincapi::demo::DemoArgs),
+    Demo(pincapi::commands::demo::DemoArgs),
     /// Print the SHA-256 Pinterest receives for a user_data value.
     Hash {
         /// The user_data key: em, ph, fn, ln, ge, db, ct, st, zp, country, external_id, hashed_maids.
@@ -95,7 +95,7 @@ enum Command {
         check: bool,
     },
     /// Measure ingest and delivery throughput on this machine.
-    Bench(pincapi::bench::BenchArgs),
+    Bench(pincapi::commands::bench::BenchArgs),
     /// Delete delivered and dropped events older than retention.delivered_days (`serve` does
     /// it hourly; this is for cron or a one-off clean-up).
     Purge {
@@ -106,24 +106,24 @@ enum Command {
         dry_run: bool,
     },
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
-    Tag(pincapi::browser::check::TagArgs),
+    Tag(pincapi::commands::tag_check::TagArgs),
     /// Shopify tools: the custom pixel, a backfill from the Admin API, a local Admin API stand-in.
     Shopify {
         #[command(subcommand)]
-        command: pincapi::shopify::cli::ShopifyCommand,
+        command: pincapi::commands::shopify::ShopifyCommand,
     },
     /// Print the Pinterest event the gateway would send for a payload, e.g.
     /// `pincapi map shopify orders/create order.json`.
     Map {
         #[command(subcommand)]
-        source: pincapi::shopify::cli::MapSource,
+        source: pincapi::commands::shopify::MapSource,
     },
     /// Pinterest audiences from the stored events: `preview` the segments, `sync` them once.
     Audiences {
         #[command(flatten)]
         config: ConfigArg,
         #[command(subcommand)]
-        command: pincapi::audiences::cli::AudiencesCommand,
+        command: pincapi::commands::audiences::AudiencesCommand,
     },
     /// Forget a person: never in an audience again, removed from every list at the next sync,
     /// taken out of the stored events.
@@ -131,7 +131,7 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
-        who: pincapi::audiences::cli::ForgetArgs,
+        who: pincapi::commands::audiences::ForgetArgs,
     },
 }
 
@@ -225,7 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
-            pincapi::demo::run(args, shutdown_signal()).await?;
+            pincapi::commands::demo::run(args, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Hash {
@@ -251,20 +251,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             check,
         } => report(config, &since, format, check).await,
         Command::Bench(args) => {
-            pincapi::bench::run(args).await?;
+            pincapi::commands::bench::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { config, dry_run } => purge(config, dry_run).await,
-        Command::Tag(args) => pincapi::browser::check::run(args).await,
+        Command::Tag(args) => pincapi::commands::tag_check::run(args).await,
         Command::Shopify { command } => {
-            pincapi::shopify::cli::run(command, shutdown_signal()).await
+            pincapi::commands::shopify::run(command, shutdown_signal()).await
         }
-        Command::Map { source } => Ok(pincapi::shopify::cli::map(source)),
+        Command::Map { source } => Ok(pincapi::commands::shopify::map(source)),
         Command::Audiences { config, command } => {
-            pincapi::audiences::cli::audiences(config.config.as_deref(), command).await
+            pincapi::commands::audiences::audiences(config.config.as_deref(), command).await
         }
         Command::Forget { config, who } => {
-            pincapi::audiences::cli::forget(config.config.as_deref(), who).await
+            pincapi::commands::audiences::forget(config.config.as_deref(), who).await
         }
     }
 }
@@ -312,7 +312,7 @@ async fn check_config(c: ConfigArg, offline: bool) -> anyhow::Result<ExitCode> {
     )?;
     let mut ok = true;
     for a in &accounts {
-        match pincapi::check::token(&client, a).await {
+        match pincapi::commands::check::token(&client, a).await {
             Ok(msg) => println!("ad account {}: {msg}", a.id),
             Err(msg) => {
                 ok = false;

@@ -31,13 +31,14 @@ pub struct PinterestClient {
 
 impl PinterestClient {
     /// A client for `base` (e.g. `https://api.pinterest.com/v5`).
-    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<PinterestClient> {
+    pub fn new(base: &str, timeout: Duration) -> Result<PinterestClient, TransportError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("pincapi/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(transport)?;
         Ok(PinterestClient {
             http,
             base: base.trim_end_matches('/').to_owned(),

@@ -15,7 +15,6 @@
 //! `serve` runs it every `audiences.sync_interval_secs` when `audiences.enabled`;
 //! `pincapi audiences preview|sync` and `pincapi forget` are in `cli.rs`.
 
-pub mod cli;
 pub mod client;
 pub mod sync;
 
@@ -27,6 +26,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use self::sync::SyncError;
 use crate::clock::system_now_ms as now_ms;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -85,7 +85,7 @@ pub struct Preview {
 }
 
 /// Scans, then counts each segment's members per ad account. Nothing is sent.
-pub async fn preview(config: &Config, store: &SharedStore) -> anyhow::Result<Vec<Preview>> {
+pub async fn preview(config: &Config, store: &SharedStore) -> Result<Vec<Preview>, StoreError> {
     scan(store, overlap_ms(config)).await?;
     let now = now_ms() / 1000;
     let mut out = Vec::new();
@@ -111,7 +111,7 @@ pub async fn run_once(
     config: &Config,
     store: &SharedStore,
     metrics: &Metrics,
-) -> anyhow::Result<SyncReport> {
+) -> Result<SyncReport, SyncError> {
     // The token is checked first: a missing token is a configuration error, not a skip.
     let client = client::AdsClient::new(
         &config.pinterest_api_base,
@@ -161,7 +161,7 @@ pub fn spawn_background(state: &AppState, mut stop: watch::Receiver<bool>) -> Ve
 }
 
 /// Counts a run in the metrics.
-pub fn record_run(metrics: &Metrics, result: &anyhow::Result<SyncReport>) {
+pub fn record_run(metrics: &Metrics, result: &Result<SyncReport, SyncError>) {
     let outcome = if result.is_ok() { "ok" } else { "error" };
     metrics.inc(
         "pincapi_audience_sync_runs_total",

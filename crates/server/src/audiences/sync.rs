@@ -13,7 +13,7 @@ use super::client::{AdsClient, AdsError};
 use crate::clock::system_now_ms as now_ms;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::store::{AudienceObject, ListOperation, SharedStore};
+use crate::store::{AudienceObject, ListOperation, SharedStore, StoreError};
 
 /// Pinterest's threshold of matched members, below which a list or audience is `TOO_SMALL`.
 pub const MIN_MATCHED: usize = 100;
@@ -80,7 +80,7 @@ pub async fn sync(
     store: &SharedStore,
     client: &AdsClient,
     metrics: &Metrics,
-) -> anyhow::Result<SyncReport> {
+) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     let tag_id = config.tag_id.clone();
     if tag_id.is_none() {
@@ -173,7 +173,7 @@ impl AccountRun<'_> {
         object: &str,
         id: &str,
         status: Option<String>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SyncError> {
         let o = AudienceObject {
             ad_account_id: self.account.clone(),
             segment: segment.to_owned(),
@@ -200,7 +200,7 @@ impl AccountRun<'_> {
         segment: &Segment,
         kind: IdKind,
         current: &BTreeSet<String>,
-    ) -> anyhow::Result<Option<SegmentReport>> {
+    ) -> Result<Option<SegmentReport>, SyncError> {
         match self.sync_list_once(segment, kind, current).await {
             Err(e) if is_gone(&e) => {
                 tracing::warn!(
@@ -231,7 +231,7 @@ impl AccountRun<'_> {
         segment: &Segment,
         kind: IdKind,
         current: &BTreeSet<String>,
-    ) -> anyhow::Result<Option<SegmentReport>> {
+    ) -> Result<Option<SegmentReport>, SyncError> {
         let seg = segment.name.as_str();
         let list_key = format!("list:{}", kind.as_str());
         let audience_key = format!("audience:{}", kind.as_str());
@@ -385,7 +385,7 @@ impl AccountRun<'_> {
         seg: &str,
         kind: IdKind,
         list_id: &str,
-    ) -> anyhow::Result<(String, Option<String>)> {
+    ) -> Result<(String, Option<String>), SyncError> {
         let name = list_name(seg, kind);
         let found = self
             .client
@@ -429,7 +429,7 @@ impl AccountRun<'_> {
         kind: IdKind,
         op: ListOperation,
         hashes: Vec<String>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SyncError> {
         let n = hashes.len() as u64;
         self.store
             .apply_list_update(&self.account, seg, kind, op, hashes)
@@ -450,7 +450,11 @@ impl AccountRun<'_> {
     }
 
     /// The segment's `VISITOR` audience over the Tag and Conversions API stream.
-    async fn ensure_visitor(&mut self, segment: &Segment, tag_id: &str) -> anyhow::Result<String> {
+    async fn ensure_visitor(
+        &mut self,
+        segment: &Segment,
+        tag_id: &str,
+    ) -> Result<String, SyncError> {
         let seg = segment.name.as_str();
         if let Some(o) = self.object(seg, "visitor") {
             return Ok(o.pinterest_id.clone());
@@ -501,7 +505,7 @@ impl AccountRun<'_> {
         segment: &Segment,
         country: &str,
         percentage: u8,
-    ) -> anyhow::Result<Option<String>> {
+    ) -> Result<Option<String>, SyncError> {
         let seg = segment.name.as_str();
         if let Some(o) = self.object(seg, "actalike") {
             return Ok(Some(o.pinterest_id.clone()));
@@ -545,20 +549,25 @@ impl AccountRun<'_> {
 }
 
 /// Pinterest answered 404 to a call on an object we hold an id of.
-fn is_gone(e: &anyhow::Error) -> bool {
-    matches!(
-        e.downcast_ref::<AdsError>(),
-        Some(AdsError::Api { status: 404, .. })
-    )
+fn is_gone(e: &SyncError) -> bool {
+    matches!(e, SyncError::Pinterest(AdsError::Api { status: 404, .. }))
 }
 
-fn id_of(v: &Value) -> anyhow::Result<String> {
-    v["id"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("Pinterest's answer has no id"))
+fn id_of(v: &Value) -> Result<String, SyncError> {
+    v["id"].as_str().map(str::to_owned).ok_or(SyncError::NoId)
 }
 
 fn status_of(v: &Value) -> Option<String> {
     v["status"].as_str().map(str::to_owned)
+}
+
+/// What can stop an audience sync.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Pinterest(#[from] AdsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Pinterest's answer has no id")]
+    NoId,
 }

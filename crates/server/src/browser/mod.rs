@@ -7,12 +7,10 @@
 //! store, where a server-side copy with the same event_id (a Shopify order webhook) merges
 //! into it. Pinterest counts the Tag's copy and ours once.
 
-pub mod check;
 pub mod collector;
 pub mod scan;
 pub mod script;
 pub mod storefront;
-pub mod webdriver;
 
 use std::sync::Arc;
 

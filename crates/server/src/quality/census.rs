@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::config::shopify::{self as shop_config, Shop};
-use crate::shopify::poller::{AdminApi, is_paid, parse_order, rfc3339};
+use crate::shopify::poller::{AdminApi, ShopifyError, is_paid, parse_order, rfc3339};
 use crate::store::{MissingOrder, QualityStore, StoreError, TruthDay};
 
 /// Pages one census lists at most per shop.
@@ -153,7 +153,7 @@ async fn list(
     timeout: Duration,
     since: i64,
     census: &mut ShopCensus,
-) -> anyhow::Result<()> {
+) -> Result<(), ShopifyError> {
     let api = AdminApi::new(shop.clone(), timeout)?;
     let since_text = rfc3339(since)?;
     let url = api.orders_url(&[

@@ -27,7 +27,6 @@
 //! [`config::ShopifyConfig::validate`] so a bad `[shopify]` section stops `serve` at start; until
 //! it does, `spawn_background` logs the problem and webhooks for an unusable shop answer 503.
 
-pub mod cli;
 pub mod pixel;
 pub mod poller;
 pub mod record;

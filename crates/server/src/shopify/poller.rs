@@ -22,7 +22,6 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use pincapi_core::shopify::{self, MapError, Order, Topic};
 use reqwest::header::{HeaderMap, LINK, RETRY_AFTER};
 use serde::{Deserialize, Serialize};
@@ -34,7 +33,7 @@ use tokio::sync::watch;
 use super::record::{Decision, Recorder, Status, decide};
 use crate::clock::system_now_ms as now_ms;
 use crate::config::shopify::{Shop, ShopifyConfig};
-use crate::store::{Enqueued, ShopifyStored, Source};
+use crate::store::{Enqueued, ShopifyStored, Source, StoreError};
 
 /// A run stops after this many pages (250,000 orders at full pages) so a cursor that loops
 /// cannot hold it.
@@ -100,7 +99,7 @@ impl Reconciler {
         recorder: Recorder,
         settings: &ShopifyConfig,
         timeout: Duration,
-    ) -> anyhow::Result<Reconciler> {
+    ) -> Result<Reconciler, ShopifyError> {
         let api = AdminApi::new(shop.clone(), timeout)?;
         Ok(Reconciler {
             shop,
@@ -114,7 +113,7 @@ impl Reconciler {
 
     /// One scheduled run: from the checkpoint (less the overlap), bounded by Pinterest's
     /// window; advances the checkpoint.
-    pub async fn poll(&self) -> anyhow::Result<PollReport> {
+    pub async fn poll(&self) -> Result<PollReport, ShopifyError> {
         let now = now_ms() / 1000;
         let floor = now - self.recorder.max_event_age_secs;
         let checkpoint = self
@@ -132,11 +131,11 @@ impl Reconciler {
 
     /// Lists every order since `since` (Unix seconds), stores what the webhooks missed, and
     /// reports orders too old to send. Advances the checkpoint, never moves it back.
-    pub async fn backfill(&self, since: i64) -> anyhow::Result<PollReport> {
+    pub async fn backfill(&self, since: i64) -> Result<PollReport, ShopifyError> {
         self.run(since).await
     }
 
-    async fn run(&self, since: i64) -> anyhow::Result<PollReport> {
+    async fn run(&self, since: i64) -> Result<PollReport, ShopifyError> {
         let mut report = PollReport {
             shop: self.shop.domain.clone(),
             since,
@@ -183,7 +182,7 @@ impl Reconciler {
         orders: &[Box<RawValue>],
         by_update: bool,
         report: &mut PollReport,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ShopifyError> {
         let now = now_ms();
         let mut decisions: Vec<Decision> = Vec::new();
         for (i, raw) in orders.iter().enumerate() {
@@ -269,7 +268,7 @@ pub struct AdminApi {
 
 impl AdminApi {
     /// A client for `shop`'s Admin API; `timeout` bounds each request.
-    pub fn new(shop: Shop, timeout: Duration) -> anyhow::Result<AdminApi> {
+    pub fn new(shop: Shop, timeout: Duration) -> Result<AdminApi, ShopifyError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("pincapi/", env!("CARGO_PKG_VERSION")))
@@ -277,7 +276,7 @@ impl AdminApi {
             // access token never leaves the shop's Admin API.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .context("while building the Shopify Admin API client")?;
+            .map_err(ShopifyError::Client)?;
         Ok(AdminApi { shop, http })
     }
 
@@ -287,10 +286,9 @@ impl AdminApi {
     }
 
     /// The URL of the first page of `orders.json` with `params`.
-    pub fn orders_url(&self, params: &[(&str, &str)]) -> anyhow::Result<reqwest::Url> {
+    pub fn orders_url(&self, params: &[(&str, &str)]) -> Result<reqwest::Url, ShopifyError> {
         let base = format!("{}/orders.json", self.shop.admin_api_base);
-        reqwest::Url::parse_with_params(&base, params)
-            .with_context(|| format!("admin_api_base: {base} is not a URL"))
+        reqwest::Url::parse_with_params(&base, params).map_err(|_| ShopifyError::BadBase(base))
     }
 
     /// The pages of a listing from `first`, following the `Link: rel="next"` cursor for at
@@ -312,7 +310,7 @@ impl AdminApi {
     async fn fetch(
         &self,
         url: reqwest::Url,
-    ) -> anyhow::Result<(Vec<Box<RawValue>>, Option<reqwest::Url>)> {
+    ) -> Result<(Vec<Box<RawValue>>, Option<reqwest::Url>), ShopifyError> {
         #[derive(Deserialize)]
         struct Page {
             #[serde(default)]
@@ -327,7 +325,11 @@ impl AdminApi {
                 .header("Accept", "application/json")
                 .send()
                 .await
-                .with_context(|| format!("while listing orders of {}", self.shop.domain))?;
+                .map_err(|e| ShopifyError::Http {
+                    doing: "listing",
+                    shop: self.shop.domain.clone(),
+                    source: e,
+                })?;
             let status = resp.status();
             if status.as_u16() == 429 && throttled < MAX_THROTTLED {
                 throttled += 1;
@@ -336,10 +338,11 @@ impl AdminApi {
                 continue;
             }
             let next = next_link(resp.headers());
-            let body = resp
-                .bytes()
-                .await
-                .with_context(|| format!("while reading orders of {}", self.shop.domain))?;
+            let body = resp.bytes().await.map_err(|e| ShopifyError::Http {
+                doing: "reading",
+                shop: self.shop.domain.clone(),
+                source: e,
+            })?;
             if !status.is_success() {
                 let hint = match status.as_u16() {
                     401 | 403 => {
@@ -348,18 +351,15 @@ impl AdminApi {
                     }
                     _ => "",
                 };
-                bail!(
-                    "the Admin API of {} answered {status}{hint}: {}",
-                    self.shop.domain,
-                    snippet(&body)
-                );
+                return Err(ShopifyError::Status {
+                    shop: self.shop.domain.clone(),
+                    status: status.as_u16(),
+                    hint,
+                    body: snippet(&body),
+                });
             }
-            let page: Page = serde_json::from_slice(&body).with_context(|| {
-                format!(
-                    "the Admin API of {} answered with a body that is not an orders list",
-                    self.shop.domain
-                )
-            })?;
+            let page: Page = serde_json::from_slice(&body)
+                .map_err(|_| ShopifyError::NotOrders(self.shop.domain.clone()))?;
             return Ok((page.orders, next));
         }
     }
@@ -391,9 +391,9 @@ impl Pages<'_> {
 
     /// The next page's orders; `None` after the last page, or at the page limit (then
     /// [`Pages::cut_short`] says so).
-    pub async fn next(&mut self) -> anyhow::Result<Option<Vec<Box<RawValue>>>> {
+    pub async fn next(&mut self) -> Result<Option<Vec<Box<RawValue>>>, ShopifyError> {
         if self.foreign {
-            bail!("the Admin API's next page is on another host; not following it");
+            return Err(ShopifyError::ForeignPage);
         }
         let Some(url) = self.next.take() else {
             return Ok(None);
@@ -429,11 +429,41 @@ impl Pages<'_> {
 }
 
 /// `since` (Unix seconds) as the Admin API's RFC 3339 time.
-pub fn rfc3339(since: i64) -> anyhow::Result<String> {
+pub fn rfc3339(since: i64) -> Result<String, ShopifyError> {
     OffsetDateTime::from_unix_timestamp(since)
-        .context("since: not a valid time")?
-        .format(&Rfc3339)
-        .context("since: cannot format")
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .ok_or(ShopifyError::BadTime(since))
+}
+
+/// What can go wrong talking to a shop's Admin API.
+#[derive(Debug, thiserror::Error)]
+pub enum ShopifyError {
+    #[error("while building the Shopify Admin API client: {0}")]
+    Client(reqwest::Error),
+    #[error("admin_api_base: {0} is not a URL")]
+    BadBase(String),
+    #[error("while {doing} orders of {shop}: {source}")]
+    Http {
+        doing: &'static str,
+        shop: String,
+        source: reqwest::Error,
+    },
+    #[error("the Admin API of {shop} answered {status}{hint}: {body}")]
+    Status {
+        shop: String,
+        status: u16,
+        hint: &'static str,
+        body: String,
+    },
+    #[error("the Admin API of {0} answered with a body that is not an orders list")]
+    NotOrders(String),
+    #[error("the Admin API's next page is on another host; not following it")]
+    ForeignPage,
+    #[error("since: {0} is not a valid time")]
+    BadTime(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Runs `reconciler.poll()` every `interval` until `stop` fires; the first run is at once.

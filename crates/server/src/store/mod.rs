@@ -46,6 +46,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store query failed: {0}")]
     Query(String),
+    /// The configuration names no usable store.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -3,11 +3,9 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use anyhow::Context;
-
-use super::SharedStore;
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
+use super::{SharedStore, StoreError};
 use crate::config::{Config, StoreUrl};
 
 /// Who opens the store.
@@ -35,15 +33,16 @@ pub struct OpenedStore {
 }
 
 /// Opens (creating and migrating as needed) the configured store.
-pub async fn open_store(config: &Config, opener: Opener) -> anyhow::Result<OpenedStore> {
+pub async fn open_store(config: &Config, opener: Opener) -> Result<OpenedStore, StoreError> {
     match config.store_url()? {
         StoreUrl::Sqlite(path) => {
             let owner_lock = match opener {
                 Opener::Gateway => Some(SqliteStore::lock_owner(&path)?),
                 Opener::Tool => None,
             };
-            let store = SqliteStore::open(&path, config.sqlite_synchronous)
-                .with_context(|| format!("while opening the store {}", path.display()))?;
+            let store = SqliteStore::open(&path, config.sqlite_synchronous).map_err(|e| {
+                StoreError::Unavailable(format!("while opening the store {}: {e}", path.display()))
+            })?;
             let schema_version = store.schema_version()?;
             Ok(OpenedStore {
                 store: Arc::new(store),
@@ -69,11 +68,14 @@ pub async fn open_store(config: &Config, opener: Opener) -> anyhow::Result<Opene
 /// The store for an operator command working on what a gateway stored (`deadletter`,
 /// `report`, `purge`, `audiences`, `forget`, ...): an embedded store must already exist, so a
 /// mistyped path is an error instead of a new, empty database.
-pub async fn open_existing_store(config: &Config) -> anyhow::Result<SharedStore> {
+pub async fn open_existing_store(config: &Config) -> Result<SharedStore, StoreError> {
     if let StoreUrl::Sqlite(path) = config.store_url()?
         && !path.exists()
     {
-        anyhow::bail!("store: {} does not exist", path.display());
+        return Err(StoreError::Unavailable(format!(
+            "store: {} does not exist",
+            path.display()
+        )));
     }
     Ok(open_store(config, Opener::Tool).await?.store)
 }

@@ -78,7 +78,7 @@ async fn sync(app: &TestApp) -> String {
 /// abandoner with an email, and an app user known by a mobile ad id.
 fn traffic() -> Vec<Value> {
     let now = now();
-    let mut events = pincapi::demo::sample_traffic(40, now);
+    let mut events = pincapi::commands::demo::sample_traffic(40, now);
     let ua = "Mozilla/5.0";
     for (i, email) in ["viewer1@example.com", "Viewer2@Example.com"]
         .iter()
@@ -593,7 +593,7 @@ async fn requests_and_answers_have_the_specs_shapes() {
 async fn a_purchaser_list_of_100_is_ready_and_seeds_an_actalike() {
     let app = spawn_app_with(options(), |_| {}).await;
     // 500 demo visitors include 100 purchasers.
-    let events = pincapi::demo::sample_traffic(500, now());
+    let events = pincapi::commands::demo::sample_traffic(500, now());
     for chunk in events.chunks(1000) {
         let (status, body) = app.post_events(&json!({ "data": chunk })).await;
         assert_eq!(status, 202, "{body}");

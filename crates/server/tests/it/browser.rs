@@ -10,7 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use pincapi::browser::storefront::CORE_STUB_PATH;
-use pincapi::browser::webdriver::{BrowserOptions, Chromedriver, Session};
+use pincapi::commands::webdriver::{BrowserOptions, Chromedriver, Session};
 use pincapi::config::browser::BrowserConfig;
 use pincapi::config::{Config, Synchronous};
 use pincapi::sandbox::SandboxOptions;

@@ -77,7 +77,7 @@ pub struct TestApp {
     pub _dir: tempfile::TempDir,
     pub db: PathBuf,
     stop: Option<watch::Sender<bool>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), pincapi::app::AppError>>>,
 }
 
 /// A test config: fast retries and polling so tests finish quickly without sleeping.

@@ -700,7 +700,7 @@ async fn the_dashboard_in_chromium_shows_the_numbers_of_the_api() {
         eprintln!("PINCAPI_SKIP_BROWSER_TESTS is set: skipping a Chromium test");
         return;
     }
-    use pincapi::browser::webdriver::{BrowserOptions, Chromedriver};
+    use pincapi::commands::webdriver::{BrowserOptions, Chromedriver};
     let app = shop_app(|_| {}).await;
     for (i, id) in [5_400_000_000_001u64, 5_400_000_000_002, 5_400_000_000_003]
         .iter()

@@ -14,13 +14,13 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::pixel::{self, PixelOptions};
-use super::poller::{PollReport, Reconciler};
-use super::record::{Recorder, Status, decide};
-use super::standin::ShopifyStandin;
 use crate::config::shopify::{self as shop_config, Shop, normalize_domain};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::shopify::pixel::{self, PixelOptions};
+use crate::shopify::poller::{PollReport, Reconciler};
+use crate::shopify::record::{Recorder, Status, decide};
+use crate::shopify::standin::ShopifyStandin;
 use crate::store::Source;
 use crate::store::open::{Opener, open_store};
 

@@ -52,7 +52,7 @@ pub async fn audiences(
     let store = open_existing_store(&config).await?;
     match cmd {
         AudiencesCommand::Preview { json } => {
-            let rows = super::preview(&config, &store).await?;
+            let rows = crate::audiences::preview(&config, &store).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(ExitCode::SUCCESS);
@@ -70,7 +70,7 @@ pub async fn audiences(
         }
         AudiencesCommand::Sync { json } => {
             let metrics = Metrics::default();
-            let report = super::run_once(&config, &store, &metrics).await?;
+            let report = crate::audiences::run_once(&config, &store, &metrics).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(ExitCode::SUCCESS);
@@ -88,7 +88,7 @@ pub async fn audiences(
                 let status = match r.status.as_deref() {
                     Some("TOO_SMALL") => format!(
                         "TOO_SMALL (Pinterest needs {} matched members)",
-                        super::sync::MIN_MATCHED
+                        crate::audiences::sync::MIN_MATCHED
                     ),
                     Some(s) => s.to_owned(),
                     None => "unknown".to_owned(),

@@ -23,9 +23,9 @@ use reqwest::Url;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::scan::{Call, Scan, scan_html};
-use super::script::MARKER;
 use super::webdriver::{BrowserOptions, Chromedriver, Session};
+use crate::browser::scan::{Call, Scan, scan_html};
+use crate::browser::script::MARKER;
 use crate::config::browser::canonical;
 
 /// Largest page or script read, bytes.
@@ -492,7 +492,7 @@ fn event_of(c: &Call) -> Option<FoundEvent> {
     let event = c
         .args
         .get(1)
-        .map(|a| super::scan::string_literal(a).unwrap_or_else(|| a.clone()))?;
+        .map(|a| crate::browser::scan::string_literal(a).unwrap_or_else(|| a.clone()))?;
     Some(FoundEvent {
         via: c.function,
         event,
@@ -823,7 +823,7 @@ mod tests {
             tag_id: Some("2612345678901".into()),
             ..Default::default()
         };
-        let js = super::super::script::render(&config);
+        let js = crate::browser::script::render(&config);
         assert_eq!(tag_id_in_script(&js).as_deref(), Some("2612345678901"));
     }
 

@@ -1,0 +1,10 @@
+//! The command line's commands that are more than a call into the library: each may use
+//! `anyhow`, print, and exit. `main.rs` parses the arguments and dispatches here.
+
+pub mod audiences;
+pub mod bench;
+pub mod check;
+pub mod demo;
+pub mod shopify;
+pub mod tag_check;
+pub mod webdriver;
