@@ -242,7 +242,7 @@ impl Delivery {
             self.give_back(account, slot);
             return Ok(round);
         };
-        let mut tally = Tally::default();
+        let mut metrics_batch = RoundMetrics::default();
         let oldest = now / 1000 - self.max_event_age_secs;
         let (too_old, sendable): (Vec<_>, Vec<_>) =
             claimed.into_iter().partition(|e| e.event_time < oldest);
@@ -251,7 +251,7 @@ impl Delivery {
                 days: self.max_event_age_secs / 86400,
             };
             for e in &too_old {
-                tally.count(e, "pincapi_events_dead_lettered_total");
+                metrics_batch.count(e, "pincapi_events_dead_lettered_total");
             }
             round.failed += too_old.len();
             let dead = too_old
@@ -272,12 +272,19 @@ impl Delivery {
                     lease_until,
                     slot: &mut slot,
                 };
-                self.send_group(account, group, is_test, claim, &mut round, &mut tally)
-                    .await?;
+                self.send_group(
+                    account,
+                    group,
+                    is_test,
+                    claim,
+                    &mut round,
+                    &mut metrics_batch,
+                )
+                .await?;
             }
         }
         self.give_back(account, slot);
-        tally.flush(&self.metrics, &account.id);
+        metrics_batch.flush(&self.metrics, &account.id);
         Ok(round)
     }
 
@@ -292,7 +299,7 @@ impl Delivery {
         test: bool,
         claim: Claim<'_>,
         round: &mut Round,
-        tally: &mut Tally,
+        metrics_batch: &mut RoundMetrics,
     ) -> Result<(), StoreError> {
         let Claim { lease_until, slot } = claim;
         let timeout_ms = self.config.request_timeout_secs as i64 * 1000;
@@ -341,17 +348,17 @@ impl Delivery {
                                 ..
                             } => {
                                 round.delivered += 1;
-                                tally.count(e, "pincapi_events_delivered_total");
+                                metrics_batch.count(e, "pincapi_events_delivered_total");
                                 if let Some(w) = warning {
-                                    tally.count(e, "pincapi_events_warned_total");
+                                    metrics_batch.count(e, "pincapi_events_warned_total");
                                     tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, warning = %w, "Pinterest processed an event with a warning");
                                 }
-                                tally.lag(e, *sent_at_ms);
+                                metrics_batch.lag(e, *sent_at_ms);
                             }
                             Settlement::Dead { reason, .. } => {
                                 round.failed += 1;
-                                tally.count(e, "pincapi_events_failed_total");
-                                tally.count(e, "pincapi_events_dead_lettered_total");
+                                metrics_batch.count(e, "pincapi_events_failed_total");
+                                metrics_batch.count(e, "pincapi_events_dead_lettered_total");
                                 tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, event_name = %e.event_name, reason = %reason, "Pinterest refused an event; dead-lettered");
                             }
                             Settlement::Retry { .. } => {}
@@ -402,7 +409,7 @@ impl Delivery {
                             }
                             Settlement::Dead { .. } => {
                                 round.failed += 1;
-                                tally.count(e, "pincapi_events_dead_lettered_total");
+                                metrics_batch.count(e, "pincapi_events_dead_lettered_total");
                             }
                             Settlement::Delivered { .. } => {}
                         }
@@ -446,8 +453,8 @@ impl Delivery {
                     } else {
                         for e in &batch {
                             round.failed += 1;
-                            tally.count(e, "pincapi_events_failed_total");
-                            tally.count(e, "pincapi_events_dead_lettered_total");
+                            metrics_batch.count(e, "pincapi_events_failed_total");
+                            metrics_batch.count(e, "pincapi_events_dead_lettered_total");
                             tracing::warn!(ad_account_id = %account.id, event_id = %e.event_id, reason = %message, "Pinterest refused an event as invalid; dead-lettered");
                             settlements.push(Settlement::Dead {
                                 id: e.id,
@@ -597,13 +604,13 @@ impl Delivery {
 /// Metric updates of one round, applied at its end with one lock each instead of several per
 /// event.
 #[derive(Default)]
-struct Tally {
+struct RoundMetrics {
     counts: HashMap<(&'static str, &'static str), u64>,
     lags: Vec<f64>,
     delays: Vec<f64>,
 }
 
-impl Tally {
+impl RoundMetrics {
     fn count(&mut self, e: &ClaimedEvent, metric: &'static str) {
         *self
             .counts

@@ -69,7 +69,8 @@ pub(super) async fn list(
         .unwrap_or(0);
     let oldest = now - params.lookback_secs;
     // platform → event name → (events, per-component counts)
-    let mut by_platform: BTreeMap<&'static str, BTreeMap<String, Tally>> = BTreeMap::new();
+    let mut by_platform: BTreeMap<&'static str, BTreeMap<String, ComponentCounts>> =
+        BTreeMap::new();
     for e in sandbox.events() {
         if e.test || e.ad_account_id != ad_account_id {
             continue;
@@ -168,12 +169,12 @@ const COMPONENTS: [&str; 11] = [
 ];
 
 #[derive(Default)]
-struct Tally {
+struct ComponentCounts {
     events: u64,
     present: [u64; COMPONENTS.len()],
 }
 
-impl Tally {
+impl ComponentCounts {
     fn count(&mut self, ev: &Value) {
         let u = &ev["user_data"];
         let c = &ev["custom_data"];
@@ -211,7 +212,7 @@ impl Tally {
     }
 }
 
-fn score(platform: &str, lookback: &str, names: &BTreeMap<String, Tally>) -> Value {
+fn score(platform: &str, lookback: &str, names: &BTreeMap<String, ComponentCounts>) -> Value {
     let mut components = serde_json::Map::new();
     for (i, component) in COMPONENTS.iter().enumerate() {
         let mut per_event = serde_json::Map::new();
@@ -226,7 +227,7 @@ fn score(platform: &str, lookback: &str, names: &BTreeMap<String, Tally>) -> Val
     }
     // The local score over all events of the platform: email, click id, IP and user agent
     // together, external id.
-    let mut all = Tally::default();
+    let mut all = ComponentCounts::default();
     for t in names.values() {
         all.events += t.events;
         for (a, b) in all.present.iter_mut().zip(t.present) {

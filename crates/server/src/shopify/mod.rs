@@ -49,7 +49,7 @@ use crate::state::AppState;
 use crate::store::ShopifyLedger;
 
 /// How long webhook ids are kept to recognise Shopify's retries (which end after 4 hours).
-const DELIVERY_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
+const WEBHOOK_ID_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Routes this source adds to the gateway.
 pub fn routes() -> Router<AppState> {
@@ -98,15 +98,15 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
             }
         }
     }
-    tasks.push(tokio::spawn(prune_deliveries(state.clone(), stop)));
+    tasks.push(tokio::spawn(prune_webhook_receipts(state.clone(), stop)));
     tasks
 }
 
-/// Forgets webhook ids older than [`DELIVERY_MEMORY`], hourly.
-async fn prune_deliveries(state: AppState, mut stop: watch::Receiver<bool>) {
+/// Forgets webhook ids older than [`WEBHOOK_ID_MEMORY`], hourly.
+async fn prune_webhook_receipts(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
-        let before = state.clock.now_ms() - DELIVERY_MEMORY.as_millis() as i64;
-        match state.store.prune_shopify_deliveries(before).await {
+        let before = state.clock.now_ms() - WEBHOOK_ID_MEMORY.as_millis() as i64;
+        match state.store.prune_webhook_receipts(before).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deliveries = n, "Forgot old Shopify webhook ids"),
             Err(e) => tracing::warn!(error = %e, "Could not prune old Shopify webhook ids"),

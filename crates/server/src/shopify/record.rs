@@ -13,8 +13,8 @@ use crate::config::shopify::Shop;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::store::{
-    Enqueued, NewEvent, OrderOutcome, SharedStore, ShopifyAdjustment, ShopifyDelivery,
-    ShopifyOrder, ShopifyRecord, ShopifyStored, Source, StoreError, TestOrderCopy,
+    Enqueued, NewEvent, OrderStatus, SharedStore, ShopifyAdjustment, ShopifyOrder, ShopifyRecord,
+    ShopifyStored, Source, StoreError, TestOrderCopy, WebhookReceipt,
 };
 
 /// What the gateway answers about one payload (and the poller reports).
@@ -89,7 +89,7 @@ pub fn decide(
     merge_window_ms: i64,
 ) -> Decision {
     let ledger_row =
-        |facts: &OrderFacts, outcome: OrderOutcome, reason: Option<String>| ShopifyOrder {
+        |facts: &OrderFacts, outcome: OrderStatus, reason: Option<String>| ShopifyOrder {
             order_id: facts.order_id.clone(),
             ad_account_id: shop.ad_account_id.clone(),
             created_at: facts.created_at,
@@ -144,7 +144,7 @@ pub fn decide(
                     let mut d = nothing(Status::Skipped, reason.clone());
                     d.order = order
                         .as_ref()
-                        .map(|f| ledger_row(f, OrderOutcome::Skipped, Some(reason)));
+                        .map(|f| ledger_row(f, OrderStatus::Skipped, Some(reason)));
                     d.test_order = test_order(order.as_ref());
                     d.too_old = too_old;
                     return d;
@@ -162,7 +162,7 @@ pub fn decide(
                 .held(hold_ms)
                 .as_test(test);
             let order_row = order.as_ref().map(|f| {
-                let mut row = ledger_row(f, OrderOutcome::Sent, None);
+                let mut row = ledger_row(f, OrderStatus::Sent, None);
                 row.event_id = Some(event_id.clone());
                 row
             });
@@ -181,7 +181,7 @@ pub fn decide(
             let mut d = nothing(Status::Skipped, reason.clone());
             d.order = order
                 .as_ref()
-                .map(|f| ledger_row(f, OrderOutcome::Skipped, Some(reason)));
+                .map(|f| ledger_row(f, OrderStatus::Skipped, Some(reason)));
             d.test_order = test_order(order.as_ref());
             d
         }
@@ -193,7 +193,7 @@ pub fn decide(
             if topic == shop.purchase_topic {
                 d.order = order
                     .as_ref()
-                    .map(|f| ledger_row(f, OrderOutcome::Ignored, Some(reason)));
+                    .map(|f| ledger_row(f, OrderStatus::Ignored, Some(reason)));
             }
             d
         }
@@ -241,14 +241,14 @@ impl Recorder {
     pub async fn store(
         &self,
         shop: &Shop,
-        items: Vec<(Decision, Option<ShopifyDelivery>)>,
+        items: Vec<(Decision, Option<WebhookReceipt>)>,
         received_at_ms: i64,
     ) -> Result<Vec<ShopifyStored>, StoreError> {
         let records: Vec<ShopifyRecord> = items
             .iter()
             .map(|(d, delivery)| ShopifyRecord {
                 shop: shop.domain.clone(),
-                delivery: delivery.clone(),
+                webhook: delivery.clone(),
                 event: d.event.clone(),
                 order: d.order.clone(),
                 adjustment: d.adjustment.clone(),

@@ -41,7 +41,7 @@ use crate::api_error::ApiError;
 use crate::config::Secret;
 use crate::config::shopify::{Shop, find_shop, normalize_domain};
 use crate::state::AppState;
-use crate::store::{Enqueued, ShopifyDelivery, ShopifyStored, Source};
+use crate::store::{Enqueued, ShopifyStored, Source, WebhookReceipt};
 
 /// The answer to an accepted (2xx) delivery.
 #[derive(Debug, Serialize)]
@@ -168,13 +168,13 @@ async fn handle(
         return Ok(answer);
     }
     let webhook_id = webhook_id(headers, topic, &body);
-    let delivery = ShopifyDelivery {
+    let receipt = WebhookReceipt {
         webhook_id: webhook_id.clone(),
         topic: topic.as_str().to_owned(),
-        outcome: decision.status.as_str().to_owned(),
+        answer: decision.status.as_str().to_owned(),
     };
     let stored = recorder
-        .store(&shop, vec![(decision, Some(delivery))], received_at_ms)
+        .store(&shop, vec![(decision, Some(receipt))], received_at_ms)
         .await
         .map_err(|e| {
             tracing::error!(shop = %shop.domain, topic = %topic, error = %e, "Could not store a Shopify webhook");
@@ -184,7 +184,7 @@ async fn handle(
             )
         })?;
     match stored.first() {
-        Some(ShopifyStored::DuplicateDelivery) => {
+        Some(ShopifyStored::DuplicateWebhook) => {
             answer.status = Status::Duplicate;
             answer.enqueued = None;
             answer.reason = Some("this delivery (webhook id) was processed before".to_owned());

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{StoreError, StoreLock};
 
+use pincapi_core::audience::Purchase;
 pub use pincapi_core::audience::{EventFacts, IdKind, PersonFacts};
 
 /// What the audience scan and sync read and keep.
@@ -153,3 +154,42 @@ pub struct ForgetReport {
 
 /// The reason recorded on an unsent event dropped by a forget request.
 pub const FORGOTTEN_DROPPED: &str = "forgotten: no match key left";
+
+/// An ad account's members as a backend reads them: the people in key order, then their
+/// purchases and product views attached by member as the rows come.
+pub(crate) struct People {
+    people: Vec<PersonFacts>,
+    index: std::collections::HashMap<(String, String), usize>,
+}
+
+impl People {
+    pub(crate) fn new(people: Vec<PersonFacts>) -> People {
+        let index = people
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let kind = p.kind.map(IdKind::as_str).unwrap_or_default().to_owned();
+                ((kind, p.hash.clone()), i)
+            })
+            .collect();
+        People { people, index }
+    }
+
+    /// A purchase of the member (`kind`, `hash`); one of a member not read is left out.
+    pub(crate) fn add_purchase(&mut self, member: (String, String), purchase: Purchase) {
+        if let Some(&i) = self.index.get(&member) {
+            self.people[i].purchases.push(purchase);
+        }
+    }
+
+    /// A product the member viewed, last at `at`.
+    pub(crate) fn add_view(&mut self, member: (String, String), product: String, at: i64) {
+        if let Some(&i) = self.index.get(&member) {
+            self.people[i].views.push((product, at));
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<PersonFacts> {
+        self.people
+    }
+}

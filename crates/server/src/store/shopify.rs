@@ -15,7 +15,7 @@ pub trait ShopifyStore: Send + Sync + fmt::Debug {
     /// Stores Shopify records, each atomically: its webhook delivery (deduplicated on the
     /// webhook id), its event (enqueued as [`Store::enqueue`] does), its order ledger row
     /// and its cancellation or refund. A record whose delivery was stored before stores
-    /// nothing and is reported as [`ShopifyStored::DuplicateDelivery`].
+    /// nothing and is reported as [`ShopifyStored::DuplicateWebhook`].
     async fn record_shopify(
         &self,
         records: Vec<ShopifyRecord>,
@@ -42,7 +42,7 @@ pub trait ShopifyStore: Send + Sync + fmt::Debug {
 
     /// Forgets webhook deliveries received before `before_ms` (they are only kept to
     /// recognise Shopify's retries, which end after 4 hours); returns how many.
-    async fn prune_shopify_deliveries(&self, before_ms: i64) -> Result<u64, StoreError>;
+    async fn prune_webhook_receipts(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Takes the lock that lets one gateway instance at a time run the Shopify poller of
     /// `shop`, or `None` while another instance holds it. The lock lasts as long as the
@@ -61,7 +61,7 @@ pub struct ShopifyRecord {
     /// The shop's domain.
     pub shop: String,
     /// The webhook delivery, deduplicated on its id; `None` for the poller.
-    pub delivery: Option<ShopifyDelivery>,
+    pub webhook: Option<WebhookReceipt>,
     /// The event to enqueue, if the payload maps to one.
     pub event: Option<NewEvent>,
     /// The order's ledger row, for orders seen on the purchase topic or by the poller.
@@ -93,18 +93,18 @@ pub const TEST_ORDER_DROPPED: &str = "Shopify test order";
 
 /// A webhook delivery.
 #[derive(Debug, Clone)]
-pub struct ShopifyDelivery {
+pub struct WebhookReceipt {
     /// `X-Shopify-Webhook-Id` (the same on Shopify's retries of one delivery).
     pub webhook_id: String,
     pub topic: String,
     /// What the gateway answered: `accepted`, `skipped`, `ignored`, `recorded`.
-    pub outcome: String,
+    pub answer: String,
 }
 
 /// What became of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OrderOutcome {
+pub enum OrderStatus {
     /// Its purchase event is in the store (sent, or on its way).
     Sent,
     /// It cannot be sent (no match key; older than Pinterest's window).
@@ -113,21 +113,21 @@ pub enum OrderOutcome {
     Ignored,
 }
 
-impl OrderOutcome {
+impl OrderStatus {
     /// The label used in the ledger, answers and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            OrderOutcome::Sent => "sent",
-            OrderOutcome::Skipped => "skipped",
-            OrderOutcome::Ignored => "ignored",
+            OrderStatus::Sent => "sent",
+            OrderStatus::Skipped => "skipped",
+            OrderStatus::Ignored => "ignored",
         }
     }
 
-    pub(crate) fn parse(s: &str) -> OrderOutcome {
+    pub(crate) fn parse(s: &str) -> OrderStatus {
         match s {
-            "sent" => OrderOutcome::Sent,
-            "skipped" => OrderOutcome::Skipped,
-            _ => OrderOutcome::Ignored,
+            "sent" => OrderStatus::Sent,
+            "skipped" => OrderStatus::Skipped,
+            _ => OrderStatus::Ignored,
         }
     }
 }
@@ -144,7 +144,7 @@ pub struct ShopifyOrder {
     pub currency: Option<String>,
     pub source_name: Option<String>,
     /// Once `sent`, an order stays `sent`; other outcomes are replaced by later sightings.
-    pub outcome: OrderOutcome,
+    pub outcome: OrderStatus,
     pub reason: Option<String>,
     pub event_id: Option<String>,
     /// The source that saw it ([`Source::Webhook`] or [`Source::Poller`]); the ledger keeps
@@ -171,7 +171,7 @@ pub struct ShopifyAdjustment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShopifyStored {
     /// The delivery was stored before: nothing was stored now.
-    DuplicateDelivery,
+    DuplicateWebhook,
     /// Stored; with the outcome of its event's enqueue, if it had one.
     Stored(Option<Enqueued>),
 }

@@ -44,6 +44,24 @@ pub(crate) const QUALITY_COLUMNS: [&str; 36] = [
     "lag_11",
 ];
 
+/// The parts of an upsert into `quality_hours` that both dialects share: the counter
+/// columns, their placeholders from `first` on (`sigil` `$` or `?`), and the sums that add
+/// the new counts to the row named `target`.
+pub(crate) fn hour_upsert_parts(first: usize, sigil: char, target: &str) -> [String; 3] {
+    let placeholders: Vec<String> = (first..first + QUALITY_COLUMNS.len() + 1)
+        .map(|i| format!("{sigil}{i}"))
+        .collect();
+    let sums: Vec<String> = QUALITY_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = {target}.{c} + excluded.{c}"))
+        .collect();
+    [
+        QUALITY_COLUMNS.join(", "),
+        placeholders.join(", "),
+        sums.join(", "),
+    ]
+}
+
 /// What a settlement needs to know of the event it settled.
 pub(crate) struct Settled {
     pub(crate) ad_account_id: String,

@@ -16,7 +16,7 @@ use pincapi::shopify::poller::{MAX_PAGES, Reconciler};
 use pincapi::shopify::record::Recorder;
 use pincapi::shopify::webhook::sign;
 use pincapi::store::sqlite::{SqliteStore, count_states};
-use pincapi::store::{OrderOutcome, ShopifyStore};
+use pincapi::store::{OrderStatus, ShopifyStore};
 use pincapi_core::shopify::{TestOrders, purchase_event_id};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -782,7 +782,7 @@ async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
         .orders
         .iter()
         .map(|o| {
-            assert_eq!(o.order.outcome, OrderOutcome::Sent, "{o:?}");
+            assert_eq!(o.order.outcome, OrderStatus::Sent, "{o:?}");
             o.order.order_id.parse().unwrap()
         })
         .collect();

@@ -9,9 +9,9 @@ use pincapi::store::postgres::PostgresStore;
 use pincapi::store::sqlite::SqliteStore;
 use pincapi::store::{
     AlertState, AudienceObject, AudienceStore, DeadReason, Enqueued, EqsScore, IdKind,
-    ListOperation, NewEvent, OrderOutcome, QualityStore, Queue, Selection, Settlement, SharedStore,
-    ShopifyAdjustment, ShopifyDelivery, ShopifyOrder, ShopifyRecord, ShopifyStore, ShopifyStored,
-    Source, Store, TestOrderCopy,
+    ListOperation, NewEvent, OrderStatus, QualityStore, Queue, Selection, Settlement, SharedStore,
+    ShopifyAdjustment, ShopifyOrder, ShopifyRecord, ShopifyStore, ShopifyStored, Source, Store,
+    TestOrderCopy, WebhookReceipt,
 };
 use pincapi_core::event::EventName;
 use pincapi_core::event::MatchKeys;
@@ -344,10 +344,10 @@ fn webhook(shop: &str, webhook_id: &str, order_id: &str, received: i64) -> Shopi
     e.source = Source::Webhook;
     ShopifyRecord {
         shop: shop.into(),
-        delivery: Some(ShopifyDelivery {
+        webhook: Some(WebhookReceipt {
             webhook_id: webhook_id.into(),
             topic: "orders/create".into(),
-            outcome: "accepted".into(),
+            answer: "accepted".into(),
         }),
         event: Some(e),
         order: Some(ShopifyOrder {
@@ -358,7 +358,7 @@ fn webhook(shop: &str, webhook_id: &str, order_id: &str, received: i64) -> Shopi
             value: Some("10.00".into()),
             currency: Some("USD".into()),
             source_name: Some("web".into()),
-            outcome: OrderOutcome::Sent,
+            outcome: OrderStatus::Sent,
             reason: None,
             event_id: Some(format!("order-{order_id}")),
             source: Source::Webhook,
@@ -386,7 +386,7 @@ async fn shopify_deliveries_are_stored_once_per_webhook_id(o: SharedStore) {
     assert_eq!(
         r,
         vec![
-            ShopifyStored::DuplicateDelivery,
+            ShopifyStored::DuplicateWebhook,
             ShopifyStored::Stored(Some(Enqueued::Accepted))
         ]
     );
@@ -396,16 +396,16 @@ async fn shopify_deliveries_are_stored_once_per_webhook_id(o: SharedStore) {
         o.record_shopify(vec![webhook("a.myshopify.com", "w2", "3", 3000)]),
     );
     let mut both = vec![x.unwrap()[0], y.unwrap()[0]];
-    both.sort_by_key(|s| matches!(s, ShopifyStored::DuplicateDelivery));
+    both.sort_by_key(|s| matches!(s, ShopifyStored::DuplicateWebhook));
     assert_eq!(
         both,
         vec![
             ShopifyStored::Stored(Some(Enqueued::Accepted)),
-            ShopifyStored::DuplicateDelivery
+            ShopifyStored::DuplicateWebhook
         ]
     );
     // Forgotten deliveries are accepted again (the event itself is still stored once).
-    assert_eq!(o.prune_shopify_deliveries(2500).await.unwrap(), 2);
+    assert_eq!(o.prune_webhook_receipts(2500).await.unwrap(), 2);
     let r = o
         .record_shopify(vec![webhook("a.myshopify.com", "w1", "1", 4000)])
         .await
@@ -419,10 +419,10 @@ async fn the_order_ledger_keeps_sent_orders_and_adjustments_once(o: SharedStore)
         .unwrap();
     // The poller sees it later as skipped: `sent` stays, its source is added.
     let mut polled = webhook("a.myshopify.com", "-", "1", 2000);
-    polled.delivery = None;
+    polled.webhook = None;
     polled.event = None;
     if let Some(order) = polled.order.as_mut() {
-        order.outcome = OrderOutcome::Skipped;
+        order.outcome = OrderStatus::Skipped;
         order.reason = Some("no match key".into());
         order.source = Source::Poller;
         order.value = Some("99.00".into());
@@ -440,10 +440,10 @@ async fn the_order_ledger_keeps_sent_orders_and_adjustments_once(o: SharedStore)
     for webhook_id in ["r1", "r2"] {
         o.record_shopify(vec![ShopifyRecord {
             shop: "a.myshopify.com".into(),
-            delivery: Some(ShopifyDelivery {
+            webhook: Some(WebhookReceipt {
                 webhook_id: webhook_id.into(),
                 topic: "refunds/create".into(),
-                outcome: "recorded".into(),
+                answer: "recorded".into(),
             }),
             event: None,
             order: None,
@@ -463,7 +463,7 @@ async fn the_order_ledger_keeps_sent_orders_and_adjustments_once(o: SharedStore)
         .unwrap();
     assert_eq!(ledger.orders.len(), 1);
     let row = &ledger.orders[0];
-    assert_eq!(row.order.outcome, OrderOutcome::Sent);
+    assert_eq!(row.order.outcome, OrderStatus::Sent);
     assert_eq!(row.order.value.as_deref(), Some("10.00"));
     assert_eq!(row.sources, vec![Source::Webhook, Source::Poller]);
     assert_eq!(ledger.adjustments.len(), 1, "the same refund counts once");
@@ -490,7 +490,7 @@ async fn a_test_orders_browser_copy_is_dropped_or_flagged(o: SharedStore) {
     o.enqueue(copies).await.unwrap();
     let test_order = |event_id: &str, send_as_test: bool| ShopifyRecord {
         shop: "a.myshopify.com".into(),
-        delivery: None,
+        webhook: None,
         event: None,
         order: None,
         adjustment: None,
@@ -806,15 +806,15 @@ async fn quality_counts_follow_receipts_repeats_and_settlements(o: SharedStore) 
     assert!(o.quality_hours(3600).await.unwrap().is_empty());
 }
 
-fn order(order_id: &str, created_at: i64, outcome: OrderOutcome, test: bool) -> ShopifyRecord {
+fn order(order_id: &str, created_at: i64, outcome: OrderStatus, test: bool) -> ShopifyRecord {
     let event_id = format!("order-{order_id}");
     let mut e = event(&event_id, 1000);
     e.event_name = EventName::Checkout;
     e.source = Source::Webhook;
     ShopifyRecord {
         shop: "s.myshopify.com".into(),
-        delivery: None,
-        event: (outcome == OrderOutcome::Sent).then_some(e),
+        webhook: None,
+        event: (outcome == OrderStatus::Sent).then_some(e),
         order: Some(ShopifyOrder {
             order_id: order_id.into(),
             ad_account_id: "1".into(),
@@ -824,7 +824,7 @@ fn order(order_id: &str, created_at: i64, outcome: OrderOutcome, test: bool) -> 
             currency: Some("USD".into()),
             source_name: Some("web".into()),
             outcome,
-            reason: (outcome == OrderOutcome::Skipped).then(|| "no match key".to_owned()),
+            reason: (outcome == OrderStatus::Skipped).then(|| "no match key".to_owned()),
             event_id: Some(event_id),
             source: Source::Webhook,
         }),
@@ -844,11 +844,11 @@ async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered
     browser_1.source = Source::TagMirror;
     o.enqueue(vec![browser_1]).await.unwrap();
     o.record_shopify(vec![
-        order("1", day + 10, OrderOutcome::Sent, false),
-        order("2", day + 20, OrderOutcome::Sent, false),
-        order("3", day + 30, OrderOutcome::Skipped, false),
-        order("4", day + 40, OrderOutcome::Ignored, true),
-        order("5", day + 86_400 + 10, OrderOutcome::Sent, false),
+        order("1", day + 10, OrderStatus::Sent, false),
+        order("2", day + 20, OrderStatus::Sent, false),
+        order("3", day + 30, OrderStatus::Skipped, false),
+        order("4", day + 40, OrderStatus::Ignored, true),
+        order("5", day + 86_400 + 10, OrderStatus::Sent, false),
     ])
     .await
     .unwrap();
@@ -1046,7 +1046,7 @@ async fn a_shopify_refund_marks_its_purchase_refunded(o: SharedStore) {
         .unwrap();
     o.record_shopify(vec![ShopifyRecord {
         shop: "s.myshopify.com".into(),
-        delivery: None,
+        webhook: None,
         event: None,
         order: None,
         adjustment: Some(ShopifyAdjustment {
@@ -1484,8 +1484,8 @@ async fn two_orders_one_seen_by_the_browser_one_delivered(o: &dyn Store, day: i6
     browser.source = Source::Collector;
     o.enqueue(vec![browser]).await.unwrap();
     o.record_shopify(vec![
-        order("1", day, OrderOutcome::Sent, false),
-        order("2", day, OrderOutcome::Sent, false),
+        order("1", day, OrderStatus::Sent, false),
+        order("2", day, OrderStatus::Sent, false),
     ])
     .await
     .unwrap();

@@ -8,10 +8,11 @@
 //! scans take shared), so a member being forgotten cannot be written back in between.
 
 use super::PostgresStore;
+use crate::store::audiences::People;
 use crate::store::{AudienceStore, StoreError, StoreLock};
 use async_trait::async_trait;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use deadpool_postgres::GenericClient;
 use pincapi_core::audience::{Activity, Purchase};
@@ -254,7 +255,7 @@ pub(super) async fn people<C: GenericClient + Sync>(
         &[&account],
     )
     .await?;
-    let mut people: Vec<PersonFacts> = rows
+    let people: Vec<PersonFacts> = rows
         .iter()
         .map(|r| PersonFacts {
             kind: IdKind::parse(r.get(0)),
@@ -267,14 +268,7 @@ pub(super) async fn people<C: GenericClient + Sync>(
             views: Vec::new(),
         })
         .collect();
-    let index: HashMap<(String, String), usize> = people
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let kind = p.kind.map(IdKind::as_str).unwrap_or_default().to_owned();
-            ((kind, p.hash.clone()), i)
-        })
-        .collect();
+    let mut people = People::new(people);
     // A purchase is refunded when Shopify recorded a refund of its order: purchases from a
     // Shopify order carry the event_id order-<id>.
     let rows = query(
@@ -287,15 +281,13 @@ pub(super) async fn people<C: GenericClient + Sync>(
     )
     .await?;
     for r in &rows {
-        let member: (String, String) = (r.get(0), r.get(1));
-        if let Some(&i) = index.get(&member) {
-            people[i].purchases.push(Purchase {
-                event_id: r.get(2),
-                at: r.get(3),
-                value: r.get(4),
-                refunded: r.get(5),
-            });
-        }
+        let purchase = Purchase {
+            event_id: r.get(2),
+            at: r.get(3),
+            value: r.get(4),
+            refunded: r.get(5),
+        };
+        people.add_purchase((r.get(0), r.get(1)), purchase);
     }
     let rows = query(
         c,
@@ -304,12 +296,9 @@ pub(super) async fn people<C: GenericClient + Sync>(
     )
     .await?;
     for r in &rows {
-        let member: (String, String) = (r.get(0), r.get(1));
-        if let Some(&i) = index.get(&member) {
-            people[i].views.push((r.get(2), r.get(3)));
-        }
+        people.add_view((r.get(0), r.get(1)), r.get(2), r.get(3));
     }
-    Ok(people)
+    Ok(people.into_vec())
 }
 
 /// Forgets a member everywhere, inside the caller's transaction. `hash` is lowercase.

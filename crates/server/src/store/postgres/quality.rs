@@ -19,7 +19,9 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::{PgError, execute, query};
-use crate::store::tally::{QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row};
+use crate::store::tally::{
+    QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row, hour_upsert_parts,
+};
 use crate::store::{
     AlertState, EqsScore, MissingOrder, QualityHour, QualityMessage, ShopifyTruth, TruthDay,
 };
@@ -33,20 +35,12 @@ const SHARDS: i32 = 16;
 /// Adds a tally's counts to `quality_hours`: one upsert per (hour, ad account, event name), in
 /// the connection's shard.
 static UPSERT_HOUR: LazyLock<String> = LazyLock::new(|| {
-    let n = QUALITY_COLUMNS.len();
-    let placeholders: Vec<String> = (4..=n + 4).map(|i| format!("${i}")).collect();
-    let sums: Vec<String> = QUALITY_COLUMNS
-        .iter()
-        .map(|c| format!("{c} = q.{c} + excluded.{c}"))
-        .collect();
+    let [columns, placeholders, sums] = hour_upsert_parts(4, '$', "q");
     format!(
-        "INSERT INTO quality_hours AS q (hour, ad_account_id, event_name, shard, {}, lag_max)
-         VALUES ($1, $2, $3, (pg_backend_pid() % {SHARDS})::smallint, {})
-         ON CONFLICT (hour, ad_account_id, event_name, shard) DO UPDATE SET {},
-             lag_max = greatest(q.lag_max, excluded.lag_max)",
-        QUALITY_COLUMNS.join(", "),
-        placeholders.join(", "),
-        sums.join(", ")
+        "INSERT INTO quality_hours AS q (hour, ad_account_id, event_name, shard, {columns}, lag_max)
+         VALUES ($1, $2, $3, (pg_backend_pid() % {SHARDS})::smallint, {placeholders})
+         ON CONFLICT (hour, ad_account_id, event_name, shard) DO UPDATE SET {sums},
+             lag_max = greatest(q.lag_max, excluded.lag_max)"
     )
 });
 

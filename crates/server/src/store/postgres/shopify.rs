@@ -8,7 +8,7 @@ use super::queue::enqueue_in;
 use super::{PgError, PostgresStore, execute, query};
 use crate::store::tally::Tally;
 use crate::store::{
-    OrderOutcome, ShopifyAdjustment, ShopifyAdjustmentRow, ShopifyLedger, ShopifyOrder,
+    OrderStatus, ShopifyAdjustment, ShopifyAdjustmentRow, ShopifyLedger, ShopifyOrder,
     ShopifyOrderRow, ShopifyRecord, ShopifyStore, ShopifyStored, Source, StoreError, StoreLock,
     TEST_ORDER_DROPPED, TestOrderCopy,
 };
@@ -90,7 +90,7 @@ impl ShopifyStore for PostgresStore {
                         value: r.get(5),
                         currency: r.get(6),
                         source_name: r.get(7),
-                        outcome: OrderOutcome::parse(r.get(8)),
+                        outcome: OrderStatus::parse(r.get(8)),
                         reason: r.get(9),
                         event_id: r.get(10),
                         source: sources.first().copied().unwrap_or(Source::Webhook),
@@ -128,7 +128,7 @@ impl ShopifyStore for PostgresStore {
         })
     }
 
-    async fn prune_shopify_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+    async fn prune_webhook_receipts(&self, before_ms: i64) -> Result<u64, StoreError> {
         let client = self.client().await?;
         execute(
             &client,
@@ -168,7 +168,7 @@ async fn shopify_record<C: GenericClient + Sync>(
     r: &ShopifyRecord,
     tally: &mut Tally,
 ) -> Result<ShopifyStored, PgError> {
-    if let Some(d) = &r.delivery {
+    if let Some(d) = &r.webhook {
         // Two instances receiving the same delivery at once: the second insert waits for the
         // first transaction and then finds the id stored.
         let n = execute(
@@ -179,13 +179,13 @@ async fn shopify_record<C: GenericClient + Sync>(
                 &r.shop,
                 &d.webhook_id,
                 &d.topic,
-                &d.outcome,
+                &d.answer,
                 &r.received_at_ms,
             ],
         )
         .await?;
         if n == 0 {
-            return Ok(ShopifyStored::DuplicateDelivery);
+            return Ok(ShopifyStored::DuplicateWebhook);
         }
     }
     let enqueued = match &r.event {

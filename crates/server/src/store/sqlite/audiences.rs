@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
+use crate::store::audiences::People;
 use crate::store::{
     AudienceObject, AudienceStore, EventFacts, FORGOTTEN_DROPPED, ForgetReport, IdKind,
     ListOperation, PersonFacts, StoreError, StoredEvent,
@@ -294,7 +295,6 @@ fn record_member_facts(
 }
 
 fn audience_people(conn: &Connection, account: &str) -> Result<Vec<PersonFacts>, StoreError> {
-    use std::collections::HashMap;
     let never = |t: i64| (t > 0).then_some(t);
     let mut stmt = conn.prepare_cached(
         "SELECT kind, hash, last_visit_at, last_view_at, last_cart_at, last_purchase_at
@@ -303,7 +303,7 @@ fn audience_people(conn: &Connection, account: &str) -> Result<Vec<PersonFacts>,
                              WHERE s.kind = p.kind AND s.hash = p.hash)
          ORDER BY kind, hash",
     )?;
-    let mut people: Vec<PersonFacts> = stmt
+    let people: Vec<PersonFacts> = stmt
         .query_map(params![account], |r| {
             Ok(PersonFacts {
                 kind: IdKind::parse(&r.get::<_, String>(0)?),
@@ -317,14 +317,7 @@ fn audience_people(conn: &Connection, account: &str) -> Result<Vec<PersonFacts>,
             })
         })?
         .collect::<Result<_, _>>()?;
-    let index: HashMap<(String, String), usize> = people
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let kind = p.kind.map(IdKind::as_str).unwrap_or_default().to_owned();
-            ((kind, p.hash.clone()), i)
-        })
-        .collect();
+    let mut people = People::new(people);
     // A purchase is refunded when Shopify recorded a refund of its order: purchases from a
     // Shopify order carry the event_id order-<id>.
     let mut stmt = conn.prepare_cached(
@@ -335,25 +328,22 @@ fn audience_people(conn: &Connection, account: &str) -> Result<Vec<PersonFacts>,
     )?;
     let mut rows = stmt.query(params![account])?;
     while let Some(r) = rows.next()? {
-        if let Some(&i) = index.get(&(r.get(0)?, r.get(1)?)) {
-            people[i].purchases.push(Purchase {
-                event_id: r.get(2)?,
-                at: r.get(3)?,
-                value: r.get(4)?,
-                refunded: r.get(5)?,
-            });
-        }
+        let purchase = Purchase {
+            event_id: r.get(2)?,
+            at: r.get(3)?,
+            value: r.get(4)?,
+            refunded: r.get(5)?,
+        };
+        people.add_purchase((r.get(0)?, r.get(1)?), purchase);
     }
     let mut stmt = conn.prepare_cached(
         "SELECT kind, hash, product, last_at FROM audience_views WHERE ad_account_id = ?1",
     )?;
     let mut rows = stmt.query(params![account])?;
     while let Some(r) = rows.next()? {
-        if let Some(&i) = index.get(&(r.get(0)?, r.get(1)?)) {
-            people[i].views.push((r.get(2)?, r.get(3)?));
-        }
+        people.add_view((r.get(0)?, r.get(1)?), r.get(2)?, r.get(3)?);
     }
-    Ok(people)
+    Ok(people.into_vec())
 }
 
 fn forget_member(

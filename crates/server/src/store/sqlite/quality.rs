@@ -5,7 +5,9 @@ use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use crate::store::LedgerFlag;
-use crate::store::tally::{QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row};
+use crate::store::tally::{
+    QUALITY_COLUMNS, Tally, counts_from_row, counts_to_row, hour_upsert_parts,
+};
 use crate::store::{
     AlertState, CensusLookup, EqsScore, MissingOrder, QualityHour, QualityMessage, QualityStore,
     ShopifyTruth, Source, StoreError, TruthDay,
@@ -265,21 +267,13 @@ impl QualityStore for SqliteStore {
 
 /// Adds a job's counts to `quality_hours`: plain column arithmetic in a standard UPSERT.
 static UPSERT_HOUR: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let n = QUALITY_COLUMNS.len();
-    let placeholders: Vec<String> = (4..=n + 4).map(|i| format!("?{i}")).collect();
-    let sums: Vec<String> = QUALITY_COLUMNS
-        .iter()
-        .map(|c| format!("{c} = quality_hours.{c} + excluded.{c}"))
-        .collect();
+    let [columns, placeholders, sums] = hour_upsert_parts(4, '?', "quality_hours");
     format!(
-        "INSERT INTO quality_hours (hour, ad_account_id, event_name, {}, lag_max)
-         VALUES (?1, ?2, ?3, {})
-         ON CONFLICT (hour, ad_account_id, event_name) DO UPDATE SET {},
+        "INSERT INTO quality_hours (hour, ad_account_id, event_name, {columns}, lag_max)
+         VALUES (?1, ?2, ?3, {placeholders})
+         ON CONFLICT (hour, ad_account_id, event_name) DO UPDATE SET {sums},
              lag_max = CASE WHEN excluded.lag_max > quality_hours.lag_max
-                            THEN excluded.lag_max ELSE quality_hours.lag_max END",
-        QUALITY_COLUMNS.join(", "),
-        placeholders.join(", "),
-        sums.join(", ")
+                            THEN excluded.lag_max ELSE quality_hours.lag_max END"
     )
 });
 

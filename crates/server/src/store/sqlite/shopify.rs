@@ -8,7 +8,7 @@ use super::quality::flush;
 use super::queue::insert_event;
 use crate::store::tally::Tally;
 use crate::store::{
-    OrderOutcome, ShopifyAdjustment, ShopifyAdjustmentRow, ShopifyLedger, ShopifyOrder,
+    OrderStatus, ShopifyAdjustment, ShopifyAdjustmentRow, ShopifyLedger, ShopifyOrder,
     ShopifyOrderRow, ShopifyRecord, ShopifyStore, ShopifyStored, Source, StoreError,
     TEST_ORDER_DROPPED, TestOrderCopy,
 };
@@ -92,7 +92,7 @@ impl ShopifyStore for SqliteStore {
                             value: r.get(5)?,
                             currency: r.get(6)?,
                             source_name: r.get(7)?,
-                            outcome: OrderOutcome::parse(&r.get::<_, String>(8)?),
+                            outcome: OrderStatus::parse(&r.get::<_, String>(8)?),
                             reason: r.get(9)?,
                             event_id: r.get(10)?,
                             source: sources.first().copied().unwrap_or(Source::Webhook),
@@ -130,7 +130,7 @@ impl ShopifyStore for SqliteStore {
         .await
     }
 
-    async fn prune_shopify_deliveries(&self, before_ms: i64) -> Result<u64, StoreError> {
+    async fn prune_webhook_receipts(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.write(move |conn| {
             let n = conn.execute(
                 "DELETE FROM shopify_deliveries WHERE received_at < ?1",
@@ -148,7 +148,7 @@ fn shopify_record(
     r: &ShopifyRecord,
     tally: &mut Tally,
 ) -> Result<ShopifyStored, StoreError> {
-    if let Some(d) = &r.delivery {
+    if let Some(d) = &r.webhook {
         let n = conn
             .prepare_cached(
                 "INSERT INTO shopify_deliveries (shop, webhook_id, topic, outcome, received_at)
@@ -158,11 +158,11 @@ fn shopify_record(
                 r.shop,
                 d.webhook_id,
                 d.topic,
-                d.outcome,
+                d.answer,
                 r.received_at_ms
             ])?;
         if n == 0 {
-            return Ok(ShopifyStored::DuplicateDelivery);
+            return Ok(ShopifyStored::DuplicateWebhook);
         }
     }
     let enqueued = match &r.event {
