@@ -98,6 +98,12 @@ pub enum BatchAnswer {
     /// The request as a whole was refused (400). With more than one event the worker splits
     /// the batch to isolate the offending event; a single event is failed with the message.
     Invalid { message: String },
+    /// The answer is not Pinterest's: a 2xx whose body is not a `ConversionApiResponse` with
+    /// exactly one result per event sent (garbage, empty, an HTML page, too few or too many
+    /// results), or a redirect. Nothing is known to be recorded, so nothing counts as
+    /// delivered: the events are tried again on the retry schedule. A wrong base URL, a
+    /// captive proxy or an API change looks like this.
+    Unreadable { status: u16, reason: String },
 }
 
 /// Classifies an answer. `sent` is how many events the request carried; `retry_after` is the
@@ -105,11 +111,21 @@ pub enum BatchAnswer {
 pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8], sent: usize) -> BatchAnswer {
     let message = || error_message(body, status);
     match status {
+        // Only Pinterest's own answer, one result per event, confirms a delivery.
         200..=299 => match serde_json::from_slice::<ApiResponse>(body) {
-            Ok(r) => per_event(r, sent).unwrap_or_else(|| all_delivered(sent)),
-            // A 2xx without a readable body still means Pinterest took the request; sending
-            // again would double-count, so the events count as delivered.
-            Err(_) => all_delivered(sent),
+            Ok(r) if r.events.len() != sent => BatchAnswer::Unreadable {
+                status,
+                reason: format!(
+                    "HTTP {status} with {} results for {sent} events sent",
+                    r.events.len()
+                ),
+            },
+            Ok(r) => per_event(r, sent).unwrap_or_else(|| unreadable(status, body)),
+            Err(_) => unreadable(status, body),
+        },
+        300..=399 => BatchAnswer::Unreadable {
+            status,
+            reason: format!("HTTP {status}, a redirect (redirects are never followed)"),
         },
         422 => {
             let per = serde_json::from_slice::<DetailedError>(body)
@@ -194,8 +210,24 @@ fn per_event(r: ApiResponse, sent: usize) -> Option<BatchAnswer> {
     ))
 }
 
-fn all_delivered(sent: usize) -> BatchAnswer {
-    BatchAnswer::PerEvent(vec![EventOutcome::Delivered { warning: None }; sent])
+/// A 2xx whose body is not Pinterest's response, described without quoting more than its
+/// start (it may be a whole HTML page).
+fn unreadable(status: u16, body: &[u8]) -> BatchAnswer {
+    let kind = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => "an empty body".to_owned(),
+        Some(b'<') => "an HTML or XML page".to_owned(),
+        Some(_) => {
+            let start: String = String::from_utf8_lossy(&body[..body.len().min(60)])
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            format!("a body that is not Pinterest's response ({start:?})")
+        }
+    };
+    BatchAnswer::Unreadable {
+        status,
+        reason: format!("HTTP {status} with {kind}"),
+    }
 }
 
 fn error_message(body: &[u8], status: u16) -> String {
@@ -239,6 +271,41 @@ mod tests {
                 },
             ]),
         );
+    }
+
+    #[test]
+    fn a_2xx_that_is_not_one_result_per_event_confirms_nothing() {
+        let one = r#"{"num_events_received":1,"num_events_processed":1,"events":[{"status":"processed"}]}"#;
+        for (status, body, sent, words) in [
+            (200, "", 1, "an empty body"),
+            (200, "   \n", 1, "an empty body"),
+            (
+                200,
+                "<html><body>Sign in to the Wi-Fi</body></html>",
+                1,
+                "HTML",
+            ),
+            (200, "garbage", 1, "not Pinterest's response"),
+            (200, "{}", 1, "not Pinterest's response"),
+            (200, one, 2, "1 results for 2 events"),
+            (201, one, 0, "1 results for 0 events"),
+            (302, "", 1, "redirect"),
+            (307, one, 1, "redirect"),
+        ] {
+            match classify(status, None, body.as_bytes(), sent) {
+                BatchAnswer::Unreadable { status: s, reason } => {
+                    assert_eq!(s, status);
+                    assert!(reason.contains(words), "{status} {body:?}: {reason}");
+                }
+                other => panic!("{status} {body:?}: {other:?}"),
+            }
+        }
+        // A failed result is still a result: one per event is Pinterest's answer.
+        let failed = r#"{"num_events_received":1,"num_events_processed":0,"events":[{"status":"failed","error_message":"bad"}]}"#;
+        assert!(matches!(
+            classify(200, None, failed.as_bytes(), 1),
+            BatchAnswer::PerEvent(_)
+        ));
     }
 
     #[test]

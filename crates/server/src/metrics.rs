@@ -62,6 +62,11 @@ const FAMILIES: &[Family] = &[
         help: "Requests to Pinterest's events endpoint, by HTTP status (0 = no answer).",
     },
     Family {
+        name: "pincapi_pinterest_unreadable_answers_total",
+        kind: "counter",
+        help: "Answers to a batch that were not Pinterest's (a 2xx without one result per event, a redirect), by HTTP status; their events are retried.",
+    },
+    Family {
         name: "pincapi_queue_depth",
         kind: "gauge",
         help: "Events waiting to be delivered.",

@@ -37,6 +37,9 @@ impl PinterestClient {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("pincapi/", env!("CARGO_PKG_VERSION")))
+            // A redirect is never Pinterest's answer to a POST of events: following it would
+            // re-send the batch somewhere else (or as a GET). It is classified instead.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(transport)?;
         Ok(PinterestClient {

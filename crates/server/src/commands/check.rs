@@ -49,5 +49,10 @@ pub async fn token(client: &PinterestClient, account: &AccountConfig) -> Result<
         BatchAnswer::Misconfigured { status, message } => Err(format!(
             "HTTP {status}: {message}. Check pinterest_api_base and the ad account id"
         )),
+        BatchAnswer::Unreadable { reason, .. } => Err(format!(
+            "{} did not answer as Pinterest does ({reason}). Check pinterest_api_base and any \
+             proxy in between",
+            client.base()
+        )),
     }
 }

@@ -44,6 +44,15 @@ pub struct Round {
     pub requests: usize,
 }
 
+/// A batch to try again: Pinterest's wait, the reason recorded on each event, whether it
+/// is a rate limit (which uses no attempt), and the `reason` label of the retry metric.
+struct Retry<'a> {
+    after: Option<Duration>,
+    reason: &'a str,
+    rate_limited: bool,
+    label: &'static str,
+}
+
 /// The claim a group of events is sent under: its lease end, and the call slot taken before
 /// it (for the first request; `None` once used).
 struct Claim<'a> {
@@ -61,6 +70,9 @@ struct Account {
     paused_until: AtomicI64,
     /// Why the account is stopped (401/403, or a request Pinterest refuses as such).
     blocked: Mutex<Option<String>>,
+    /// The last answer that was not Pinterest's (see `BatchAnswer::Unreadable`), until
+    /// Pinterest's own per-event results come again.
+    unreadable: Mutex<Option<String>>,
     wake: Notify,
 }
 
@@ -102,6 +114,7 @@ impl Delivery {
                         budget: Mutex::new(CallBudget::new(limit as usize)),
                         paused_until: AtomicI64::new(0),
                         blocked: Mutex::new(None),
+                        unreadable: Mutex::new(None),
                         wake: Notify::new(),
                     }),
                 )
@@ -131,6 +144,15 @@ impl Delivery {
         self.accounts
             .get(ad_account_id)
             .and_then(|a| a.blocked.lock().ok().and_then(|b| b.clone()))
+    }
+
+    /// The last answer to the account's requests that was not Pinterest's (garbage, an HTML
+    /// page, the wrong number of results, a redirect), naming the base URL; `None` once
+    /// Pinterest's own results come again.
+    pub fn unreadable_reason(&self, ad_account_id: &str) -> Option<String> {
+        self.accounts
+            .get(ad_account_id)
+            .and_then(|a| a.unreadable.lock().ok().and_then(|u| u.clone()))
     }
 
     /// Starts the worker loops; they end when `shutdown` turns true.
@@ -336,6 +358,11 @@ impl Delivery {
             ) {
                 self.unblock(account);
             }
+            if matches!(reply, BatchAnswer::PerEvent(_))
+                && let Ok(mut u) = account.unreadable.lock()
+            {
+                *u = None;
+            }
             let mut settlements = Vec::with_capacity(batch.len());
             match reply {
                 BatchAnswer::PerEvent(outcomes) => {
@@ -370,50 +397,29 @@ impl Delivery {
                     reason,
                     rate_limited,
                 } => {
-                    let now = self.clock.now_ms();
-                    if let Some(after) = after {
-                        let until = now + after.as_millis() as i64;
-                        account.paused_until.fetch_max(until, Ordering::Relaxed);
-                    }
                     let label = if rate_limited {
                         "rate_limited"
                     } else {
                         "unavailable"
                     };
                     tracing::warn!(ad_account_id = %account.id, events = batch.len(), reason = %reason, "Pinterest did not take the batch; will retry");
-                    let policy = RetryPolicy {
-                        scale: self.config.retry_scale,
-                    };
-                    settlements = answer::retry(
-                        &batch,
+                    let retry = Retry {
                         after,
-                        &reason,
+                        reason: &reason,
                         rate_limited,
-                        now,
-                        policy,
-                        &mut rand::random::<f64>,
-                    );
-                    for (e, s) in batch.iter().zip(&settlements) {
-                        match s {
-                            Settlement::Retry { .. } => {
-                                round.retried += 1;
-                                self.metrics.inc(
-                                    "pincapi_events_retried_total",
-                                    &[
-                                        ("ad_account_id", &account.id),
-                                        ("event_name", e.event_name.as_str()),
-                                        ("reason", label),
-                                    ],
-                                    1,
-                                );
-                            }
-                            Settlement::Dead { .. } => {
-                                round.failed += 1;
-                                metrics_batch.count(e, "pincapi_events_dead_lettered_total");
-                            }
-                            Settlement::Delivered { .. } => {}
-                        }
-                    }
+                        label,
+                    };
+                    settlements = self.retry(account, &batch, retry, round, metrics_batch);
+                }
+                BatchAnswer::Unreadable { status, reason } => {
+                    let reason = self.unreadable(account, status, &reason, batch.len());
+                    let retry = Retry {
+                        after: None,
+                        reason: &reason,
+                        rate_limited: false,
+                        label: "unreadable",
+                    };
+                    settlements = self.retry(account, &batch, retry, round, metrics_batch);
                 }
                 BatchAnswer::AuthFailed { status, message } => {
                     let why = format!(
@@ -505,6 +511,77 @@ impl Delivery {
                 }
             }
         }
+    }
+
+    /// An answer that is not Pinterest's: counted, logged with the base URL and kept for the
+    /// `unreadable_answers` alert (Pinterest's per-event results clear it). Returns the
+    /// events' retry reason.
+    fn unreadable(&self, account: &Account, status: u16, reason: &str, n: usize) -> String {
+        let base = self.client.base();
+        self.metrics.inc(
+            "pincapi_pinterest_unreadable_answers_total",
+            &[
+                ("ad_account_id", &account.id),
+                ("status", &status.to_string()),
+            ],
+            1,
+        );
+        tracing::error!(ad_account_id = %account.id, pinterest_api_base = %base, events = n, reason = %reason, "The answer to a batch is not Pinterest's; nothing counts as delivered and the events will be retried. Check pinterest_api_base and any proxy in between");
+        if let Ok(mut u) = account.unreadable.lock() {
+            *u = Some(format!("{reason} from {base}"));
+        }
+        format!("not Pinterest's answer: {reason}")
+    }
+
+    /// Schedules a batch Pinterest did not take (or whose answer is unreadable) again, or
+    /// dead-letters the events whose attempts ran out.
+    fn retry(
+        &self,
+        account: &Account,
+        batch: &[ClaimedEvent],
+        retry: Retry<'_>,
+        round: &mut Round,
+        metrics_batch: &mut RoundMetrics,
+    ) -> Vec<Settlement> {
+        let now = self.clock.now_ms();
+        if let Some(after) = retry.after {
+            let until = now + after.as_millis() as i64;
+            account.paused_until.fetch_max(until, Ordering::Relaxed);
+        }
+        let policy = RetryPolicy {
+            scale: self.config.retry_scale,
+        };
+        let settlements = answer::retry(
+            batch,
+            retry.after,
+            retry.reason,
+            retry.rate_limited,
+            now,
+            policy,
+            &mut rand::random::<f64>,
+        );
+        for (e, s) in batch.iter().zip(&settlements) {
+            match s {
+                Settlement::Retry { .. } => {
+                    round.retried += 1;
+                    self.metrics.inc(
+                        "pincapi_events_retried_total",
+                        &[
+                            ("ad_account_id", &account.id),
+                            ("event_name", e.event_name.as_str()),
+                            ("reason", retry.label),
+                        ],
+                        1,
+                    );
+                }
+                Settlement::Dead { .. } => {
+                    round.failed += 1;
+                    metrics_batch.count(e, "pincapi_events_dead_lettered_total");
+                }
+                Settlement::Delivered { .. } => {}
+            }
+        }
+        settlements
     }
 
     /// Stops an account whose requests cannot succeed as configured: its events wait without

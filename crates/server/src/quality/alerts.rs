@@ -203,6 +203,11 @@ impl Alerter {
         for account in &self.accounts {
             let a = account.as_str();
             out.push(verdict("auth_failure", a, self.delivery.blocked_reason(a)));
+            out.push(verdict(
+                "unreadable_answers",
+                a,
+                self.delivery.unreadable_reason(a),
+            ));
             let n = dead.get(a).copied().unwrap_or(0);
             out.push(verdict(
                 "dead_letter",

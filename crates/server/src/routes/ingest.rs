@@ -203,23 +203,70 @@ async fn ingest(
 
 /// Splits a body into its raw events: a single event object or `{"data": [...]}`. Events
 /// stay raw here so each is parsed once, on its own, with its own errors.
+/// A JSON object's top-level keys in order, repeats kept (a map would keep the last one and
+/// hide that a key came twice).
+struct TopLevel<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'a> TopLevel<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The first key that appears twice.
+    fn repeated(&self) -> Option<&str> {
+        let mut seen = std::collections::HashSet::new();
+        self.0
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .find(|k| !seen.insert(*k))
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for TopLevel<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Keys<'a> {
+            type Value = TopLevel<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                let mut keys = Vec::new();
+                while let Some(entry) = m.next_entry::<String, &'de RawValue>()? {
+                    keys.push(entry);
+                }
+                Ok(TopLevel(keys))
+            }
+        }
+        d.deserialize_map(Keys(std::marker::PhantomData))
+    }
+}
+
 fn split_events(body: &[u8]) -> Result<Vec<&RawValue>, ApiError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::bad_request("invalid_json", "the body is not UTF-8 text"))?;
-    let top: std::collections::HashMap<String, &RawValue> =
-        serde_json::from_str(text).map_err(|e| {
-            if e.is_syntax() || e.is_eof() {
-                ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-            } else {
-                ApiError::bad_request(
-                    "invalid_shape",
-                    "the body must be one event object or {\"data\": [events]}",
-                )
-            }
-        })?;
+    let top: TopLevel<'_> = serde_json::from_str(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        } else {
+            ApiError::bad_request(
+                "invalid_shape",
+                "the body must be one event object or {\"data\": [events]}",
+            )
+        }
+    })?;
+    if let Some(key) = top.repeated() {
+        return Err(ApiError::bad_request(
+            "invalid_shape",
+            format!("{key}: the key appears more than once; send it once"),
+        ));
+    }
     let events = match top.get("data") {
         Some(data) => {
-            if top.len() > 1 {
+            if top.0.len() > 1 {
                 return Err(ApiError::bad_request(
                     "invalid_shape",
                     "a batch must have only the key \"data\"",

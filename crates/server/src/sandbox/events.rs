@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -175,6 +175,22 @@ fn reject_if_listed(event: JsonRef<'_, '_>, reject: &super::RejectSet) -> Result
 /// event of the request (so clients exercise their per-event handling); anything else gets
 /// the spec's `Error` body for that status.
 fn fault_answer(step: FaultStep, body: &[u8]) -> Response {
+    if let Some(raw) = step.body {
+        let status = StatusCode::from_u16(step.status).unwrap_or(StatusCode::OK);
+        let kind = if raw.trim_start().starts_with('<') {
+            "text/html; charset=utf-8"
+        } else {
+            "application/json"
+        };
+        let mut response = (status, [(header::CONTENT_TYPE, kind)], raw).into_response();
+        if let Some(location) = step
+            .location
+            .and_then(|l| header::HeaderValue::from_str(&l).ok())
+        {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        return response;
+    }
     if step.status == 422 {
         let count = validate::parse(body)
             .ok()

@@ -20,7 +20,7 @@ pub(super) struct FaultState {
 /// What the faults say about one events request.
 #[derive(Debug)]
 pub(super) struct FaultDecision {
-    /// Answer with this step instead of processing (never a 2xx step).
+    /// Answer with this step instead of processing (a 2xx step only with a body of its own).
     pub(super) answer: Option<FaultStep>,
     /// Wait this long before answering.
     pub(super) delay: Duration,
@@ -62,8 +62,9 @@ impl FaultState {
         let step_delay = step.as_ref().and_then(|s| s.delay_ms).unwrap_or(0);
         let delay = Duration::from_millis(self.delay_ms.saturating_add(step_delay));
         // A 2xx step only contributes its delay: the request is then processed normally,
-        // which lets a script say "slow, then fail, then fine".
-        let answer = step.filter(|s| !(200..300).contains(&s.status));
+        // which lets a script say "slow, then fail, then fine". One with a body of its own
+        // answers with it instead.
+        let answer = step.filter(|s| !(200..300).contains(&s.status) || s.body.is_some());
         FaultDecision {
             answer,
             delay,

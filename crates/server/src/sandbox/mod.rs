@@ -203,6 +203,14 @@ pub struct FaultStep {
     /// Extra delay before this one answer, added to [`Faults::delay_ms`].
     #[serde(default)]
     pub delay_ms: Option<u64>,
+    /// Answers with this body as it is, whatever the status (2xx included), instead of
+    /// Pinterest's body: what a wrong base URL, a captive proxy or a broken API would send
+    /// (`""`, an HTML page, a response with the wrong number of results).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// A `Location` header (for a redirect status).
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 /// A running sandbox's shared state. Cheap to clone: every clone sees the same state.

@@ -203,6 +203,9 @@ async fn handle(
     Ok(answer)
 }
 
+/// The most a body buffer reserves before its bytes arrive.
+const INITIAL_BUFFER: u64 = 64 * 1024;
+
 /// Reads the body, refusing it with 413 as soon as it is known to exceed `limit`. (The route
 /// has its own limit, `shopify.max_body_bytes`, rather than the gateway's `ingest` one, so it
 /// reads the body itself.)
@@ -224,7 +227,9 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut buf = Vec::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    // Nothing is reserved on the word of an unverified Content-Length: the buffer starts small
+    // and grows with what actually arrives.
+    let mut buf = Vec::with_capacity(declared.map_or(8 * 1024, |n| n.min(INITIAL_BUFFER) as usize));
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| {
             ApiError::bad_request("bad_body", format!("the body could not be read: {e}"))

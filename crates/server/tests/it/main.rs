@@ -3,6 +3,8 @@
 mod audiences;
 mod browser;
 mod cli;
+mod contract;
+mod edge;
 mod gateway;
 mod helpers;
 mod load;

@@ -19,6 +19,7 @@ mod schema;
 mod shopify;
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -88,6 +89,7 @@ impl SqliteStore {
                     .write(true)
                     .create(true)
                     .truncate(false)
+                    .mode(PRIVATE)
                     .open(&wal_path)
                     .map_err(|e| {
                         StoreError::Unavailable(format!("cannot open the WAL for syncing: {e}"))
@@ -134,6 +136,7 @@ impl SqliteStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(PRIVATE)
             .open(&lock_path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open lock file: {e}")))?;
         file.try_lock().map_err(|_| {
@@ -200,7 +203,26 @@ impl SqliteStore {
 /// Opens a connection. SQLite itself runs with `synchronous = NORMAL` (no fsync per commit);
 /// with `Synchronous::Full` the sync thread fsyncs the WAL before any commit is acknowledged
 /// (see `sync_loop`).
+/// The mode of every file of the store: the owner's alone. SQLite gives the WAL and the
+/// shared-memory file the mode of the database file, so creating that one private is enough.
+const PRIVATE: u32 = 0o600;
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        File::options()
+            .create_new(true)
+            .write(true)
+            .mode(PRIVATE)
+            .open(path)
+            .or_else(|e| match e.kind() {
+                // Another connection created it meanwhile.
+                std::io::ErrorKind::AlreadyExists => File::open(path),
+                _ => Err(e),
+            })
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
+            })?;
+    }
     let conn = Connection::open(path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.execute_batch(

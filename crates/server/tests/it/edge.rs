@@ -1,0 +1,157 @@
+//! The public edge under abuse, against the real binary: what an unauthenticated client can
+//! make the gateway hold.
+
+use std::process::{Child, Command, Stdio};
+
+use tokio::io::AsyncWriteExt;
+
+use crate::helpers::*;
+
+const SHOP: &str = "pincapi-edge.myshopify.com";
+
+fn start_gateway(db: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pincapi"))
+        .arg("serve")
+        .env_clear()
+        .env("PINCAPI_LISTEN", "127.0.0.1:0")
+        .env("PINCAPI_STORE", format!("sqlite://{}", db.display()))
+        .env("PINCAPI_API_KEY", API_KEY)
+        .env("PINCAPI_PINTEREST_API_BASE", "http://127.0.0.1:1/v5")
+        .env("PINCAPI_AD_ACCOUNT_ID", ACCOUNT)
+        .env("PINCAPI_PINTEREST_TOKEN", TOKEN)
+        .env("PINCAPI_SHOPIFY_SHOP_DOMAIN", SHOP)
+        .env("PINCAPI_SHOPIFY_WEBHOOK_SECRET", "shpss_edge_secret")
+        .env("PINCAPI_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the pincapi binary starts");
+    let addr = announced_address(&mut child);
+    (child, addr)
+}
+
+/// Resident memory of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// 300 unsigned webhook requests that each declare 4 MB and send 1 KiB: the gateway reserves
+/// nothing on the word of their Content-Length (before, this took the process from 27 MB to
+/// 656 MB).
+#[tokio::test]
+async fn webhook_bodies_declared_large_but_never_sent_reserve_no_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start_gateway(&dir.path().join("edge.db"));
+    let host = addr.trim_start_matches("http://").to_owned();
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(format!("{addr}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let before = rss(child.id());
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let head = format!(
+            "POST /webhooks/shopify HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+             X-Shopify-Topic: orders/create\r\nX-Shopify-Shop-Domain: {SHOP}\r\n\
+             X-Shopify-Hmac-Sha256: AAAA\r\nContent-Length: 4000000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&[b' '; 1024]).await.unwrap();
+        held.push(s);
+    }
+    // The gateway still answers while it holds them; what it holds is read for a while, and
+    // the largest figure counts.
+    assert_eq!(
+        http.get(format!("{addr}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut peak = 0;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        peak = peak.max(rss(child.id()));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 100 * 1024 * 1024,
+        "300 unsent 4 MB bodies grew the gateway by {} MiB",
+        grown / (1024 * 1024)
+    );
+}
+
+/// Only the gateway's user may read the store: it holds click ids, IP addresses and hashed
+/// identities.
+#[tokio::test]
+async fn every_file_of_the_embedded_store_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    app.post_events(&checkout("order-private-1")).await;
+    app.wait_delivered(1).await;
+    let mut lock = app.db.clone().into_os_string();
+    lock.push(".lock");
+    for path in [
+        app.db.clone(),
+        app.db.with_extension("db-wal"),
+        app.db.with_extension("db-shm"),
+        std::path::PathBuf::from(lock),
+    ] {
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{}: {:o}",
+            path.display(),
+            mode & 0o777
+        );
+    }
+}
+
+/// A batch body with `data` twice is refused, naming the key, instead of the last one winning
+/// (a repeated key inside an event was already refused).
+#[tokio::test]
+async fn a_batch_with_data_twice_is_refused_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let one = checkout("order-dup-a").to_string();
+    let two = checkout("order-dup-b").to_string();
+    let body = format!(r#"{{"data":[{one}],"data":[{two}]}}"#);
+    let (status, answer) = app.post_raw("/v1/events", API_KEY, body.into_bytes()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_shape");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("data:"),
+        "{answer}"
+    );
+    let (status, _) = app.post_events(&checkout("order-dup-c")).await;
+    assert_eq!(status, 202);
+    app.wait_delivered(1).await;
+    let sandbox = app.stop().await;
+    assert_eq!(
+        sandbox.count_of("order-dup-a") + sandbox.count_of("order-dup-b"),
+        0
+    );
+}
