@@ -68,6 +68,38 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     }
 }
 
+/// The `Content-Length` a request declares, if any.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads a body of at most `limit` bytes. A declared `Content-Length` over the limit is
+/// refused before a byte is read, and nothing is reserved on its word; `key` names the
+/// setting in the 413.
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
+    key: &str,
+) -> Result<axum::body::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the body is larger than {key} ({limit} bytes)"),
+        )
+    };
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
 /// Whether the request carries `Authorization: Bearer <secret>`, compared in constant time.
 /// An unset secret matches nothing.
 pub fn bearer_matches(headers: &HeaderMap, secret: &Secret) -> bool {

@@ -31,6 +31,7 @@ use pincapi_core::tag::{self, BrowserContext, CollectSource};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::api_error::declared_length;
 use crate::backpressure::Shed;
 use crate::config::browser::{BrowserConfig, canonical};
 use crate::state::AppState;
@@ -151,9 +152,17 @@ pub async fn collect(
         )
         .into_response_with(cors.as_ref());
     }
-    let bytes = match axum::body::to_bytes(body, browser.max_body_bytes).await {
+    // A declared length over the limit is refused at once, instead of waiting for the body.
+    let read = if declared_length(&headers).is_some_and(|n| n > browser.max_body_bytes as u64) {
+        Err(())
+    } else {
+        axum::body::to_bytes(body, browser.max_body_bytes)
+            .await
+            .map_err(|_| ())
+    };
+    let bytes = match read {
         Ok(b) => b,
-        Err(_) => {
+        Err(()) => {
             refuse(&state, "too_large");
             return CollectError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +16,7 @@ use pincapi_core::ingest::{FieldIssue, IngestEvent, TimeWindow};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::api_error::{ApiError, bearer_matches};
+use crate::api_error::{ApiError, bearer_matches, read_limited};
 use crate::state::AppState;
 use crate::store::{Enqueued, NewEvent, Source};
 
@@ -52,9 +51,9 @@ pub struct IngestResponse {
 pub async fn post_default(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    let body = authenticated_body(&state, &headers, body).await?;
     let Some(account) = state.default_account.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -70,14 +69,11 @@ pub async fn post_account(
     State(state): State<AppState>,
     Path(account): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body?;
+    // The key first, so an unknown account says nothing to a caller without it.
+    let body = authenticated_body(&state, &headers, body).await?;
     if !state.accounts.contains(&account) {
-        // Checked after auth inside `ingest` would leak which accounts exist; check auth first.
-        if !bearer_matches(&headers, &state.config.api_key) {
-            return Err(ApiError::unauthorized());
-        }
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_ad_account",
@@ -90,6 +86,25 @@ pub async fn post_account(
         &account,
         &body,
         "/v1/ad_accounts/{ad_account_id}/events",
+    )
+    .await
+}
+
+/// The body of a request that carries the ingest key; a request without it is refused before
+/// any of its body is read.
+async fn authenticated_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, ApiError> {
+    if !bearer_matches(headers, &state.config.api_key) {
+        return Err(ApiError::unauthorized());
+    }
+    read_limited(
+        headers,
+        body,
+        state.config.ingest.max_body_bytes,
+        "ingest.max_body_bytes",
     )
     .await
 }

@@ -155,3 +155,44 @@ async fn a_batch_with_data_twice_is_refused_and_nothing_is_stored() {
         0
     );
 }
+
+/// Sends a request head declaring `length` bytes of body and none of them, and returns the
+/// status line of the answer, which must come without the body.
+async fn answer_to_a_head(app: &TestApp, head: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("the gateway answers without waiting for the declared body")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `/v1/events` checks the key before it reads a byte of the body, and both it and
+/// `/collect` refuse a declared length over their limit at once.
+#[tokio::test]
+async fn the_key_and_the_declared_length_are_checked_before_the_body_is_read() {
+    let app = spawn_app().await;
+    let host = app.addr;
+    let no_key = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: 5000000\r\n\r\n"
+    );
+    assert!(answer_to_a_head(&app, &no_key).await.contains(" 401 "));
+    let too_long = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 999999999\r\n\r\n"
+    );
+    assert!(answer_to_a_head(&app, &too_long).await.contains(" 413 "));
+    let huge_beacon = format!(
+        "POST /collect HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 999999999\r\n\r\n"
+    );
+    assert!(answer_to_a_head(&app, &huge_beacon).await.contains(" 413 "));
+}
