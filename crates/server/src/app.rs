@@ -98,6 +98,7 @@ impl App {
             clock,
             metrics,
             delivery,
+            sign_ins: Arc::default(),
         };
         Ok(App {
             state,
@@ -125,9 +126,14 @@ impl App {
             .route("/healthz", get(routes::health::healthz))
             .route("/readyz", get(routes::health::readyz))
             .route("/metrics", get(routes::health::metrics))
-            .route("/api/quality", get(routes::quality::get_report))
-            .route("/dashboard", get(routes::dashboard::page))
-            .route("/dashboard/login", post(routes::dashboard::login))
+            .merge(
+                Router::new()
+                    .route("/api/quality", get(routes::quality::get_report))
+                    .route("/dashboard", get(routes::dashboard::page))
+                    .route("/dashboard/login", post(routes::dashboard::login))
+                    .route("/dashboard/logout", post(routes::dashboard::logout))
+                    .layer(axum::middleware::map_response(routes::dashboard::protect)),
+            )
             .merge(crate::shopify::routes())
             .merge(crate::browser::routes())
             .layer(DefaultBodyLimit::max(max_body))

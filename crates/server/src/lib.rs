@@ -17,5 +17,6 @@ pub mod retention;
 pub mod routes;
 pub mod sandbox;
 pub mod shopify;
+pub mod sign_in;
 pub mod state;
 pub mod store;

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::quality::census::CensusCache;
+use crate::sign_in::SignIns;
 use crate::store::SharedStore;
 
 /// What every handler can reach.
@@ -29,4 +30,6 @@ pub struct AppState {
     pub census: Arc<CensusCache>,
     /// The queue's depth and whether ingest sheds load.
     pub backpressure: Arc<Backpressure>,
+    /// Dashboard sessions signed out and wrong keys counted.
+    pub sign_ins: Arc<SignIns>,
 }

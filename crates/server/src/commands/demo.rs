@@ -20,7 +20,7 @@ pub const DEMO_AD_ACCOUNT: &str = "549755885175";
 /// The ingest key the demo prints.
 pub const DEMO_API_KEY: &str = "demo-ingest-key";
 /// The admin key the demo prints.
-pub const DEMO_ADMIN_KEY: &str = "demo-admin-key";
+pub const DEMO_ADMIN_KEY: &str = "demo-admin-key-0001";
 
 /// Options of `pincapi demo`.
 #[derive(Debug, Clone, clap::Args)]

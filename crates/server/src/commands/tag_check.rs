@@ -713,8 +713,10 @@ impl Fetcher {
 }
 
 /// Addresses a storefront check must not reach without `--allow-private`: private, loopback,
-/// link-local (cloud metadata lives there), unique-local, shared (CGNAT), unspecified,
-/// broadcast and multicast.
+/// link-local (cloud metadata lives there), unique-local and site-local, shared (CGNAT),
+/// unspecified, broadcast and multicast; and an IPv6 address that carries such an IPv4
+/// address (IPv4-mapped, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4
+/// `2002::/16`), since it reaches the same host.
 pub fn is_private(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(a) => {
@@ -730,11 +732,20 @@ pub fn is_private(ip: IpAddr) -> bool {
         }
         IpAddr::V6(a) => {
             let s = a.segments();
+            let carried = |hi: u16, lo: u16| {
+                let [a, b] = hi.to_be_bytes();
+                let [c, d] = lo.to_be_bytes();
+                is_private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
+            };
             a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[..6] == [0; 6] && carried(s[6], s[7]))
+                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && carried(s[6], s[7]))
+                || (s[0] == 0x2002 && carried(s[1], s[2]))
         }
     }
 }
@@ -757,10 +768,23 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a00:1::1",
+            "fec0::1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["203.0.113.9", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "203.0.113.9",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -292,6 +292,9 @@ impl Default for Config {
     }
 }
 
+/// The shortest admin key `validate` takes.
+pub const MIN_ADMIN_KEY_CHARS: usize = 16;
+
 /// A setting that cannot be used; the message starts with the key's name
 /// (`delivery.batch_size: must be 1..=1000`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -397,6 +400,14 @@ impl Config {
                 };
                 invalid!("{tkey}: no Pinterest token for ad account {}", a.id);
             }
+        }
+        if !self.admin_key.is_empty()
+            && self.admin_key.expose().chars().count() < MIN_ADMIN_KEY_CHARS
+        {
+            invalid!(
+                "admin_key: must be at least {MIN_ADMIN_KEY_CHARS} characters (it signs in to \
+                 the dashboard; a short key is guessed); e.g. openssl rand -hex 16"
+            );
         }
         if serving && self.api_key.is_empty() {
             invalid!("api_key: set PINCAPI_API_KEY (the bearer key clients send to /v1/events)");

@@ -36,6 +36,8 @@ pub fn render(report: &Report) -> String {
         out,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>pincapi: conversion quality</title><style>{CSS}</style></head><body><main>\
+         <form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\
+         <button type=\"submit\">Sign out</button></form>\
          <h1>Does Pinterest see every order, once, with strong match keys?</h1>\
          <p class=\"sub\">Since {} (UTC). Figures per day of receipt; percentiles are bucket bounds.</p>\
          <section class=\"tiles\">",
@@ -409,7 +411,7 @@ pub fn escape(s: &str) -> String {
 }
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:0;background:#f6f6f4;color:#222}\
-main{max-width:1000px;margin:0 auto;padding:16px}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:28px}\
+main{max-width:1000px;margin:0 auto;padding:16px}.logout{float:right}h1{font-size:1.4em}h2{font-size:1.1em;margin-top:28px}\
 .sub{color:#666}.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));gap:12px}\
 .tile{background:#fff;border-radius:8px;padding:12px;box-shadow:0 1px 2px #0002}\
 .tile .label{color:#555;font-size:.85em}.tile .value{font-size:1.8em;font-weight:600;margin:4px 0}\

@@ -1,22 +1,15 @@
 //! The admin's sign-in, shared by the dashboard and `/api/quality`: the admin key as a bearer
-//! token, or the session cookie the dashboard's sign-in form sets (an HMAC-SHA256 of a fixed
-//! label under the admin key: it proves the key was known without being the key, and changing
-//! the admin key ends every session).
-
-use axum::http::{HeaderMap, header};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+//! token, or the session cookie the dashboard's sign-in form sets (see [`crate::sign_in`]).
 
 use crate::api_error::bearer_matches;
-use crate::config::Secret;
 use crate::state::AppState;
+use axum::http::{HeaderMap, header};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "pincapi_dashboard";
 
 /// How long a session lasts, seconds.
-pub const SESSION_SECS: u64 = 12 * 3600;
+pub const SESSION_SECS: i64 = crate::sign_in::SESSION_MS / 1000;
 
 /// Whether the request carries the admin key as a bearer token or a valid session cookie.
 pub fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
@@ -24,27 +17,27 @@ pub fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
     if bearer_matches(headers, key) {
         return true;
     }
-    if key.is_empty() {
-        return false;
-    }
-    let expected = session_value(key);
+    let now = state.clock.now_ms();
+    session_cookie(headers).is_some_and(|s| state.sign_ins.valid(key, s, now))
+}
+
+/// The session cookie's value, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .any(|v| v.as_bytes().ct_eq(expected.as_bytes()).into())
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
 }
 
-/// The session cookie's value for `key`.
-pub fn session_value(key: &Secret) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.expose().as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(b"pincapi dashboard session v1");
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+/// A `Set-Cookie` value carrying `session`: HTTP only, same site, and `Secure`, so a browser
+/// sends it over HTTPS only (and to a loopback address, which browsers count as secure).
+pub fn set_cookie(session: &str) -> String {
+    format!("{COOKIE}={session}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}")
+}
+
+/// A `Set-Cookie` value that ends the session cookie.
+pub fn clear_cookie() -> String {
+    format!("{COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0")
 }

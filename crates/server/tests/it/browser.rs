@@ -642,6 +642,24 @@ async fn tag_check_refuses_private_addresses_unless_allowed() {
     // A link-local address (cloud metadata) the same.
     let (_, reports) = tag_check(vec!["http://169.254.169.254/latest/meta-data/".into()]).await;
     assert!(errors(&reports[0]).contains("refused"), "{reports}");
+    // And the IPv6 spellings of loopback and private hosts: IPv4-compatible, NAT64, 6to4,
+    // site-local. None is fetched.
+    let port = app.addr.port();
+    for host in [
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::1]",
+        "[fec0::1]",
+    ] {
+        let url = format!("http://{host}:{port}/demo/shop");
+        let (out, reports) = tag_check(vec![url.clone()]).await;
+        assert_eq!(out.status.code(), Some(1), "{url}");
+        assert!(
+            errors(&reports[0]).contains("--allow-private"),
+            "{url}: {reports}"
+        );
+    }
+    assert!(app.sandbox.sandbox.requests().is_empty());
 }
 
 // --- In Chromium ---

@@ -196,3 +196,120 @@ async fn the_key_and_the_declared_length_are_checked_before_the_body_is_read() {
     );
     assert!(answer_to_a_head(&app, &huge_beacon).await.contains(" 413 "));
 }
+
+/// The dashboard is never framed, runs no script, loads nothing from elsewhere and is never
+/// cached; nor is `/api/quality`.
+#[tokio::test]
+async fn the_dashboard_and_its_figures_carry_framing_script_and_cache_rules() {
+    let app = spawn_app().await;
+    for (path, key) in [
+        ("/dashboard", None),
+        ("/dashboard?since=1d", Some(ADMIN_KEY)),
+        ("/api/quality", Some(ADMIN_KEY)),
+    ] {
+        let mut req = app.http.get(app.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.unwrap();
+        let h = resp.headers();
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let csp = get("content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("script-src"), "{path}: {csp}");
+        assert_eq!(get("x-frame-options"), "DENY", "{path}");
+        assert_eq!(get("cache-control"), "no-store", "{path}");
+        assert_eq!(get("x-content-type-options"), "nosniff", "{path}");
+    }
+}
+
+/// Every sign-in gets a session of its own, sent only over a secure channel; signing out ends
+/// it; wrong keys are braked per address, the right one included, until the minute is over.
+#[tokio::test]
+async fn dashboard_sign_ins_are_per_login_secure_revocable_and_braked() {
+    let clock = pincapi::clock::ManualClock::starting_now();
+    let app = spawn_app_on(clock.clone(), Default::default(), |_| {}).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |key: &'static str| {
+        let http = http.clone();
+        let url = app.url("/dashboard/login");
+        async move { http.post(url).form(&[("key", key)]).send().await.unwrap() }
+    };
+    let page = |cookie: String| {
+        let http = http.clone();
+        let url = app.url("/dashboard");
+        async move {
+            let resp = http.get(url).header("cookie", cookie).send().await.unwrap();
+            resp.status().as_u16()
+        }
+    };
+    let cookie_of =
+        |resp: &reqwest::Response| resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let first = sign_in(ADMIN_KEY).await;
+    let second = sign_in(ADMIN_KEY).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (303, 303)
+    );
+    let (one, two) = (cookie_of(&first), cookie_of(&second));
+    assert_ne!(one, two, "a session per sign-in");
+    for c in [&one, &two] {
+        assert!(c.contains("Secure") && c.contains("HttpOnly"), "{c}");
+    }
+    let pair = |c: &str| c.split(';').next().unwrap().to_owned();
+    assert_eq!(page(pair(&one)).await, 200);
+    let out = http
+        .post(app.url("/dashboard/logout"))
+        .header("cookie", pair(&one))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    assert!(cookie_of(&out).contains("Max-Age=0"));
+    assert_eq!(page(pair(&one)).await, 401, "signed out");
+    assert_eq!(page(pair(&two)).await, 200, "the other session lives on");
+
+    for _ in 0..pincapi::sign_in::FAILURES_PER_ADDRESS {
+        assert_eq!(sign_in("wrong-key-wrong-key").await.status().as_u16(), 401);
+    }
+    let braked = sign_in(ADMIN_KEY).await;
+    assert_eq!(braked.status().as_u16(), 429);
+    assert!(braked.headers().contains_key("retry-after"));
+    clock.advance(std::time::Duration::from_secs(61));
+    assert_eq!(sign_in(ADMIN_KEY).await.status().as_u16(), 303);
+}
+
+/// A short admin key is refused at start, naming the key.
+#[tokio::test]
+async fn a_short_admin_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pincapi"))
+        .arg("serve")
+        .env_clear()
+        .env("PINCAPI_LISTEN", "127.0.0.1:0")
+        .env(
+            "PINCAPI_STORE",
+            format!("sqlite://{}", dir.path().join("k.db").display()),
+        )
+        .env("PINCAPI_API_KEY", API_KEY)
+        .env("PINCAPI_ADMIN_KEY", "1234")
+        .env("PINCAPI_AD_ACCOUNT_ID", ACCOUNT)
+        .env("PINCAPI_PINTEREST_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin_key: must be at least 16 characters"),
+        "{err}"
+    );
+}

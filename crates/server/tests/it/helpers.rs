@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 pub const API_KEY: &str = "test-ingest-key";
-pub const ADMIN_KEY: &str = "test-admin-key";
+pub const ADMIN_KEY: &str = "test-admin-key-0001";
 pub const ACCOUNT: &str = "549755885175";
 pub const TOKEN: &str = "test-conversion-token";
 
