@@ -48,9 +48,9 @@ impl PinterestClient {
         })
     }
 
-    /// The base URL.
-    pub fn base(&self) -> &str {
-        &self.base
+    /// The base URL, for messages: a password in it is masked.
+    pub fn base(&self) -> String {
+        crate::config::postgres::redact_url(&self.base)
     }
 
     /// `POST {base}/ad_accounts/{id}/events[?test=true]` with a prepared `{"data":[...]}` body.
@@ -123,9 +123,10 @@ fn transport(e: reqwest::Error) -> TransportError {
     } else {
         "request failed"
     };
-    // reqwest's Display includes the URL, which holds no secret (the token is a header).
+    // Without the URL: a base URL may carry a user and password (a proxy's), and the client's
+    // base (without them) is named where it matters.
     TransportError {
         kind,
-        detail: e.to_string(),
+        detail: e.without_url().to_string(),
     }
 }

@@ -16,8 +16,76 @@
 const NOT_PAGES: &[&str] = &["/password", "/online_store_preview", "/wallets"];
 
 /// Query parameters that are tokens, not attribution: theme previews (`_bt`,
-/// `preview_theme_id`, `_ab`, `_fd`, `_sc`) and access keys (`key`).
-const TOKEN_PARAMS: &[&str] = &["_bt", "preview_theme_id", "_ab", "_fd", "_sc", "key"];
+/// `preview_theme_id`, `_ab`, `_fd`, `_sc`), access keys (`key`) and credentials.
+const TOKEN_PARAMS: &[&str] = &[
+    "_bt",
+    "preview_theme_id",
+    "_ab",
+    "_fd",
+    "_sc",
+    "key",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "code",
+    "password",
+    "pass",
+    "pwd",
+    "secret",
+    "signature",
+    "sig",
+    "auth",
+];
+
+/// Query parameters that are personal data whatever their value looks like (names, phone
+/// numbers, addresses, birthdays): a form's GET, a pre-filled link.
+const PERSONAL_PARAMS: &[&str] = &[
+    "email",
+    "phone",
+    "tel",
+    "mobile",
+    "name",
+    "first_name",
+    "firstname",
+    "last_name",
+    "lastname",
+    "fn",
+    "ln",
+    "address",
+    "address1",
+    "address2",
+    "street",
+    "city",
+    "zip",
+    "zipcode",
+    "postal_code",
+    "postcode",
+    "dob",
+    "birthday",
+];
+
+/// Shopify's customer-account paths whose last segments are a one-time token
+/// (`/account/reset/<id>/<token>`, `/account/activate/<id>/<token>`): kept without them.
+const TOKEN_PATHS: &[&str] = &[
+    "/account/reset/",
+    "/account/activate/",
+    "/account/invitation/",
+];
+
+/// Whether a query parameter is never stored: a token, a credential or personal data.
+fn dropped_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    // `customer[first_name]`, `contact[phone]`: a form field, named by its last key.
+    let field = name
+        .rsplit('[')
+        .next()
+        .map_or(name.as_str(), |f| f.trim_end_matches(']'));
+    TOKEN_PARAMS.contains(&name.as_str())
+        || TOKEN_PARAMS.contains(&field)
+        || PERSONAL_PARAMS.contains(&name.as_str())
+        || PERSONAL_PARAMS.contains(&field)
+}
 
 /// `landing_site` (or a page URL) as an absolute URL without its fragment, token parameters
 /// and email addresses, or `None` when it is empty, not a storefront page, or relative while
@@ -33,7 +101,15 @@ pub(crate) fn event_source_url(landing_site: &str, shop_domain: Option<&str>) ->
             return None;
         }
         let split = s.len() - after.len() + authority_end;
-        (s[..split].to_owned(), &s[split..])
+        // A user and password in the authority (`https://user:pass@shop.example/`) are
+        // credentials, never part of a page's address as Pinterest needs it.
+        let authority = &after[..authority_end];
+        let host = authority.rsplit('@').next().unwrap_or(authority);
+        if host.is_empty() {
+            return None;
+        }
+        let scheme = &s[..s.len() - after.len()];
+        (format!("{scheme}{host}"), &s[split..])
     } else if (s.starts_with('/') && !s.starts_with("//")) || s.starts_with('?') {
         (format!("https://{}", host(shop_domain?)?), s)
     } else {
@@ -46,6 +122,10 @@ pub(crate) fn event_source_url(landing_site: &str, shop_domain: Option<&str>) ->
     };
     let path = if path.is_empty() { "/" } else { path };
     let lower = path.to_ascii_lowercase();
+    let path = match TOKEN_PATHS.iter().find(|p| lower.starts_with(**p)) {
+        Some(p) => &path[..p.len()],
+        None => path,
+    };
     if NOT_PAGES
         .iter()
         .any(|p| lower == *p || lower.starts_with(&format!("{p}/")))
@@ -58,7 +138,7 @@ pub(crate) fn event_source_url(landing_site: &str, shop_domain: Option<&str>) ->
         .filter(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             !pair.is_empty()
-                && !TOKEN_PARAMS.contains(&percent_decode(name).as_deref().unwrap_or(name))
+                && !dropped_param(percent_decode(name).as_deref().unwrap_or(name))
                 && !looks_like_email(value)
         })
         .collect();
@@ -208,6 +288,24 @@ mod tests {
             assert_eq!(url(noise), None, "{noise}");
         }
         assert!(url("/passwords-and-keys").is_some());
+    }
+
+    #[test]
+    fn personal_fields_credentials_and_account_tokens_are_removed() {
+        let u = |s: &str| event_source_url(s, Some("shop.example"));
+        assert_eq!(
+            u("/pages/x?Phone=1&contact%5Bfirst_name%5D=J&ZIP=1&code=abc&q=rose").as_deref(),
+            Some("https://shop.example/pages/x?q=rose")
+        );
+        assert_eq!(
+            u("https://a:b@shop.example/?pwd=1").as_deref(),
+            Some("https://shop.example/")
+        );
+        assert_eq!(
+            u("/account/activate/1/2?x=1").as_deref(),
+            Some("https://shop.example/account/activate/?x=1")
+        );
+        assert_eq!(u("https://user@/x"), None);
     }
 
     #[test]

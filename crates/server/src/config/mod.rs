@@ -219,6 +219,7 @@ pub struct Config {
     /// Bearer key for admin endpoints.
     pub admin_key: Secret,
     /// Pinterest API base URL, ending in `/v5`.
+    #[serde(serialize_with = "crate::config::postgres::serialize_redacted")]
     pub pinterest_api_base: String,
     /// Single-account shorthand: the ad account id.
     #[serde(deserialize_with = "lossy_opt_string")]

@@ -14,6 +14,8 @@ pub struct QualityConfig {
     pub alert_interval_secs: u64,
     /// A Slack-compatible incoming webhook: each alert that fires or clears is POSTed to it
     /// as `{"text": "..."}`. Unset: alerts go to the log and `/metrics` only.
+    /// Printed as its scheme and host only: a Slack-style webhook URL is its own secret.
+    #[serde(serialize_with = "serialize_webhook_url")]
     pub webhook_url: Option<String>,
     /// Minimum coverage of a match key, percent, by key (`em`, `ph`, `external_id`,
     /// `click_id`, `ip_ua`, `name`, `address`), among the `coverage_event_name` events received
@@ -100,6 +102,28 @@ impl QualityConfig {
             invalid!("quality.max_p95_lag_secs: must be positive");
         }
         Ok(())
+    }
+}
+
+/// `https://hooks.slack.com/***`: what `check-config` shows of a webhook URL.
+pub fn masked_webhook_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let host = host.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}/***")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+fn serialize_webhook_url<S: serde::Serializer>(
+    url: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&masked_webhook_url(u)),
+        None => s.serialize_none(),
     }
 }
 

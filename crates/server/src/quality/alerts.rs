@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use super::key_bit;
 use super::report::add_census;
 use crate::clock::system_now_ms as now_ms;
-use crate::config::quality::QualityConfig;
+use crate::config::quality::{QualityConfig, masked_webhook_url};
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::quality::census::{self, CensusCache};
@@ -337,7 +337,10 @@ impl Alerter {
                     "The alert webhook refused the alert"
                 )
             }
-            Err(e) => tracing::warn!(error = %e, "The alert webhook could not be reached"),
+            // Without the URL: a webhook URL is its own secret.
+            Err(e) => {
+                tracing::warn!(error = %e.without_url(), webhook = %masked_webhook_url(url), "The alert webhook could not be reached")
+            }
         }
     }
 }

@@ -189,7 +189,14 @@ impl People {
         }
     }
 
-    pub(crate) fn into_vec(self) -> Vec<PersonFacts> {
+    /// The members, each one's purchases in event_id order and views in product order (byte
+    /// order, as SQLite's keys give them): neither table's rows come in a promised order from
+    /// PostgreSQL, whose heap order changes as rows are updated.
+    pub(crate) fn into_vec(mut self) -> Vec<PersonFacts> {
+        for p in &mut self.people {
+            p.purchases.sort_by(|a, b| a.event_id.cmp(&b.event_id));
+            p.views.sort();
+        }
         self.people
     }
 }

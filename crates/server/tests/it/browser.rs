@@ -501,6 +501,46 @@ async fn tag_js_keeps_different_orders_apart_and_the_collector_agrees_with_its_i
     assert_eq!(stored(&app.db).len(), orders.len());
 }
 
+/// Personal data, credentials and one-time tokens never leave in a page URL: named form
+/// fields, OAuth and reset tokens, a user and password in the authority.
+#[tokio::test]
+async fn page_urls_lose_personal_data_credentials_and_account_tokens() {
+    let app = spawn_shop().await;
+    for (id, url, want) in [
+        (
+            "pv-pii",
+            "https://shop.example/pages/contact?phone=4155550123&first_name=Jane&last_name=Doe\
+             &zip=94110&customer%5Bemail%5D=x&utm_source=pinterest",
+            "https://shop.example/pages/contact?utm_source=pinterest",
+        ),
+        (
+            "pv-creds",
+            "https://buyer:s3cret@shop.example/collections/all?token=t0k&access_token=a1\
+             &password=p4ss&page=2",
+            "https://shop.example/collections/all?page=2",
+        ),
+        (
+            "pv-reset",
+            "https://shop.example/account/reset/7112345/9f8e7d6c5b4a-1700000000",
+            "https://shop.example/account/reset/",
+        ),
+    ] {
+        let body = json!({"event_name": "page_visit", "event_id": id, "event_source_url": url});
+        let (status, answer) = collect(&app, &body, &[]).await;
+        assert_eq!(status, 202, "{answer}");
+        let ev = delivered(&app, id).await;
+        assert_eq!(ev["event_source_url"], want, "{url}");
+    }
+    let db = std::fs::read(&app.db).unwrap();
+    let wal = std::fs::read(app.db.with_extension("db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in ["4155550123", "s3cret", "p4ss", "9f8e7d6c5b4a", "t0k"] {
+            assert!(!text.contains(secret), "{secret} at rest");
+        }
+    }
+}
+
 #[tokio::test]
 async fn page_urls_are_stored_without_access_keys_or_email_addresses() {
     let app = spawn_shop().await;

@@ -313,3 +313,115 @@ async fn a_short_admin_key_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// Neither `check-config` nor the log shows the alert webhook's URL or a password in
+/// `pinterest_api_base`.
+#[tokio::test]
+async fn secrets_in_urls_are_never_printed() {
+    use pincapi::sandbox::{FaultStep, Faults};
+    use std::io::{BufRead, BufReader};
+    const HOOK_SECRET: &str = "T000/B000/hooksecretXYZ";
+    const BASE_PASSWORD: &str = "hunter2pass";
+    let sandbox = TestSandbox::start(Default::default()).await;
+    sandbox.fault(Faults {
+        fail_all: Some(FaultStep {
+            status: 401,
+            ..FaultStep::default()
+        }),
+        ..Faults::default()
+    });
+    let base = format!("http://proxyuser:{BASE_PASSWORD}@{}/v5", sandbox.addr);
+    let hook = format!("http://127.0.0.1:1/services/{HOOK_SECRET}");
+    let dir = tempfile::tempdir().unwrap();
+    let env = |c: &mut Command| {
+        c.env_clear()
+            .env("PINCAPI_LISTEN", "127.0.0.1:0")
+            .env(
+                "PINCAPI_STORE",
+                format!("sqlite://{}", dir.path().join("s.db").display()),
+            )
+            .env("PINCAPI_API_KEY", API_KEY)
+            .env("PINCAPI_ADMIN_KEY", ADMIN_KEY)
+            .env("PINCAPI_PINTEREST_API_BASE", &base)
+            .env("PINCAPI_AD_ACCOUNT_ID", ACCOUNT)
+            .env("PINCAPI_PINTEREST_TOKEN", TOKEN)
+            .env("PINCAPI_QUALITY__WEBHOOK_URL", &hook)
+            .env("PINCAPI_QUALITY__ALERT_INTERVAL_SECS", "1")
+            .env("PINCAPI_DELIVERY__POLL_INTERVAL_MS", "20");
+    };
+    let mut check = Command::new(env!("CARGO_BIN_EXE_pincapi"));
+    env(&mut check);
+    let out = check.args(["check-config", "--offline"]).output().unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("127.0.0.1:1/***"), "{printed}");
+    assert!(!printed.contains(HOOK_SECRET), "{printed}");
+    assert!(!printed.contains(BASE_PASSWORD), "{printed}");
+
+    // A 401 stops the account, the alert fires, and its webhook cannot be reached: the log
+    // says so without either secret.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_pincapi"));
+    env(&mut serve);
+    let mut child = serve
+        .arg("serve")
+        .env("PINCAPI_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = announced_address(&mut child);
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(lines));
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{addr}/v1/events"))
+        .bearer_auth(API_KEY)
+        .json(&checkout("order-secret-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !log.contains("The alert webhook could not be reached") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert webhook failure logged:\n{log}"
+        );
+        // Off the runtime's threads: the sandbox answers on them meanwhile.
+        let lines = std::sync::Arc::clone(&lines);
+        let next = tokio::task::spawn_blocking(move || {
+            lines
+                .lock()
+                .unwrap()
+                .recv_timeout(std::time::Duration::from_millis(100))
+        })
+        .await
+        .unwrap();
+        match next {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the gateway's log ended ({:?}):\n{log}", child.try_wait())
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!log.contains(HOOK_SECRET), "{log}");
+    assert!(!log.contains(BASE_PASSWORD), "{log}");
+}
