@@ -61,6 +61,15 @@ pub(super) fn order(
         })
     };
     match topic {
+        // Shopify's signature covers the body, not the topic header: a signed order replayed
+        // under orders/cancelled must not cancel it. A cancelled order says when.
+        Topic::OrdersCancelled if order.cancelled_at.is_none() => {
+            return Err(MapError::field(
+                "cancelled_at",
+                "an orders/cancelled body is a cancelled order and says when; this order is not \
+                 cancelled (the topic header is not covered by Shopify's signature)",
+            ));
+        }
         Topic::OrdersCancelled => return Ok(Mapped::Ledger(cancellation(order, &facts))),
         Topic::OrdersUpdated => {
             return ignored(format!(

@@ -228,9 +228,24 @@ fn snapshot_python_api_order() {
         "python_api_order__total_with_partner_name",
         map_ok(Topic::OrdersCreate, &python_order(), &total)
     );
+    // The sample order is not cancelled; as an orders/cancelled payload it carries the time
+    // (its updated_at, which the cancellation took before cancelled_at was required).
+    let cancelled = edit(&python_order(), |o| {
+        o["cancelled_at"] = json!("2008-01-10T11:00:00-05:00");
+    });
     insta::assert_json_snapshot!(
         "python_api_order__orders_cancelled",
-        map_ok(Topic::OrdersCancelled, &python_order(), &options())
+        map_ok(Topic::OrdersCancelled, &cancelled, &options())
+    );
+    let err = map(
+        Topic::OrdersCancelled,
+        &python_order(),
+        Topic::OrdersCreate,
+        &options(),
+    );
+    assert!(
+        matches!(&err, Err(MapError::Field { field, .. }) if field == "cancelled_at"),
+        "{err:?}"
     );
 }
 

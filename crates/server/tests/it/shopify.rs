@@ -1409,3 +1409,28 @@ async fn the_pixel_sends_shopifys_amounts_to_the_collector_digit_for_digit() {
     assert_eq!(cd["value"], "19.90", "{cd}");
     assert_eq!(cd["contents"][0]["item_price"], "9.950", "{cd}");
 }
+
+/// Shopify signs the body, not the topic header: a signed order replayed under
+/// `orders/cancelled` is refused, naming the field, and cancels nothing.
+#[tokio::test]
+async fn a_signed_order_replayed_as_a_cancellation_cancels_nothing() {
+    let app = shopify_app(None, |_| {}).await;
+    let order = sale(6_100_000_000_001);
+    let (status, body) = Webhook::new("orders/create", &order, "wh-real")
+        .send(&app)
+        .await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
+    let (status, body) = Webhook::new("orders/cancelled", &order, "wh-replayed")
+        .send(&app)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled_at"),
+        "{body}"
+    );
+    app.wait_delivered(1).await;
+    assert_eq!(ledger(&app).await["adjustments"], json!([]));
+}
