@@ -126,6 +126,17 @@ pub enum ValueError {
     TooEarly,
     #[error("must not contain control characters")]
     ControlCharacter,
+    #[error("must have at most {max} digits (Pinterest reads it as a double)")]
+    TooManyDigits { max: usize },
+}
+
+/// A raw match key sent as it is (IP address, user agent, click id): trimmed, without control
+/// characters (a NUL or a line break is never part of one, and would be forwarded as it is),
+/// `None` when nothing is left.
+pub fn raw_text(s: &str) -> Option<String> {
+    let kept: String = s.chars().filter(|c| !c.is_control()).collect();
+    let kept = kept.trim();
+    (!kept.is_empty()).then(|| kept.to_owned())
 }
 
 /// The de-duplication key shared by the Tag and the server: non-empty, at most 256 characters
@@ -212,6 +223,10 @@ impl<'de> Deserialize<'de> for EventTime {
 pub struct Money(String);
 
 impl Money {
+    /// The most digits a money value may have: more than a double holds exactly, and far more
+    /// than any price (`9999999999999999.99`).
+    pub const MAX_DIGITS: usize = 18;
+
     /// Accepts `^[0-9]+(\.[0-9]+)?$` after trimming; a leading `+`, exponent, comma or minus
     /// sign is rejected.
     pub fn parse(s: &str) -> Result<Money, ValueError> {
@@ -223,6 +238,11 @@ impl Money {
         let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
         if !digits(int) || frac.is_some_and(|f| !digits(f)) {
             return Err(ValueError::NotDecimal);
+        }
+        if int.len() + frac.map_or(0, str::len) > Money::MAX_DIGITS {
+            return Err(ValueError::TooManyDigits {
+                max: Money::MAX_DIGITS,
+            });
         }
         Ok(Money(s.to_owned()))
     }

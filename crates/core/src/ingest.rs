@@ -399,10 +399,7 @@ fn check_custom_data(c: &CustomData, errors: &mut Vec<FieldIssue>) {
 }
 
 fn clean_raw(v: &Option<String>) -> Option<String> {
-    v.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    v.as_deref().and_then(crate::event::raw_text)
 }
 
 /// Removes the offending value from a serde error message, keeping what was expected:

@@ -13,6 +13,37 @@ use serde::{Deserialize, Serialize};
 /// Most events Pinterest takes in one request.
 pub const MAX_BATCH: usize = 1000;
 
+/// The largest event the gateway takes through its API, as Pinterest would receive it. The
+/// spec states no limit; a real purchase with a hundred items is about 20 KB.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// The default of the largest request body the delivery worker sends
+/// (`delivery.max_request_bytes`): a batch is cut into requests of at most this many bytes
+/// (Pinterest's own request-size limits apply; one event larger than this goes alone).
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Cuts `sizes` (each event's payload length, in order) into runs whose batch body stays
+/// within `max_bytes`; returns the run lengths. An event too large on its own is a run of
+/// one.
+pub fn request_runs(sizes: &[usize], max_bytes: usize) -> Vec<usize> {
+    // `{"data":[` + `]}` and a comma between events.
+    const WRAPPER: usize = 11;
+    let mut runs = Vec::new();
+    let (mut n, mut bytes) = (0usize, WRAPPER);
+    for &size in sizes {
+        if n > 0 && bytes + 1 + size > max_bytes {
+            runs.push(n);
+            (n, bytes) = (0, WRAPPER);
+        }
+        bytes += size + usize::from(n > 0);
+        n += 1;
+    }
+    if n > 0 {
+        runs.push(n);
+    }
+    runs
+}
+
 /// `ConversionApiResponse`: the 200 body, and the `details` of a 422.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiResponse {
@@ -271,6 +302,17 @@ mod tests {
                 },
             ]),
         );
+    }
+
+    #[test]
+    fn requests_are_cut_by_bytes_and_a_large_event_goes_alone() {
+        assert_eq!(request_runs(&[], 100), Vec::<usize>::new());
+        assert_eq!(request_runs(&[10, 10, 10], 100), [3]);
+        // 11 + 40 + 1 + 40 = 92 fits; a third would not.
+        assert_eq!(request_runs(&[40, 40, 40], 100), [2, 1]);
+        assert_eq!(request_runs(&[500, 10, 10], 100), [1, 2]);
+        let body = batch_body(["{}", "{}"].iter().copied());
+        assert_eq!(body.len(), 11 + 2 + 1 + 2);
     }
 
     #[test]

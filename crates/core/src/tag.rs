@@ -263,7 +263,7 @@ pub fn collect(
 
     let mut user = IngestUserData {
         client_ip_address: ctx.client_ip.map(str::to_owned),
-        client_user_agent: ctx.user_agent.map(str::to_owned),
+        client_user_agent: ctx.user_agent.and_then(crate::event::raw_text),
         ..IngestUserData::default()
     };
     if !opt_out {

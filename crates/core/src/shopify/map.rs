@@ -628,7 +628,7 @@ fn user_data(b: &Buyer<'_>) -> UserData {
         user.external_id = first(HashedField::ExternalId, &[Some(&id.to_string())], None);
     }
     user.client_ip_address = b.ips.iter().find_map(|ip| usable_ip(*ip));
-    user.client_user_agent = clean(b.user_agent).map(str::to_owned);
+    user.client_user_agent = b.user_agent.and_then(crate::event::raw_text);
     user.click_id = click_id(b.note_attributes, b.landing_site);
     user
 }

@@ -124,6 +124,9 @@ pub struct DeliveryConfig {
     /// Pinterest and fewer store round trips) at the cost of this much latency; a worker that
     /// found nothing to send is woken at once by the next event. Milliseconds, 0..=10000.
     pub linger_ms: u64,
+    /// The largest request body sent to Pinterest, bytes: a batch is cut into requests of at
+    /// most this size (one event larger than it goes alone).
+    pub max_request_bytes: usize,
     /// How long an account stopped by a 401/403 waits before it tries again, seconds.
     pub auth_retry_secs: u64,
     /// Multiplies every retry delay; 1.0 in production. Tests set it small.
@@ -140,6 +143,7 @@ impl Default for DeliveryConfig {
             lease_secs: 120,
             poll_interval_ms: 1000,
             linger_ms: 200,
+            max_request_bytes: pincapi_core::pinterest::MAX_REQUEST_BYTES,
             auth_retry_secs: 300,
             retry_scale: 1.0,
         }
@@ -438,6 +442,9 @@ impl Config {
         }
         if d.linger_ms > 10_000 {
             invalid!("delivery.linger_ms: must be at most 10000");
+        }
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&d.max_request_bytes) {
+            invalid!("delivery.max_request_bytes: must be 65536..=67108864");
         }
         if let Some(c) = &self.ingest.default_country
             && pincapi_core::normalize::calling_code(c).is_none()

@@ -325,7 +325,15 @@ impl Delivery {
     ) -> Result<(), StoreError> {
         let Claim { lease_until, slot } = claim;
         let timeout_ms = self.config.request_timeout_secs as i64 * 1000;
-        let mut work = VecDeque::from([(group, 0u32)]);
+        // Requests bounded by bytes as well as by count.
+        let sizes: Vec<usize> = group.iter().map(|e| e.payload.len()).collect();
+        let mut work = VecDeque::new();
+        let mut rest = group;
+        for run in pinterest::request_runs(&sizes, self.config.max_request_bytes) {
+            let tail = rest.split_off(run);
+            work.push_back((rest, 0u32));
+            rest = tail;
+        }
         let mut first_refusal: Option<String> = None;
         let mut halves_refused = 0;
         while let Some((batch, depth)) = work.pop_front() {

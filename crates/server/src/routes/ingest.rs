@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pincapi_core::ingest::{FieldIssue, IngestEvent, TimeWindow};
+use pincapi_core::pinterest;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -154,14 +155,23 @@ async fn ingest(
         };
         match ev.into_event(&window, country) {
             Ok(accepted) => {
+                let new =
+                    NewEvent::from_event(account, &accepted.event, Source::Api, received_at_ms);
+                if new.payload.len() > pinterest::MAX_EVENT_BYTES {
+                    resp.errors.push(IndexedIssue {
+                        index,
+                        field: "event".to_owned(),
+                        reason: format!(
+                            "is {} bytes as Pinterest would receive it; at most {} (long \
+                             custom_data.contents or content names)",
+                            new.payload.len(),
+                            pinterest::MAX_EVENT_BYTES
+                        ),
+                    });
+                    continue;
+                }
                 push_issues(&mut resp.warnings, index, accepted.warnings);
-                let event = accepted.event;
-                new_events.push(NewEvent::from_event(
-                    account,
-                    &event,
-                    Source::Api,
-                    received_at_ms,
-                ));
+                new_events.push(new);
             }
             Err(issues) => push_issues(&mut resp.errors, index, issues),
         }

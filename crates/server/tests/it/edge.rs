@@ -425,3 +425,70 @@ async fn secrets_in_urls_are_never_printed() {
     assert!(!log.contains(HOOK_SECRET), "{log}");
     assert!(!log.contains(BASE_PASSWORD), "{log}");
 }
+
+/// A checkout carrying `items` contents, each with an id of `id_len` characters.
+fn checkout_with_items(event_id: &str, items: usize, id_len: usize) -> serde_json::Value {
+    let mut e = checkout(event_id);
+    let contents: Vec<serde_json::Value> = (0..items)
+        .map(|i| {
+            let id = format!("{i:0>id_len$}");
+            serde_json::json!({"id": id, "item_price": "1.00", "quantity": 1})
+        })
+        .collect();
+    e["custom_data"]["contents"] = serde_json::Value::Array(contents);
+    e
+}
+
+/// What no event may carry: money with thousands of digits, a control character in a raw
+/// key, a size no purchase has; and requests to Pinterest are bounded by bytes, not only by
+/// count.
+#[tokio::test]
+async fn oversized_values_and_events_are_refused_and_requests_are_bounded_by_bytes() {
+    const MAX_REQUEST: usize = 1024 * 1024;
+    let app = spawn_app_with(Default::default(), |c| {
+        c.delivery.max_request_bytes = MAX_REQUEST;
+    })
+    .await;
+    let mut money = checkout("order-digits");
+    money["custom_data"]["value"] = serde_json::json!("9".repeat(5000));
+    let (status, body) = app.post_events(&money).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "custom_data.value", "{body}");
+
+    let mut nul = page_visit("pv-nul");
+    nul["user_data"]["client_user_agent"] = serde_json::json!("Mozilla/5.0\u{0}\r\nX-Injected: 1");
+    let (status, body) = app.post_events(&nul).await;
+    assert_eq!(status, 202, "{body}");
+
+    let huge = checkout_with_items("order-huge", 6000, 40);
+    let (status, body) = app.post_events(&huge).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["field"], "event", "{body}");
+
+    // Twenty events of about 200 KB: four requests' worth of bytes.
+    let big: Vec<serde_json::Value> = (0..20)
+        .map(|i| checkout_with_items(&format!("order-big-{i}"), 4000, 10))
+        .collect();
+    let (status, body) = app.post_events(&serde_json::json!({ "data": big })).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 20, "{body}");
+    app.wait_delivered(21).await;
+    let sandbox = app.stop().await;
+    let ua = sandbox
+        .events()
+        .iter()
+        .find(|e| e.event["event_id"] == "pv-nul")
+        .map(|e| e.event["user_data"]["client_user_agent"].clone())
+        .unwrap();
+    assert_eq!(ua, "Mozilla/5.0X-Injected: 1");
+    let requests: Vec<usize> = sandbox
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/events"))
+        .filter(|r| r.body["data"].as_array().is_some_and(|d| d.len() > 1))
+        .map(|r| r.body.to_string().len())
+        .collect();
+    assert!(requests.len() >= 4, "{requests:?}");
+    assert!(requests.iter().all(|n| *n <= MAX_REQUEST), "{requests:?}");
+}
