@@ -167,6 +167,10 @@ impl App {
             Arc::clone(&self.state.metrics),
             stopped.clone(),
         )));
+        workers.push(tokio::spawn(routes::health::run_refresh(
+            self.state.clone(),
+            stopped.clone(),
+        )));
         workers.push(tokio::spawn(crate::retention::run(
             self.state.clone(),
             stopped,

@@ -255,6 +255,11 @@ pub struct Config {
     pub quality: QualityConfig,
     pub audiences: AudiencesConfig,
     pub retention: RetentionConfig,
+    /// Bearer key `/metrics` asks for; unset, `/metrics` is open (bind it to a private
+    /// address, or set this).
+    pub metrics_key: Secret,
+    /// How often the gauges `/metrics` takes from the store are refreshed, seconds.
+    pub metrics_refresh_secs: u64,
     /// Seconds a graceful stop (SIGTERM, Ctrl-C) waits for requests in flight before it stops
     /// anyway.
     pub shutdown_grace_secs: u64,
@@ -290,6 +295,8 @@ impl Default for Config {
             quality: Default::default(),
             audiences: Default::default(),
             retention: Default::default(),
+            metrics_key: Secret::default(),
+            metrics_refresh_secs: 15,
             shutdown_grace_secs: 10,
             log: "info".to_owned(),
             log_format: "text".to_owned(),
@@ -450,6 +457,9 @@ impl Config {
             && pincapi_core::normalize::calling_code(c).is_none()
         {
             invalid!("ingest.default_country: {c:?} is not an ISO 3166 alpha-2 country code");
+        }
+        if !(1..=3600).contains(&self.metrics_refresh_secs) {
+            invalid!("metrics_refresh_secs: must be 1..=3600");
         }
         if !(1..=600).contains(&self.shutdown_grace_secs) {
             invalid!("shutdown_grace_secs: must be 1..=600");

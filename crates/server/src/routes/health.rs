@@ -2,10 +2,11 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api_error::{ApiError, bearer_matches};
 use crate::state::AppState;
 
 /// The process is up. `ingest` says whether it accepts events or sheds load.
@@ -59,8 +60,27 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text. Queue depth is read from the store at scrape time.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus text, from counters in memory: a scrape reads nothing from the store (the
+/// gauges taken from it are refreshed in the background, see [`refresh`]). With
+/// `metrics_key` set it needs `Authorization: Bearer <metrics_key>`.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.config.metrics_key.is_empty() && !bearer_matches(&headers, &state.config.metrics_key)
+    {
+        return ApiError::unauthorized().into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Sets the gauges `/metrics` takes from the store (queue depth, dead letters, the quality
+/// figures): `serve` calls it at start and every `metrics_refresh_secs`.
+pub async fn refresh(state: &AppState) {
     if let Ok(depth) = state.store.depth().await {
         let series = |f: fn(&crate::store::Depth) -> u64| {
             depth
@@ -83,14 +103,19 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .metrics
             .replace_gauge("pincapi_dead_letters", series(|d| d.dead));
     }
-    if let Err(e) = crate::quality::update_metrics(&state).await {
+    if let Err(e) = crate::quality::update_metrics(state).await {
         tracing::warn!(error = %e, "Could not read the quality figures for /metrics");
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+}
+
+/// The refresh task of `serve`.
+pub async fn run_refresh(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(state.config.metrics_refresh_secs);
+    loop {
+        refresh(&state).await;
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = state.clock.sleep(every) => {}
+        }
+    }
 }

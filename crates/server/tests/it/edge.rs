@@ -492,3 +492,56 @@ async fn oversized_values_and_events_are_refused_and_requests_are_bounded_by_byt
     assert!(requests.len() >= 4, "{requests:?}");
     assert!(requests.iter().all(|n| *n <= MAX_REQUEST), "{requests:?}");
 }
+
+/// With `metrics_key` set, `/metrics` needs it; a scrape renders what is in memory, and the
+/// store's gauges follow the background refresh (moved along here by the clock).
+#[tokio::test]
+async fn metrics_are_behind_their_key_and_read_no_store_per_scrape() {
+    const METRICS_KEY: &str = "metrics-key-0123456789";
+    let clock = pincapi::clock::ManualClock::starting_now();
+    let app = spawn_app_on(clock.clone(), Default::default(), |c| {
+        c.metrics_key = pincapi::config::Secret::new(METRICS_KEY);
+        c.metrics_refresh_secs = 60;
+    })
+    .await;
+    let (status, _) = app.get("/metrics", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = app.get("/metrics", Some(API_KEY)).await;
+    assert_eq!(status, 401, "the ingest key is not the metrics key");
+    // The first refresh ran at start, before anything was queued.
+    wait_for("the start's refresh", || async {
+        app.get("/metrics", Some(METRICS_KEY))
+            .await
+            .1
+            .contains("# TYPE pincapi_queue_depth gauge")
+    })
+    .await;
+    app.sandbox.fault(pincapi::sandbox::Faults {
+        fail_all: Some(pincapi::sandbox::FaultStep {
+            status: 401,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    app.post_events(&checkout("order-metrics-1")).await;
+    let depth =
+        format!("pincapi_queue_depth{{ad_account_id=\"{ACCOUNT}\",event_name=\"checkout\"}} 1");
+    wait_for("the account to stop", || async {
+        app.get("/readyz", None).await.1.contains(ACCOUNT)
+    })
+    .await;
+    let (status, before) = app.get("/metrics", Some(METRICS_KEY)).await;
+    assert_eq!(status, 200);
+    assert!(
+        !before.contains(&depth),
+        "scraping did not read the store: {before}"
+    );
+    clock.advance(std::time::Duration::from_secs(60));
+    wait_for("the refreshed queue depth", || async {
+        app.get("/metrics", Some(METRICS_KEY))
+            .await
+            .1
+            .contains(&depth)
+    })
+    .await;
+}

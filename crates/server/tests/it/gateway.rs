@@ -382,12 +382,13 @@ async fn an_auth_failure_stops_only_its_account_and_delivery_resumes_when_fixed(
     assert!(metrics.contains(&format!(
         "pincapi_account_blocked{{ad_account_id=\"{ACCOUNT}\"}} 1"
     )));
-    assert!(
-        metrics.contains(&format!(
-            "pincapi_queue_depth{{ad_account_id=\"{ACCOUNT}\",event_name=\"checkout\"}} 1"
-        )),
-        "{metrics}"
-    );
+    let depth =
+        format!("pincapi_queue_depth{{ad_account_id=\"{ACCOUNT}\",event_name=\"checkout\"}} 1");
+    wait_for(
+        "the queue depth in /metrics (refreshed in the background)",
+        || async { app.get("/metrics", None).await.1.contains(&depth) },
+    )
+    .await;
     // No attempts are used up while the token is wrong: nothing is dead-lettered.
     let (_, dl) = app.get("/admin/dead-letters", Some(ADMIN_KEY)).await;
     assert!(!dl.contains("o-a"));
@@ -453,10 +454,13 @@ async fn a_400_to_every_part_of_a_batch_stops_the_account_instead_of_dead_letter
     assert_eq!(app.sandbox.sandbox.requests().len(), 3);
     let (_, dl) = app.get("/admin/dead-letters", Some(ADMIN_KEY)).await;
     assert_eq!(dl, r#"{"dead_letters":[]}"#);
-    let (_, metrics) = app.get("/metrics", None).await;
-    assert!(metrics.contains(&format!(
-        "pincapi_queue_depth{{ad_account_id=\"{ACCOUNT}\",event_name=\"page_visit\"}} 4"
-    )));
+    let depth =
+        format!("pincapi_queue_depth{{ad_account_id=\"{ACCOUNT}\",event_name=\"page_visit\"}} 4");
+    wait_for(
+        "the queue depth in /metrics (refreshed in the background)",
+        || async { app.get("/metrics", None).await.1.contains(&depth) },
+    )
+    .await;
 }
 
 #[tokio::test]

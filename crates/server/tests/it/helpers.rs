@@ -96,6 +96,8 @@ pub fn test_config(sandbox_base: &str, db: &std::path::Path) -> Config {
     c.delivery.poll_interval_ms = 20;
     c.delivery.auth_retry_secs = 1;
     c.delivery.request_timeout_secs = 2;
+    // The store's gauges in /metrics are refreshed in the background; tests wait for them.
+    c.metrics_refresh_secs = 1;
     c
 }
 

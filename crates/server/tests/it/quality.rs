@@ -325,17 +325,15 @@ async fn the_report_and_the_dashboard_show_browser_loss_recovered_purchases_cove
         json!(refused.to_string())
     );
 
-    // /metrics has the figures too.
-    let (_, metrics) = app.get("/metrics", None).await;
-    assert!(
-        metrics.contains(&format!(
-            "pincapi_shopify_recovered_percent {expected_recovered}"
-        )),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("pincapi_quality_coverage_percent{event_name=\"checkout\",key=\"em\"}")
-    );
+    // /metrics has the figures too, once its background refresh has run.
+    let recovered = format!("pincapi_shopify_recovered_percent {expected_recovered}");
+    wait_for("the quality figures in /metrics", || async {
+        let metrics = app.get("/metrics", None).await.1;
+        metrics.contains(&recovered)
+            && metrics
+                .contains("pincapi_quality_coverage_percent{event_name=\"checkout\",key=\"em\"}")
+    })
+    .await;
 }
 
 /// The same report on a PostgreSQL store, which keeps the aggregates and the order ledger's
