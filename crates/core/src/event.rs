@@ -403,6 +403,20 @@ impl UserData {
         MatchKeys(k)
     }
 
+    /// Takes the browser's first-hand keys (click id, IP address, user agent) from `other`
+    /// where `self` has none; nothing else.
+    pub fn fill_browser_signals(&mut self, other: &UserData) {
+        for (mine, theirs) in [
+            (&mut self.client_ip_address, &other.client_ip_address),
+            (&mut self.client_user_agent, &other.client_user_agent),
+            (&mut self.click_id, &other.click_id),
+        ] {
+            if mine.is_none() {
+                mine.clone_from(theirs);
+            }
+        }
+    }
+
     /// Adds what `other` knows and `self` does not: hashed arrays are unioned (order kept,
     /// no repeats), raw single values are taken only where `self` has none. Used when the
     /// browser and the server saw the same action.
@@ -581,21 +595,56 @@ impl ConversionEvent {
     }
 }
 
-/// Merges what `incoming` knows into the stored event JSON `stored` (both as Pinterest
-/// receives them) and returns the merged JSON, or `None` when either does not parse or
-/// nothing changes. Used when the browser and the server report the same action under one
-/// event_id before it is sent: match keys are unioned, and the source URL and raw browser keys
-/// are filled in where the stored event has none. `custom_data` (value, currency, items) is
-/// taken from `incoming` when it is `authoritative` (the shop's own record, e.g. the Shopify
-/// order, arriving after the browser's report), otherwise only filled in when missing. The
-/// stored event's name, time and id win.
-pub fn merge_payload(stored: &str, incoming: &str, authoritative: bool) -> Option<String> {
+/// How a repeat's payload meets the stored event (see `crate::repeat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeRule {
+    /// Two reports from the same side: hashed identities unioned, the rest filled in where the
+    /// stored event has none.
+    Fill,
+    /// The browser's report of an event the shop's systems reported: it adds only what a
+    /// browser knows first-hand (click id, IP address, user agent, page URL) where the stored
+    /// event has none, and never value, items or hashed identities, so a forged browser report
+    /// cannot rewrite a real order.
+    BrowserSignals,
+    /// The shop's record of an event only the browser had reported: the shop's identities,
+    /// value and items replace the browser's, whose click id, IP address, user agent and page
+    /// URL stay only where the shop's record has none.
+    ShopRecord,
+}
+
+/// A merged event: its JSON as Pinterest receives it, and its match keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub json: String,
+    pub match_keys: u32,
+}
+
+/// Merges `incoming` into the stored event JSON `stored` (both as Pinterest receives them) by
+/// `rule`, or `None` when either does not parse or nothing changes. The stored event's name,
+/// time and id win.
+pub fn merge_payload(stored: &str, incoming: &str, rule: MergeRule) -> Option<Merged> {
     let mut base: ConversionEvent = serde_json::from_str(stored).ok()?;
     let other: ConversionEvent = serde_json::from_str(incoming).ok()?;
     let before = base.clone();
-    base.user_data.merge(&other.user_data);
-    if other.custom_data.is_some() && (authoritative || base.custom_data.is_none()) {
-        base.custom_data = other.custom_data;
+    match rule {
+        MergeRule::Fill => {
+            base.user_data.merge(&other.user_data);
+            if base.custom_data.is_none() {
+                base.custom_data = other.custom_data;
+            }
+        }
+        MergeRule::BrowserSignals => base.user_data.fill_browser_signals(&other.user_data),
+        MergeRule::ShopRecord => {
+            let mut user = other.user_data.clone();
+            user.fill_browser_signals(&base.user_data);
+            base.user_data = user;
+            if other.custom_data.is_some() {
+                base.custom_data = other.custom_data;
+            }
+            if other.event_source_url.is_some() {
+                base.event_source_url = other.event_source_url.clone();
+            }
+        }
     }
     if base.event_source_url.is_none() {
         base.event_source_url = other.event_source_url;
@@ -603,7 +652,10 @@ pub fn merge_payload(stored: &str, incoming: &str, authoritative: bool) -> Optio
     if base.opt_out.is_none() {
         base.opt_out = other.opt_out;
     }
-    (base != before).then(|| base.to_json())
+    (base != before).then(|| Merged {
+        match_keys: base.user_data.match_keys().0,
+        json: base.to_json(),
+    })
 }
 
 #[cfg(test)]
@@ -681,20 +733,84 @@ mod tests {
             value: Some(Money::parse("10.00").unwrap()),
             ..CustomData::default()
         });
-        let merged = merge_payload(&server.to_json(), &browser.to_json(), false).unwrap();
-        let merged: ConversionEvent = serde_json::from_str(&merged).unwrap();
+        let read = |m: Merged| -> ConversionEvent { serde_json::from_str(&m.json).unwrap() };
+        let merged = merge_payload(&server.to_json(), &browser.to_json(), MergeRule::Fill).unwrap();
+        assert_eq!(merged.match_keys, MatchKeys::EM | MatchKeys::CLICK_ID);
+        let merged = read(merged);
         assert_eq!(merged.user_data.em.len(), 1);
         assert_eq!(merged.user_data.click_id.as_deref(), Some("epik"));
         assert_eq!(merged.custom_data, server.custom_data);
         assert!(merged.event_source_url.is_some());
         assert_eq!(
-            merge_payload(&server.to_json(), &server.to_json(), false),
+            merge_payload(&server.to_json(), &server.to_json(), MergeRule::Fill),
             None
         );
         // The shop's record arriving after the browser's report sets value and items.
-        let merged = merge_payload(&browser.to_json(), &server.to_json(), true).unwrap();
-        let merged: ConversionEvent = serde_json::from_str(&merged).unwrap();
+        let merged = read(
+            merge_payload(&browser.to_json(), &server.to_json(), MergeRule::ShopRecord).unwrap(),
+        );
         assert_eq!(merged.custom_data, server.custom_data);
+        assert_eq!(merged.user_data.click_id.as_deref(), Some("epik"));
+    }
+
+    #[test]
+    fn a_browser_report_cannot_rewrite_the_shops_order() {
+        let shop = ConversionEvent {
+            custom_data: Some(CustomData {
+                value: Some(Money::parse("72.39").unwrap()),
+                ..CustomData::default()
+            }),
+            ..ConversionEvent::new(
+                EventName::Checkout,
+                ActionSource::Web,
+                EventTime::from_secs(1_764_000_000).unwrap(),
+                EventId::parse("order-1").unwrap(),
+                UserData {
+                    em: vec![Sha256Hex::of("buyer@shop.example")],
+                    client_ip_address: Some("203.0.113.7".into()),
+                    ..UserData::default()
+                },
+            )
+        };
+        let mut forged = shop.clone();
+        forged.custom_data = Some(CustomData {
+            value: Some(Money::parse("9999.00").unwrap()),
+            ..CustomData::default()
+        });
+        forged.user_data = UserData {
+            em: vec![Sha256Hex::of("attacker@evil.example")],
+            client_ip_address: Some("198.51.100.66".into()),
+            client_user_agent: Some("forger".into()),
+            click_id: Some("forged-epik".into()),
+            ..UserData::default()
+        };
+        let read = |m: Merged| -> ConversionEvent { serde_json::from_str(&m.json).unwrap() };
+        // After the shop's record: only what it lacks of the browser's own keys.
+        let after = read(
+            merge_payload(
+                &shop.to_json(),
+                &forged.to_json(),
+                MergeRule::BrowserSignals,
+            )
+            .unwrap(),
+        );
+        assert_eq!(after.custom_data, shop.custom_data);
+        assert_eq!(after.user_data.em, shop.user_data.em);
+        assert_eq!(
+            after.user_data.client_ip_address.as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(after.user_data.click_id.as_deref(), Some("forged-epik"));
+        // Before it: the shop's record replaces the forged identities and value, and its own
+        // IP address wins over the browser's.
+        let after =
+            read(merge_payload(&forged.to_json(), &shop.to_json(), MergeRule::ShopRecord).unwrap());
+        assert_eq!(after.custom_data, shop.custom_data);
+        assert_eq!(after.user_data.em, shop.user_data.em);
+        assert_eq!(
+            after.user_data.client_ip_address.as_deref(),
+            Some("203.0.113.7")
+        );
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //!
 //! A repeat always records its source on the stored event and counts as a duplicate. While the
 //! stored event waits unsent (pending and not claimed by a worker) the repeat is merged into
-//! it; once it is sent or being sent, the repeat changes nothing else. When the browser
-//! reported an event first and the shop's own systems (webhook, poller, API) report it again,
-//! the shop's copy is authoritative: it knows value, currency and items better, and it makes
-//! the event due at once instead of waiting out the browser hold.
+//! it; once it is sent or being sent, the repeat changes nothing else. How it merges is a
+//! [`MergeRule`]: the shop's own systems (webhook, poller, API) are trusted and a browser
+//! report is not, so a browser report of an event the shop has reported adds only the
+//! browser's first-hand keys ([`MergeRule::BrowserSignals`]), and the shop's record of an
+//! event only the browser had reported replaces its identities, value and items
+//! ([`MergeRule::ShopRecord`]) and makes it due at once instead of waiting out the browser
+//! hold.
 
+pub use crate::event::MergeRule;
 use crate::source::Source;
 
 /// What the rule needs to know of the stored event.
@@ -39,21 +43,25 @@ pub struct Repeat {
 pub enum RepeatAction {
     /// Sent or being sent: nothing more changes.
     Duplicate,
-    /// Merged into the waiting event; `authoritative` when the shop's copy completes a
-    /// report the browser made first (its details win and the event is due now).
-    Merge { authoritative: bool },
+    /// Merged into the waiting event by `rule`; a [`MergeRule::ShopRecord`] also makes it due
+    /// now.
+    Merge { rule: MergeRule },
 }
 
 /// The rule.
 pub fn decide(stored: Stored, incoming: Source) -> Repeat {
     let new_sources = incoming.bit() & !stored.sources;
     let first_browser_report = incoming.is_browser() && stored.sources & Source::BROWSER_BITS == 0;
+    let shop_has_seen = stored.sources & !Source::BROWSER_BITS != 0;
+    let rule = match (incoming.is_browser(), shop_has_seen) {
+        (true, true) => MergeRule::BrowserSignals,
+        (false, false) => MergeRule::ShopRecord,
+        _ => MergeRule::Fill,
+    };
     let action = if !stored.pending || stored.leased {
         RepeatAction::Duplicate
     } else {
-        RepeatAction::Merge {
-            authoritative: stored.first_source.is_browser() && !incoming.is_browser(),
-        }
+        RepeatAction::Merge { rule }
     };
     Repeat {
         new_sources,
@@ -75,15 +83,14 @@ mod tests {
         }
     }
 
+    fn merge(rule: MergeRule) -> RepeatAction {
+        RepeatAction::Merge { rule }
+    }
+
     #[test]
     fn a_waiting_event_is_merged_and_a_sent_or_leased_one_is_a_duplicate() {
         let waiting = decide(stored(Source::Api, true, false), Source::Api);
-        assert_eq!(
-            waiting.action,
-            RepeatAction::Merge {
-                authoritative: false
-            }
-        );
+        assert_eq!(waiting.action, merge(MergeRule::Fill));
         assert_eq!(waiting.new_sources, 0);
         for (pending, leased) in [(false, false), (true, true), (false, true)] {
             let r = decide(stored(Source::Api, pending, leased), Source::Webhook);
@@ -93,30 +100,31 @@ mod tests {
     }
 
     #[test]
-    fn the_shops_copy_of_a_browser_report_is_authoritative_and_never_the_reverse() {
+    fn the_shops_copy_of_a_browser_report_wins_and_a_browser_report_never_does() {
         for browser in [Source::Collector, Source::TagMirror] {
             for shop in [Source::Webhook, Source::Poller, Source::Api] {
                 let r = decide(stored(browser, true, false), shop);
-                assert_eq!(
-                    r.action,
-                    RepeatAction::Merge {
-                        authoritative: true
-                    }
-                );
+                assert_eq!(r.action, merge(MergeRule::ShopRecord));
                 let r = decide(stored(shop, true, false), browser);
-                assert_eq!(
-                    r.action,
-                    RepeatAction::Merge {
-                        authoritative: false
-                    }
-                );
+                assert_eq!(r.action, merge(MergeRule::BrowserSignals));
                 assert!(r.first_browser_report);
+                // Once the shop has reported it, a later browser report is only signals too.
+                let both = Stored {
+                    sources: browser.bit() | shop.bit(),
+                    ..stored(browser, true, false)
+                };
+                let r = decide(both, Source::Collector);
+                assert_eq!(r.action, merge(MergeRule::BrowserSignals));
+                assert!(!r.first_browser_report);
             }
         }
-        let both = Stored {
+        // Two browser reports of an event the shop has not reported: filled in.
+        let r = decide(stored(Source::Collector, true, false), Source::TagMirror);
+        assert_eq!(r.action, merge(MergeRule::Fill));
+        let seen_by_both = Stored {
             sources: Source::Webhook.bit() | Source::Collector.bit(),
             ..stored(Source::Webhook, true, false)
         };
-        assert!(!decide(both, Source::TagMirror).first_browser_report);
+        assert!(!decide(seen_by_both, Source::TagMirror).first_browser_report);
     }
 }

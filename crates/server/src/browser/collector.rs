@@ -115,7 +115,9 @@ pub async fn collect(
             return CollectError::new(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
-                "this origin may not send events here; add it to PINCAPI_ALLOWED_ORIGINS",
+                "this origin may not send events here (a request without Origin never may); \
+                 add the page's origin, or null for Shopify's custom pixel, to \
+                 PINCAPI_ALLOWED_ORIGINS",
             )
             .into_response_with(None);
         }
@@ -381,12 +383,14 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, config: &BrowserConfig) -> I
 }
 
 /// `Ok(Some(origin))` for an allowed cross-origin or same-origin request (echoed in CORS
-/// headers), `Ok(None)` when there is no `Origin` (not a browser's CORS request), `Err(origin)`
-/// when the origin is not allowed. With `allowed_origins` unset only the gateway's own origin
-/// is allowed. A listed `null` allows sandboxed frames, which send `Origin: null`.
+/// headers), `Err(origin)` when the origin is not allowed, and `Err("(none)")` without an
+/// `Origin`: every browser sends one with a POST, so a request without it is not a page's
+/// (a script forging reports). With `allowed_origins` unset only the gateway's own origin is
+/// allowed. A listed `null` allows sandboxed frames, which send `Origin: null`: Shopify's
+/// custom pixels run in one.
 fn check_origin(headers: &HeaderMap, allowed: Option<&str>) -> Result<Option<String>, String> {
     let Some(origin) = header_str(headers, header::ORIGIN) else {
-        return Ok(None);
+        return Err("(none)".to_owned());
     };
     let wanted = normalise_origin(origin);
     let ok = match allowed {
@@ -552,8 +556,10 @@ mod tests {
             check_origin(&same, None).unwrap().as_deref(),
             Some("http://127.0.0.1:8080")
         );
+        // No Origin: not a page's request, whatever is allowed.
         let none = headers(&[("host", "t.example")]);
-        assert_eq!(check_origin(&none, None), Ok(None));
+        assert!(check_origin(&none, None).is_err());
+        assert!(check_origin(&none, Some("https://t.example, null")).is_err());
         let sandboxed = headers(&[("origin", "null")]);
         assert!(check_origin(&sandboxed, Some("null")).is_ok());
         assert!(check_origin(&sandboxed, None).is_err());

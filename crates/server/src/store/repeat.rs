@@ -2,7 +2,7 @@
 //! the stored event with its own query ([`RepeatTarget`]), calls [`plan`], and writes what the
 //! returned [`RepeatWrite`] says. The rule itself is `pincapi_core::repeat`.
 
-use pincapi_core::repeat::{self, RepeatAction};
+use pincapi_core::repeat::{self, MergeRule, RepeatAction};
 
 use super::tally::Tally;
 use super::{Enqueued, NewEvent, Source, StoreError};
@@ -28,7 +28,8 @@ pub(crate) struct RepeatWrite {
     pub(crate) enqueued: Enqueued,
     /// The browser's first report of the event: an order's ledger marks it seen.
     pub(crate) first_browser_report: bool,
-    /// The merged payload and the match keys it adds, when the merge changed anything.
+    /// The merged payload and its match keys (the whole set: a shop's record may replace the
+    /// browser's identities), when the merge changed anything.
     pub(crate) merged: Option<(String, u32)>,
     /// Make the event due at this time (Unix ms) if it is due later: the shop's copy completed
     /// a purchase the browser reported first, so nothing more is expected.
@@ -66,18 +67,16 @@ pub(crate) fn plan(
         merged: None,
         due_at_ms: None,
     };
-    let RepeatAction::Merge { authoritative } = decision.action else {
+    let RepeatAction::Merge { rule } = decision.action else {
         return Ok(write);
     };
     counts.merged += 1;
     write.enqueued = Enqueued::Merged;
-    if let Some(merged) =
-        pincapi_core::event::merge_payload(&stored.payload, &e.payload, authoritative)
-    {
-        counts.count_keys(e.match_keys & !stored.match_keys);
-        write.merged = Some((merged, e.match_keys));
+    if let Some(merged) = pincapi_core::event::merge_payload(&stored.payload, &e.payload, rule) {
+        counts.count_keys(merged.match_keys & !stored.match_keys);
+        write.merged = Some((merged.json, merged.match_keys));
     }
-    if authoritative {
+    if rule == MergeRule::ShopRecord {
         write.due_at_ms = Some(e.received_at_ms);
     }
     Ok(write)

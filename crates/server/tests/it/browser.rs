@@ -43,11 +43,17 @@ async fn spawn_shop() -> TestApp {
     spawn_app_with(SandboxOptions::default(), browser_config).await
 }
 
-/// POSTs a collector body as sendBeacon does (text/plain) with extra headers.
+/// POSTs a collector body as sendBeacon does (text/plain) with extra headers; from a page of
+/// the gateway's own origin unless `headers` names another.
 async fn collect(app: &TestApp, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
-    let mut req = app
-        .http
-        .post(app.url("/collect"))
+    let mut req = app.http.post(app.url("/collect"));
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("origin"))
+    {
+        req = req.header("origin", format!("http://{}", app.addr));
+    }
+    let mut req = req
         .header("content-type", "text/plain;charset=UTF-8")
         .header("user-agent", UA)
         .body(body.to_string());
@@ -168,6 +174,7 @@ async fn the_collector_maps_tag_data_and_adds_the_ip_user_agent_and_click_id() {
     let resp = app
         .http
         .post(app.url("/collect"))
+        .header("origin", format!("http://{}", app.addr))
         .header("content-type", "text/plain;charset=UTF-8")
         .header("user-agent", UA)
         .header("cookie", format!("_epik={EPIK}; other=1"))
@@ -221,6 +228,63 @@ async fn a_browser_purchase_then_its_webhook_become_one_checkout_with_both_sides
     let sandbox = app.stop().await;
     assert_eq!(sandbox.count_of(&format!("order-{order}")), 1);
     assert_eq!(sandbox.events().len(), 1);
+}
+
+/// A purchase report forged in the name of a real order: value, items and another email. The
+/// shop's record keeps its value, items and identities whichever arrives first; the forgery
+/// adds at most a browser's own keys where the shop's record has none.
+fn forged_purchase(order_id: &str) -> Value {
+    let mut f = browser_purchase(order_id);
+    f["data"]["value"] = json!(9999.00);
+    f["data"]["line_items"] = json!([{"product_id": "sku-forged", "product_price": 9999.00,
+                                      "product_quantity": 1}]);
+    f["em"] = json!("attacker@evil.example");
+    f
+}
+
+fn assert_the_shops_order(ev: &Value) {
+    assert_eq!(ev["custom_data"]["value"], "72.39", "{ev}");
+    assert_eq!(ev["user_data"]["em"], json!([EMAIL_HASH]), "{ev}");
+    assert!(!ev.to_string().contains("sku-forged"), "{ev}");
+}
+
+#[tokio::test]
+async fn a_forged_browser_purchase_cannot_rewrite_the_real_order_before_or_after_its_webhook() {
+    let app = spawn_shop().await;
+    // After the webhook.
+    assert_eq!(
+        webhook_purchase(&app.db, "5550201").await,
+        Enqueued::Accepted
+    );
+    let (status, body) = collect(&app, &forged_purchase("5550201"), &[]).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("merged")),
+        "{body}"
+    );
+    assert_the_shops_order(&delivered(&app, "order-5550201").await);
+    // Before it: the shop's record replaces what the forgery said.
+    let (status, body) = collect(&app, &forged_purchase("5550202"), &[]).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (202, Some("accepted")),
+        "{body}"
+    );
+    assert_eq!(webhook_purchase(&app.db, "5550202").await, Enqueued::Merged);
+    assert_the_shops_order(&delivered(&app, "order-5550202").await);
+    // And without an Origin (not a page's request) nothing is taken at all.
+    let resp = app
+        .http
+        .post(app.url("/collect"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(forged_purchase("5550203").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let sandbox = app.stop().await;
+    assert_eq!(sandbox.count_of("order-5550203"), 0);
+    assert_eq!(sandbox.events().len(), 2);
 }
 
 #[tokio::test]
@@ -361,6 +425,7 @@ async fn bad_requests_get_json_errors_and_limits_hold() {
     let resp = app
         .http
         .post(app.url("/collect"))
+        .header("origin", format!("http://{}", app.addr))
         .header("content-type", "text/plain")
         .body("{not json")
         .send()

@@ -68,6 +68,7 @@ async fn beacon(app: &TestApp, event_name: &str, event_id: &str) -> (u16, Option
     let resp = app
         .http
         .post(app.url("/collect"))
+        .header("origin", format!("http://{}", app.addr))
         .header("content-type", "text/plain;charset=UTF-8")
         .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")
         .body(body.to_string())

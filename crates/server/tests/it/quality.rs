@@ -88,6 +88,7 @@ async fn collect(app: &TestApp, body: Value) {
     let resp = app
         .http
         .post(app.url("/collect"))
+        .header("origin", format!("http://{}", app.addr))
         .header("content-type", "text/plain;charset=UTF-8")
         .header(
             "user-agent",

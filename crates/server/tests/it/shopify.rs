@@ -623,6 +623,7 @@ async fn browser_purchase(app: &TestApp, order_id: u64) -> Value {
     let resp = app
         .http
         .post(app.url("/collect"))
+        .header("origin", format!("http://{}", app.addr))
         .header("content-type", "text/plain;charset=UTF-8")
         .header("user-agent", BROWSER_UA)
         .body(body.to_string())
@@ -1395,6 +1396,7 @@ async fn the_pixel_sends_shopifys_amounts_to_the_collector_digit_for_digit() {
     let resp = app
         .http
         .post(app.url("/collect"))
+        .header("origin", format!("http://{}", app.addr))
         .header("content-type", "text/plain;charset=UTF-8")
         .header("user-agent", BROWSER_UA)
         .body(cart_body.to_string())

@@ -418,12 +418,12 @@ async fn record_repeat<C: GenericClient + Sync>(
         )
         .await?;
     }
-    let keys = write.merged.as_ref().map_or(0, |(_, k)| i64::from(*k));
+    let keys = i64::from(write.merged.as_ref().map_or(stored.match_keys, |(_, k)| *k));
     let due = write.due_at_ms.unwrap_or(i64::MAX);
     execute(
         c,
         "UPDATE events SET sources = sources | $2, repeats = repeats + 1,
-             match_keys = match_keys | $3, next_attempt_at = least(next_attempt_at, $4)
+             match_keys = $3, next_attempt_at = least(next_attempt_at, $4)
          WHERE id = $1",
         &[&stored.id, &e.source.bit(), &keys, &due],
     )

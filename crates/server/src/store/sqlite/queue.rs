@@ -294,7 +294,7 @@ fn record_repeat(
     if let Some((payload, keys)) = &write.merged {
         conn.prepare_cached("UPDATE payloads SET body = ?2 WHERE id = ?1")?
             .execute(params![id, payload])?;
-        conn.prepare_cached("UPDATE events SET match_keys = match_keys | ?2 WHERE id = ?1")?
+        conn.prepare_cached("UPDATE events SET match_keys = ?2 WHERE id = ?1")?
             .execute(params![id, keys])?;
     }
     if let Some(due) = write.due_at_ms {
