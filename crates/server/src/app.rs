@@ -52,11 +52,13 @@ impl App {
     pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<App, AppError> {
         let opened = open_store(&config, Opener::Gateway).await?;
         let store = opened.store;
+        let mut released_at_start = 0;
         if opened.single_owner {
             // We are the only owner: anything still leased belongs to a process that is gone.
             // (A shared store is left alone: other live instances own its leases, and what a
             // dead one held is claimed again when its lease ends.)
             let released = store.release_leases(clock.now_ms()).await?;
+            released_at_start = released;
             if released > 0 {
                 tracing::info!(
                     events = released,
@@ -69,6 +71,11 @@ impl App {
         let lock = opened.owner_lock;
         let client = PinterestClient::new(&config.pinterest_api_base, config.request_timeout())?;
         let metrics = Arc::new(Metrics::default());
+        metrics.set(
+            "pincapi_events_released_at_start",
+            &[],
+            released_at_start as f64,
+        );
         let accounts = config.all_accounts();
         let queue: Arc<dyn Queue> = store.clone();
         let delivery = Arc::new(Delivery::new(

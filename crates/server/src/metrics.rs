@@ -62,6 +62,16 @@ const FAMILIES: &[Family] = &[
         help: "Requests to Pinterest's events endpoint, by HTTP status (0 = no answer).",
     },
     Family {
+        name: "pincapi_events_retaken_total",
+        kind: "counter",
+        help: "Events claimed again after an earlier claim's lease ended unsettled (an instance died or stalled mid-batch): each may reach Pinterest twice, which de-duplicates by event_id.",
+    },
+    Family {
+        name: "pincapi_events_released_at_start",
+        kind: "gauge",
+        help: "Events an embedded store's previous process had claimed and not settled, released at start: each may reach Pinterest twice, which de-duplicates by event_id.",
+    },
+    Family {
         name: "pincapi_pinterest_unreadable_answers_total",
         kind: "counter",
         help: "Answers to a batch that were not Pinterest's (a 2xx without one result per event, a redirect), by HTTP status; their events are retried.",

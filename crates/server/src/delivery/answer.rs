@@ -113,6 +113,7 @@ mod tests {
             test: false,
             payload: "{}".into(),
             lease_until: 0,
+            retaken: false,
         }
     }
 

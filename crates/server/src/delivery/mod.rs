@@ -260,6 +260,14 @@ impl Delivery {
             }
         };
         round.claimed = claimed.len();
+        let retaken = claimed.iter().filter(|e| e.retaken).count();
+        if retaken > 0 {
+            self.metrics.inc(
+                "pincapi_events_retaken_total",
+                &[("ad_account_id", &account.id)],
+                retaken as u64,
+            );
+        }
         let Some(lease_until) = claimed.first().map(|c| c.lease_until) else {
             self.give_back(account, slot);
             return Ok(round);

@@ -143,6 +143,9 @@ pub struct ClaimedEvent {
     /// Unix ms when this claim's lease ends; settling needs it, so a worker whose lease ran
     /// out cannot overwrite what the next owner of the event does.
     pub lease_until: i64,
+    /// An earlier claim's lease ended without a settlement (its holder died or stalled): the
+    /// event may have reached Pinterest already, which de-duplicates it by event_id.
+    pub retaken: bool,
 }
 
 /// How one claimed event ends this round.

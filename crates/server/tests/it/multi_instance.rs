@@ -253,7 +253,9 @@ async fn three_gateways_on_one_postgres_deliver_every_event_once_when_one_is_kil
             "{column}"
         );
     }
-    // Both survivors took part.
+    // Both survivors took part, and between them they counted every event they took over
+    // from the victim's ended leases (each a possible re-send).
+    let mut retaken = 0;
     for gw in [&a, &b] {
         let metrics = http
             .get(format!("{}/metrics", gw.addr))
@@ -268,5 +270,14 @@ async fn three_gateways_on_one_postgres_deliver_every_event_once_when_one_is_kil
             "{}: {metrics}",
             gw.addr
         );
+        retaken += metrics
+            .lines()
+            .filter(|l| l.starts_with("pincapi_events_retaken_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum::<i64>();
     }
+    assert!(
+        retaken >= taken_over,
+        "{retaken} events counted as retaken, {taken_over} sent after the lease"
+    );
 }

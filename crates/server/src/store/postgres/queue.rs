@@ -44,7 +44,7 @@ impl Queue for PostgresStore {
         let rows = self
             .query(
                 "WITH picked AS MATERIALIZED (
-                     SELECT id FROM events
+                     SELECT id, lease_until IS NOT NULL AS retaken FROM events
                      WHERE state = 'pending' AND ad_account_id = $1 AND next_attempt_at <= $2
                      ORDER BY next_attempt_at, id LIMIT $3
                      FOR UPDATE SKIP LOCKED)
@@ -52,7 +52,7 @@ impl Queue for PostgresStore {
                  FROM picked, payloads p
                  WHERE e.id = picked.id AND p.id = e.id
                  RETURNING e.id, e.event_id, e.event_name, e.event_time, e.received_at,
-                           e.attempts, e.test, p.body",
+                           e.attempts, e.test, p.body, picked.retaken",
                 &[&ad_account_id, &now_ms, &(limit as i64), &lease_end],
             )
             .await?;
@@ -74,6 +74,7 @@ impl Queue for PostgresStore {
                     test: r.get(6),
                     payload: r.get(7),
                     lease_until: lease_end,
+                    retaken: r.get(8),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -78,6 +78,9 @@ impl Queue for SqliteStore {
                     test,
                     payload,
                     lease_until: lease_end,
+                    // One process owns the store and never sends past its lease; what a
+                    // process that died had claimed is released at start (and counted there).
+                    retaken: false,
                 });
             }
             // RETURNING gives rows in no promised order; send oldest first.
