@@ -76,14 +76,15 @@ pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
-/// Reads a body of at most `limit` bytes. A declared `Content-Length` over the limit is
-/// refused before a byte is read, and nothing is reserved on its word; `key` names the
-/// setting in the 413.
+/// Reads a body of at most `limit` bytes within `timeout`. A declared `Content-Length` over
+/// the limit is refused before a byte is read, and nothing is reserved on its word; `key`
+/// names the setting in the 413; a body slower than `timeout` is a 408.
 pub async fn read_limited(
     headers: &HeaderMap,
     body: axum::body::Body,
     limit: usize,
     key: &str,
+    timeout: std::time::Duration,
 ) -> Result<axum::body::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -95,9 +96,22 @@ pub async fn read_limited(
     if declared_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(read) => read.map_err(|_| too_large()),
+        Err(_) => Err(body_timeout(timeout)),
+    }
+}
+
+/// The answer to a body that did not arrive in time.
+pub fn body_timeout(timeout: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "body_timeout",
+        format!(
+            "the body did not arrive within server.body_timeout_secs ({} s); nothing was stored",
+            timeout.as_secs()
+        ),
+    )
 }
 
 /// Whether the request carries `Authorization: Bearer <secret>`, compared in constant time.

@@ -185,28 +185,20 @@ impl App {
         let router = self.router();
         let addr = listener.local_addr().map_err(AppError::Serve)?;
         tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");
-        // With the peer address, so the browser collector knows the client's IP.
-        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let grace_period = std::time::Duration::from_secs(self.state.config.shutdown_grace_secs);
-        let (signalled, mut on_signal) = watch::channel(false);
-        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = signalled.send(true);
-        });
-        // A graceful stop lets requests in flight finish, but a client that never finishes
-        // its body must not keep the process (and the delivery workers' last settlements)
-        // hanging: after the grace period the server is dropped.
-        let grace = async move {
-            let _ = on_signal.wait_for(|s| *s).await;
-            tokio::time::sleep(grace_period).await;
+        let server = &self.state.config.server;
+        let limits = crate::serve::Limits {
+            max_connections: server.max_connections,
+            header_timeout: std::time::Duration::from_secs(server.header_timeout_secs),
+            grace: std::time::Duration::from_secs(self.state.config.shutdown_grace_secs),
         };
-        tokio::select! {
-            served = serve => served.map_err(AppError::Serve)?,
-            () = grace => tracing::warn!(
-                grace_secs = grace_period.as_secs(),
-                "Connections still open after the grace period; stopping anyway"
-            ),
-        }
+        crate::serve::serve(
+            listener,
+            router,
+            limits,
+            Arc::clone(&self.state.metrics),
+            shutdown,
+        )
+        .await;
         let _ = stop.send(true);
         for w in workers {
             let _ = w.await;

@@ -62,6 +62,11 @@ const FAMILIES: &[Family] = &[
         help: "Requests to Pinterest's events endpoint, by HTTP status (0 = no answer).",
     },
     Family {
+        name: "pincapi_connections_refused_total",
+        kind: "counter",
+        help: "Connections closed as soon as they were accepted because server.max_connections were open.",
+    },
+    Family {
         name: "pincapi_events_retaken_total",
         kind: "counter",
         help: "Events claimed again after an earlier claim's lease ended unsettled (an instance died or stalled mid-batch): each may reach Pinterest twice, which de-duplicates by event_id.",

@@ -155,12 +155,20 @@ pub async fn collect(
         .into_response_with(cors.as_ref());
     }
     // A declared length over the limit is refused at once, instead of waiting for the body.
+    let body_timeout = std::time::Duration::from_secs(state.config.server.body_timeout_secs);
     let read = if declared_length(&headers).is_some_and(|n| n > browser.max_body_bytes as u64) {
         Err(())
     } else {
-        axum::body::to_bytes(body, browser.max_body_bytes)
-            .await
-            .map_err(|_| ())
+        // A body slower than the timeout is refused like one too large: a beacon is small.
+        match tokio::time::timeout(
+            body_timeout,
+            axum::body::to_bytes(body, browser.max_body_bytes),
+        )
+        .await
+        {
+            Ok(read) => read.map_err(|_| ()),
+            Err(_) => Err(()),
+        }
     };
     let bytes = match read {
         Ok(b) => b,

@@ -14,6 +14,7 @@ pub mod browser;
 pub mod postgres;
 pub mod quality;
 pub mod retention;
+pub mod server;
 pub mod shopify;
 
 pub use audiences::AudiencesConfig;
@@ -21,6 +22,7 @@ pub use browser::BrowserConfig;
 pub use postgres::PostgresConfig;
 pub use quality::QualityConfig;
 pub use retention::RetentionConfig;
+pub use server::ServerConfig;
 pub use shopify::ShopifyConfig;
 
 use figment::Figment;
@@ -255,6 +257,8 @@ pub struct Config {
     pub quality: QualityConfig,
     pub audiences: AudiencesConfig,
     pub retention: RetentionConfig,
+    /// `[server]`: what a client may make the listener hold.
+    pub server: ServerConfig,
     /// Bearer key `/metrics` asks for; unset, `/metrics` is open (bind it to a private
     /// address, or set this).
     pub metrics_key: Secret,
@@ -295,6 +299,7 @@ impl Default for Config {
             quality: Default::default(),
             audiences: Default::default(),
             retention: Default::default(),
+            server: ServerConfig::default(),
             metrics_key: Secret::default(),
             metrics_refresh_secs: 15,
             shutdown_grace_secs: 10,
@@ -458,6 +463,7 @@ impl Config {
         {
             invalid!("ingest.default_country: {c:?} is not an ISO 3166 alpha-2 country code");
         }
+        self.server.validate()?;
         if !(1..=3600).contains(&self.metrics_refresh_secs) {
             invalid!("metrics_refresh_secs: must be 1..=3600");
         }

@@ -106,6 +106,7 @@ async fn authenticated_body(
         body,
         state.config.ingest.max_body_bytes,
         "ingest.max_body_bytes",
+        std::time::Duration::from_secs(state.config.server.body_timeout_secs),
     )
     .await
 }

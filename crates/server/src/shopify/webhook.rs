@@ -99,7 +99,12 @@ async fn handle(
     body: Body,
 ) -> Result<WebhookAnswer, ApiError> {
     let limit = state.config.shopify.max_body_bytes;
-    let body = read_body(headers, body, limit).await.inspect_err(|e| {
+    let timeout = std::time::Duration::from_secs(state.config.server.body_timeout_secs);
+    let body = match tokio::time::timeout(timeout, read_body(headers, body, limit)).await {
+        Ok(read) => read,
+        Err(_) => Err(crate::api_error::body_timeout(timeout)),
+    };
+    let body = body.inspect_err(|e| {
         if e.status == StatusCode::PAYLOAD_TOO_LARGE {
             tracing::warn!(
                 limit,

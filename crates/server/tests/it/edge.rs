@@ -545,3 +545,93 @@ async fn metrics_are_behind_their_key_and_read_no_store_per_scrape() {
     })
     .await;
 }
+
+/// Whether the gateway has closed `s` (it reads end of file, or the connection is reset),
+/// waiting at most `within`.
+async fn closed_by_the_gateway(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // An answer (a 408) before the close: read on.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Idle and slow-header connections are closed after `server.header_timeout_secs`, a body that
+/// stalls gets a 408, and past `server.max_connections` a connection is closed at once, while
+/// the gateway keeps answering the others.
+#[tokio::test]
+async fn no_client_holds_connections_or_the_gateway_open() {
+    let app = spawn_app_with(Default::default(), |c| {
+        c.server.max_connections = 20;
+        c.server.header_timeout_secs = 1;
+        c.server.body_timeout_secs = 1;
+    })
+    .await;
+    let within = std::time::Duration::from_secs(10);
+    // Idle, and a head that never ends.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_by_the_gateway(&mut idle, within).await,
+        "idle connection held"
+    );
+    assert!(
+        closed_by_the_gateway(&mut slow, within).await,
+        "slow head held"
+    );
+    // A body that stops arriving.
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"data\""
+    );
+    assert!(answer_to_a_head(&app, &head).await.contains(" 408 "));
+    // The cap: 20 held, the 21st closed at once, and the gateway still answers once they go.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    // Each answered once: all 20 are open (kept alive) now.
+    for s in &mut held {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(within, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    let mut extra = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    assert!(
+        closed_by_the_gateway(&mut extra, within).await,
+        "over the cap"
+    );
+    drop(held);
+    wait_for("the gateway to answer again", || async {
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let (_, metrics) = app.get("/metrics", None).await;
+    assert!(
+        metrics.contains("pincapi_connections_refused_total"),
+        "{metrics}"
+    );
+}
