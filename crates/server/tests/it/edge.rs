@@ -513,7 +513,7 @@ async fn metrics_are_behind_their_key_and_read_no_store_per_scrape() {
         app.get("/metrics", Some(METRICS_KEY))
             .await
             .1
-            .contains("# TYPE pincapi_queue_depth gauge")
+            .contains("pincapi_shopify_orders_recent{state=\"orders\"} 0")
     })
     .await;
     app.sandbox.fault(pincapi::sandbox::Faults {
@@ -568,7 +568,7 @@ async fn closed_by_the_gateway(s: &mut tokio::net::TcpStream, within: std::time:
 async fn no_client_holds_connections_or_the_gateway_open() {
     let app = spawn_app_with(Default::default(), |c| {
         c.server.max_connections = 20;
-        c.server.header_timeout_secs = 1;
+        c.server.header_timeout_secs = 3;
         c.server.body_timeout_secs = 1;
     })
     .await;
