@@ -39,6 +39,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         })
         .collect();
     match state.store.ping().await {
+        // What is stored is delivered, but nothing new can be taken: not ready for traffic.
+        Ok(()) if state.store.is_full() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "not_ready",
+                "store": "full",
+                "blocked_accounts": blocked,
+                "queue_depth": state.backpressure.depth(),
+            })),
+        ),
         Ok(()) => (
             StatusCode::OK,
             Json(json!({

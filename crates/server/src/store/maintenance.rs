@@ -12,6 +12,12 @@ pub trait Maintenance: Send + Sync + fmt::Debug {
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether the last write failed for want of disk space (an embedded store only; it
+    /// clears with the next write that succeeds).
+    fn is_full(&self) -> bool {
+        false
+    }
+
     /// Deletes, with their payloads, up to `limit` events that are finished and older than
     /// `before_ms`, lowest id first: `delivered` ones sent before it, and `dropped` ones
     /// received and last scheduled before it (a drop records no time of its own). Pending and

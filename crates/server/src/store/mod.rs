@@ -46,6 +46,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store query failed: {0}")]
     Query(String),
+    /// The disk under an embedded store is full: nothing new can be written until space is
+    /// freed (what is stored stays, and delivery goes on as far as space allows).
+    #[error("store full: {0}")]
+    Full(String),
     /// The configuration names no usable store.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -53,7 +57,11 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Query(e.to_string())
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Query(e.to_string())
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod contract;
 mod edge;
+mod faults;
 mod gateway;
 mod helpers;
 mod load;

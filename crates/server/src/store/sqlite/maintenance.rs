@@ -10,6 +10,10 @@ use crate::store::{Maintenance, StoreError};
 
 #[async_trait]
 impl Maintenance for SqliteStore {
+    fn is_full(&self) -> bool {
+        SqliteStore::is_full(self)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| {
             conn.query_row("SELECT 1", [], |_| Ok(()))?;

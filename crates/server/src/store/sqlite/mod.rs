@@ -44,6 +44,8 @@ pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     stop_checkpoints: Arc<AtomicBool>,
+    /// The last write failed for want of disk space.
+    full: Arc<AtomicBool>,
 }
 
 impl Drop for SqliteStore {
@@ -70,6 +72,7 @@ impl SqliteStore {
             })?;
         }
         let writer = open_connection(path)?;
+        make_reserve(path);
         migrate(&writer)?;
         // Checkpoints run on their own connection and thread (PASSIVE: they never block the
         // writer), so a commit never waits for WAL pages to be copied into the database.
@@ -110,11 +113,14 @@ impl SqliteStore {
             .spawn(move || writer_loop(writer, rx, syncer))
             .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let full = Arc::new(AtomicBool::new(false));
         {
             let stop = Arc::clone(&stop);
+            let full = Arc::clone(&full);
+            let checkpoint_path = path.to_owned();
             std::thread::Builder::new()
                 .name("pincapi-sqlite-checkpoint".into())
-                .spawn(move || checkpoint_loop(&checkpointer, &stop))
+                .spawn(move || checkpoint_loop(&checkpointer, &checkpoint_path, &stop, &full))
                 .map_err(|e| {
                     StoreError::Unavailable(format!("cannot start checkpoint thread: {e}"))
                 })?;
@@ -124,6 +130,7 @@ impl SqliteStore {
             jobs,
             reader: Arc::new(Mutex::new(reader)),
             stop_checkpoints: stop,
+            full,
         })
     }
 
@@ -178,8 +185,36 @@ impl SqliteStore {
         self.jobs
             .send(job)
             .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?
+        let result = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("writer thread stopped".into()))?;
+        match &result {
+            Err(StoreError::Full(_)) if !self.full.swap(true, Ordering::Relaxed) => {
+                let _ = std::fs::remove_file(reserve_path(&self.path));
+                tracing::error!(path = %self.path.display(), "The disk under the store is full: new events are refused (503) and what is stored is delivered in the space set aside; free some space and the gateway resumes by itself");
+            }
+            // A write that fits in the last free bytes does not end the shortage: only free
+            // space does (see `recovered`).
+            Ok(_) if self.full.load(Ordering::Relaxed) => recovered(&self.path, &self.full),
+            _ => {}
+        }
+        result
+    }
+
+    /// Whether the last write failed for want of disk space.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Refuses a write of new data while the disk is full, before it is tried: the space left
+    /// is for delivering what is stored.
+    fn room_for_new_data(&self) -> Result<(), StoreError> {
+        if self.is_full() {
+            return Err(StoreError::Full(
+                "the disk under the store is full; new events wait until space is freed".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs a read on the reader connection off the async threads.
@@ -203,6 +238,65 @@ impl SqliteStore {
 /// Opens a connection. SQLite itself runs with `synchronous = NORMAL` (no fsync per commit);
 /// with `Synchronous::Full` the sync thread fsyncs the WAL before any commit is acknowledged
 /// (see `sync_loop`).
+/// Free bytes on the store's filesystem that end a shortage (beyond the reserve, which is
+/// made again first): room for the WAL to grow again.
+const RECOVERED_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The space the store keeps beside it (`<db>-reserve`) for a full disk: given back at the
+/// first write that finds no room, so the checkpoint and the settlements of what is already
+/// stored still fit while new events are refused.
+const RESERVE_BYTES: usize = 2 * 1024 * 1024;
+
+fn reserve_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-reserve");
+    PathBuf::from(p)
+}
+
+/// Sets the reserve aside (written out, so the space is really taken). A reserve that cannot
+/// be made is not an error: the store works without it.
+fn make_reserve(db: &Path) {
+    let path = reserve_path(db);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() as usize >= RESERVE_BYTES) {
+        return;
+    }
+    let made = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(PRIVATE)
+        .open(&path)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(&vec![0u8; RESERVE_BYTES])?;
+            f.sync_all()
+        });
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&path);
+        tracing::warn!(error = %e, path = %path.display(), "Could not set disk space aside for the store");
+    }
+}
+
+/// Clears `full` once the filesystem of `path` has the reserve and [`RECOVERED_BYTES`] free,
+/// setting the reserve aside again first.
+fn recovered(path: &Path, full: &AtomicBool) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let free = rustix::fs::statvfs(dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(0);
+    if free >= RECOVERED_BYTES + RESERVE_BYTES as u64 && full.load(Ordering::Relaxed) {
+        make_reserve(path);
+        full.store(false, Ordering::Relaxed);
+        tracing::info!(
+            free_bytes = free,
+            "The disk under the store has room again: new events are taken"
+        );
+    }
+}
+
 /// The mode of every file of the store: the owner's alone. SQLite gives the WAL and the
 /// shared-memory file the mode of the database file, so creating that one private is enough.
 const PRIVATE: u32 = 0o600;
@@ -247,9 +341,19 @@ const WAL_RESTART_FRAMES: i64 = 16_384;
 /// would grow without bound (a 180 s benchmark left 20 GB). Past `WAL_RESTART_FRAMES` a
 /// RESTART checkpoint holds the writer for the moment it takes to copy what PASSIVE left and
 /// makes the next transaction start the log over; `journal_size_limit` then trims the file.
-fn checkpoint_loop(conn: &Connection, stop: &AtomicBool) {
+fn checkpoint_loop(conn: &Connection, path: &Path, stop: &AtomicBool, full: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(250));
+        // Out of space: copy the WAL into the database and cut it to nothing, which gives its
+        // space back to the writes delivery still has to make (and to new events, once more
+        // is free).
+        if full.load(Ordering::Relaxed) {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "SQLite checkpoint on a full disk failed; will retry");
+            }
+            recovered(path, full);
+            continue;
+        }
         let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
         let result = match passive {
             Ok(frames) if frames > WAL_RESTART_FRAMES => {
@@ -297,7 +401,10 @@ fn writer_loop(
             }
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = StoreError::Unavailable(format!("cannot begin: {e}"));
+            let err = match StoreError::from(e) {
+                full @ StoreError::Full(_) => full,
+                e => StoreError::Unavailable(format!("cannot begin: {e}")),
+            };
             for job in jobs {
                 job(None)(Err(err.clone()));
             }
@@ -306,7 +413,10 @@ fn writer_loop(
         let replies: Vec<Reply> = jobs.into_iter().map(|job| job(Some(&conn))).collect();
         let commit = conn
             .execute_batch("COMMIT")
-            .map_err(|e| StoreError::Unavailable(format!("commit failed: {e}")));
+            .map_err(|e| match StoreError::from(e) {
+                full @ StoreError::Full(_) => full,
+                e => StoreError::Unavailable(format!("commit failed: {e}")),
+            });
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }

@@ -17,6 +17,7 @@ use crate::store::{
 #[async_trait]
 impl Queue for SqliteStore {
     async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
+        self.room_for_new_data()?;
         self.write(move |conn| {
             let mut out = Vec::with_capacity(events.len());
             let mut tally = Tally::default();

@@ -20,6 +20,7 @@ impl ShopifyStore for SqliteStore {
         &self,
         records: Vec<ShopifyRecord>,
     ) -> Result<Vec<ShopifyStored>, StoreError> {
+        self.room_for_new_data()?;
         self.write(move |conn| {
             // One job, so one savepoint: a failure leaves nothing of any record behind.
             let mut tally = Tally::default();
