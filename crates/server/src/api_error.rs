@@ -76,31 +76,68 @@ pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
-/// Reads a body of at most `limit` bytes within `timeout`. A declared `Content-Length` over
-/// the limit is refused before a byte is read, and nothing is reserved on its word; `key`
-/// names the setting in the 413; a body slower than `timeout` is a 408.
+/// How a route reads its body: at most `limit` bytes (`key` names the setting, `hint` says
+/// what a 413 means for the sender) within `timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit<'a> {
+    pub limit: usize,
+    pub key: &'a str,
+    pub hint: &'a str,
+    pub timeout: std::time::Duration,
+}
+
+/// Reads a body within `l`. A declared `Content-Length` over the limit is refused before a
+/// byte is read, nothing is reserved on its word (the buffer grows with what arrives), a body
+/// that grows past the limit is a 413, one that breaks off a 400, one slower than the timeout
+/// a 408.
 pub async fn read_limited(
     headers: &HeaderMap,
     body: axum::body::Body,
-    limit: usize,
-    key: &str,
-    timeout: std::time::Duration,
-) -> Result<axum::body::Bytes, ApiError> {
+    l: BodyLimit<'_>,
+) -> Result<Vec<u8>, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("the body is larger than {key} ({limit} bytes)"),
+            format!(
+                "the body is larger than {} ({} bytes){}",
+                l.key, l.limit, l.hint
+            ),
         )
     };
-    if declared_length(headers).is_some_and(|n| n > limit as u64) {
+    let declared = declared_length(headers);
+    if declared.is_some_and(|n| n > l.limit as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(read) => read.map_err(|_| too_large()),
-        Err(_) => Err(body_timeout(timeout)),
+    let read = async {
+        let mut body = body;
+        let mut buf =
+            Vec::with_capacity(declared.map_or(8 * 1024, |n| n.min(INITIAL_BUFFER) as usize));
+        while let Some(frame) = std::future::poll_fn(|cx| {
+            axum::body::HttpBody::poll_frame(std::pin::Pin::new(&mut body), cx)
+        })
+        .await
+        {
+            let frame = frame.map_err(|e| {
+                ApiError::bad_request("bad_body", format!("the body could not be read: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > l.limit {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(l.timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(body_timeout(l.timeout)),
     }
 }
+
+/// The most a body buffer reserves before its bytes arrive.
+const INITIAL_BUFFER: u64 = 64 * 1024;
 
 /// The answer to a body that did not arrive in time.
 pub fn body_timeout(timeout: std::time::Duration) -> ApiError {

@@ -50,7 +50,7 @@ impl PinterestClient {
 
     /// The base URL, for messages: a password in it is masked.
     pub fn base(&self) -> String {
-        crate::config::postgres::redact_url(&self.base)
+        crate::config::redact_url(&self.base)
     }
 
     /// `POST {base}/ad_accounts/{id}/events[?test=true]` with a prepared `{"data":[...]}` body.

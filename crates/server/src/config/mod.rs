@@ -19,7 +19,7 @@ pub mod shopify;
 
 pub use audiences::AudiencesConfig;
 pub use browser::BrowserConfig;
-pub use postgres::PostgresConfig;
+pub use postgres::{PostgresConfig, redact_url, serialize_redacted};
 pub use quality::QualityConfig;
 pub use retention::RetentionConfig;
 pub use server::ServerConfig;
@@ -216,7 +216,7 @@ pub struct Config {
     /// Address the gateway listens on.
     pub listen: SocketAddr,
     /// `sqlite://PATH` (default) or `postgres://...` (printed without its password).
-    #[serde(serialize_with = "crate::config::postgres::serialize_redacted")]
+    #[serde(serialize_with = "crate::config::serialize_redacted")]
     pub store: String,
     /// SQLite durability: `full` (default) or `normal`.
     pub sqlite_synchronous: Synchronous,
@@ -225,7 +225,7 @@ pub struct Config {
     /// Bearer key for admin endpoints.
     pub admin_key: Secret,
     /// Pinterest API base URL, ending in `/v5`.
-    #[serde(serialize_with = "crate::config::postgres::serialize_redacted")]
+    #[serde(serialize_with = "crate::config::serialize_redacted")]
     pub pinterest_api_base: String,
     /// Single-account shorthand: the ad account id.
     #[serde(deserialize_with = "lossy_opt_string")]
@@ -338,7 +338,7 @@ pub(crate) use invalid;
 pub enum StoreUrl {
     Sqlite(PathBuf),
     /// A `postgres://` or `postgresql://` URL, as given (it may hold a password: print it
-    /// with [`crate::config::postgres::redact_url`]).
+    /// with [`crate::config::redact_url`]).
     Postgres(String),
 }
 
@@ -348,7 +348,7 @@ impl std::fmt::Debug for StoreUrl {
             StoreUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
             StoreUrl::Postgres(url) => f
                 .debug_tuple("Postgres")
-                .field(&crate::config::postgres::redact_url(url))
+                .field(&crate::config::redact_url(url))
                 .finish(),
         }
     }
@@ -505,7 +505,7 @@ pub fn parse_store_url(s: &str) -> Result<StoreUrl, ConfigError> {
         if let Err(e) = s.parse::<tokio_postgres::Config>() {
             invalid!(
                 "store: {} is not a usable PostgreSQL URL: {e}",
-                crate::config::postgres::redact_url(s)
+                crate::config::redact_url(s)
             );
         }
         return Ok(StoreUrl::Postgres(s.to_owned()));

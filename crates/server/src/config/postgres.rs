@@ -1,4 +1,5 @@
-//! `[postgres]`: the shared store's pool, and printing its URL without the password.
+//! `[postgres]`: the shared store's pool; and printing a URL without its password (store URLs,
+//! `pinterest_api_base`).
 
 use serde::{Deserialize, Serialize};
 
@@ -39,8 +40,9 @@ impl PostgresConfig {
     }
 }
 
-/// `postgres://user:password@host/db` with the password replaced by `***` (also a
-/// `password=` query parameter), for logs, errors and `check-config`.
+/// A URL with its password replaced by `***` (`postgres://user:***@host/db`, also a
+/// `password=` query parameter), for logs, errors and `check-config`: store URLs and
+/// `pinterest_api_base` alike.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {

@@ -28,7 +28,6 @@ use pincapi_core::quality::{duration_label, lag_percentile, percent};
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::key_bit;
 use super::report::add_census;
 use crate::clock::system_now_ms as now_ms;
 use crate::config::quality::{QualityConfig, masked_webhook_url};
@@ -233,11 +232,10 @@ impl Alerter {
                 }
             }
             for (key, min) in &c.coverage_min_percent {
-                let Some(i) = key_bit(key).and_then(|bit| {
-                    pincapi_core::event::MatchKeys::NAMES
-                        .iter()
-                        .position(|(b, _)| *b == bit)
-                }) else {
+                let Some(i) = pincapi_core::event::MatchKeys::NAMES
+                    .iter()
+                    .position(|(_, name)| name == key)
+                else {
                     continue;
                 };
                 let cov = percent(named.keys[i], named.received);

@@ -18,11 +18,6 @@ use tokio::task::JoinHandle;
 use crate::pinterest_client::PinterestClient;
 use crate::state::AppState;
 
-/// The match-key bit of a key name (`em`, `ip_ua`, ...).
-pub fn key_bit(name: &str) -> Option<u32> {
-    pincapi_core::event::MatchKeys::bit_of(name)
-}
-
 /// Whether Pinterest's Event Quality Score is polled (an OAuth token is configured).
 pub fn eqs_enabled(state: &AppState) -> bool {
     !state.config.pinterest_oauth_token.is_empty()

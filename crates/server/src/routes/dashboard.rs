@@ -80,7 +80,10 @@ pub async fn login(
     let now = state.clock.now_ms();
     let address = canonical(client_ip(peer.ip(), &headers, &state.config.browser));
     if let Err(t) = state.sign_ins.admit(address, now) {
-        tracing::warn!(%address, "Dashboard sign-ins refused for the rest of the minute: too many wrong keys");
+        // Without the address: an IP address is personal data.
+        tracing::warn!(
+            "Dashboard sign-ins refused for the rest of the minute: too many wrong keys"
+        );
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, t.retry_after_secs.to_string())],

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use pincapi_core::pinterest;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::api_error::{ApiError, bearer_matches, read_limited};
+use crate::api_error::{ApiError, BodyLimit, bearer_matches, read_limited};
 use crate::state::AppState;
 use crate::store::{Enqueued, NewEvent, Source};
 
@@ -97,18 +97,17 @@ async fn authenticated_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Bytes, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     if !bearer_matches(headers, &state.config.api_key) {
         return Err(ApiError::unauthorized());
     }
-    read_limited(
-        headers,
-        body,
-        state.config.ingest.max_body_bytes,
-        "ingest.max_body_bytes",
-        std::time::Duration::from_secs(state.config.server.body_timeout_secs),
-    )
-    .await
+    let limit = BodyLimit {
+        limit: state.config.ingest.max_body_bytes,
+        key: "ingest.max_body_bytes",
+        hint: "",
+        timeout: std::time::Duration::from_secs(state.config.server.body_timeout_secs),
+    };
+    read_limited(headers, body, limit).await
 }
 
 async fn ingest(

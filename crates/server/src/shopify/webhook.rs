@@ -22,12 +22,10 @@
 //! each shop has its own secret. Headers are read in Shopify's newer form without the `X-`
 //! prefix first, then in the classic form; header names are case-insensitive.
 
-use std::pin::Pin;
-
 use axum::Json;
-use axum::body::{Body, HttpBody};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header::CONTENT_LENGTH};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -37,7 +35,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::record::{Recorder, Status, decide};
-use crate::api_error::ApiError;
+use crate::api_error::{ApiError, BodyLimit, read_limited};
 use crate::config::Secret;
 use crate::config::shopify::{Shop, find_shop, normalize_domain};
 use crate::state::AppState;
@@ -99,19 +97,24 @@ async fn handle(
     body: Body,
 ) -> Result<WebhookAnswer, ApiError> {
     let limit = state.config.shopify.max_body_bytes;
-    let timeout = std::time::Duration::from_secs(state.config.server.body_timeout_secs);
-    let body = match tokio::time::timeout(timeout, read_body(headers, body, limit)).await {
-        Ok(read) => read,
-        Err(_) => Err(crate::api_error::body_timeout(timeout)),
+    // The route has its own limit, `shopify.max_body_bytes`, rather than the gateway's
+    // `ingest` one.
+    let body_limit = BodyLimit {
+        limit,
+        key: "shopify.max_body_bytes",
+        hint: "; nothing was stored, and the reconciliation poller still finds the order",
+        timeout: std::time::Duration::from_secs(state.config.server.body_timeout_secs),
     };
-    let body = body.inspect_err(|e| {
-        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-            tracing::warn!(
-                limit,
-                "Refused a Shopify webhook larger than the body limit"
-            );
-        }
-    })?;
+    let body = read_limited(headers, body, body_limit)
+        .await
+        .inspect_err(|e| {
+            if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+                tracing::warn!(
+                    limit,
+                    "Refused a Shopify webhook larger than the body limit"
+                );
+            }
+        })?;
     let shop = authenticate(state, headers, &body)?;
 
     let Some(topic_text) = header(headers, "topic") else {
@@ -206,47 +209,6 @@ async fn handle(
         "Stored a Shopify webhook"
     );
     Ok(answer)
-}
-
-/// The most a body buffer reserves before its bytes arrive.
-const INITIAL_BUFFER: u64 = 64 * 1024;
-
-/// Reads the body, refusing it with 413 as soon as it is known to exceed `limit`. (The route
-/// has its own limit, `shopify.max_body_bytes`, rather than the gateway's `ingest` one, so it
-/// reads the body itself.)
-async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "the body is larger than shopify.max_body_bytes ({limit} bytes); nothing was \
-                 stored, and the reconciliation poller still finds the order"
-            ),
-        )
-    };
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    // Nothing is reserved on the word of an unverified Content-Length: the buffer starts small
-    // and grows with what actually arrives.
-    let mut buf = Vec::with_capacity(declared.map_or(8 * 1024, |n| n.min(INITIAL_BUFFER) as usize));
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame.map_err(|e| {
-            ApiError::bad_request("bad_body", format!("the body could not be read: {e}"))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf)
 }
 
 /// The shop this delivery is for, once its signature checks out.

@@ -2,6 +2,7 @@
 //! the stored event with its own query ([`RepeatTarget`]), calls [`plan`], and writes what the
 //! returned [`RepeatWrite`] says. The rule itself is `pincapi_core::repeat`.
 
+use pincapi_core::event::Merged;
 use pincapi_core::repeat::{self, MergeRule, RepeatAction};
 
 use super::tally::Tally;
@@ -30,7 +31,7 @@ pub(crate) struct RepeatWrite {
     pub(crate) first_browser_report: bool,
     /// The merged payload and its match keys (the whole set: a shop's record may replace the
     /// browser's identities), when the merge changed anything.
-    pub(crate) merged: Option<(String, u32)>,
+    pub(crate) merged: Option<Merged>,
     /// Make the event due at this time (Unix ms) if it is due later: the shop's copy completed
     /// a purchase the browser reported first, so nothing more is expected.
     pub(crate) due_at_ms: Option<i64>,
@@ -74,7 +75,7 @@ pub(crate) fn plan(
     write.enqueued = Enqueued::Merged;
     if let Some(merged) = pincapi_core::event::merge_payload(&stored.payload, &e.payload, rule) {
         counts.count_keys(merged.match_keys & !stored.match_keys);
-        write.merged = Some((merged.json, merged.match_keys));
+        write.merged = Some(merged);
     }
     if rule == MergeRule::ShopRecord {
         write.due_at_ms = Some(e.received_at_ms);

@@ -30,7 +30,7 @@ async fn admin(sql: &str) {
              `pg_ctlcluster --skip-systemctl-redirect <version> main start` (versions under \
              /etc/postgresql; `apt-get install postgresql` if absent), or run ./scripts/test, \
              which does that; or point PINCAPI_TEST_POSTGRES at a server.",
-            pincapi::config::postgres::redact_url(&base)
+            pincapi::config::redact_url(&base)
         ),
     };
     let task = tokio::spawn(connection);

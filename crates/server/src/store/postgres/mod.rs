@@ -35,7 +35,7 @@ use tokio_postgres::{NoTls, Row};
 
 use self::queue::enqueue_in;
 use crate::config::PostgresConfig;
-use crate::config::postgres::redact_url;
+use crate::config::redact_url;
 use crate::store::tally::Tally;
 use crate::store::{Enqueued, NewEvent, StoreError, StoreLock};
 

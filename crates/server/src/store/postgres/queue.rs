@@ -411,15 +411,20 @@ async fn record_repeat<C: GenericClient + Sync>(
     if write.first_browser_report {
         quality::mark_order(c, &e.ad_account_id, &e.event_id, LedgerFlag::BrowserSeen).await?;
     }
-    if let Some((payload, _)) = &write.merged {
+    if let Some(merged) = &write.merged {
         execute(
             c,
             "UPDATE payloads SET body = $2 WHERE id = $1",
-            &[&stored.id, payload],
+            &[&stored.id, &merged.json],
         )
         .await?;
     }
-    let keys = i64::from(write.merged.as_ref().map_or(stored.match_keys, |(_, k)| *k));
+    let keys = i64::from(
+        write
+            .merged
+            .as_ref()
+            .map_or(stored.match_keys, |m| m.match_keys),
+    );
     let due = write.due_at_ms.unwrap_or(i64::MAX);
     execute(
         c,

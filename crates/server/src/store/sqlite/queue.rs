@@ -295,11 +295,11 @@ fn record_repeat(
     if write.first_browser_report {
         mark_order(conn, &e.ad_account_id, &e.event_id, LedgerFlag::BrowserSeen)?;
     }
-    if let Some((payload, keys)) = &write.merged {
+    if let Some(merged) = &write.merged {
         conn.prepare_cached("UPDATE payloads SET body = ?2 WHERE id = ?1")?
-            .execute(params![id, payload])?;
+            .execute(params![id, merged.json])?;
         conn.prepare_cached("UPDATE events SET match_keys = ?2 WHERE id = ?1")?
-            .execute(params![id, keys])?;
+            .execute(params![id, merged.match_keys])?;
     }
     if let Some(due) = write.due_at_ms {
         conn.prepare_cached(
