@@ -31,6 +31,8 @@ pub enum AppError {
     Client(#[from] TransportError),
     #[error("while serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// The assembled gateway.
@@ -87,8 +89,20 @@ impl App {
             config.ingest.max_event_age_secs,
             &accounts,
         ));
+        crate::shopify::access::check_key(&config, store.as_ref())
+            .await
+            .map_err(AppError::Credentials)?;
+        let shopify = Arc::new(
+            crate::shopify::access::ShopAccess::new(
+                &config,
+                Some(store.clone()),
+                Arc::clone(&clock),
+            )
+            .map_err(|e| AppError::Credentials(e.to_string()))?,
+        );
         let census = Arc::new(crate::quality::census::CensusCache::new(
             &config,
+            &shopify,
             crate::quality::census::CACHE_TTL,
         ));
         let backpressure = Arc::new(crate::backpressure::Backpressure::new(
@@ -106,6 +120,7 @@ impl App {
             metrics,
             delivery,
             sign_ins: Arc::default(),
+            shopify,
         };
         Ok(App {
             state,

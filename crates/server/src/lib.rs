@@ -16,6 +16,7 @@ pub mod quality;
 pub mod retention;
 pub mod routes;
 pub mod sandbox;
+pub mod sealed;
 pub mod serve;
 pub mod shopify;
 pub mod sign_in;

@@ -194,6 +194,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = config::load(c.config.as_deref())?;
             init_tracing(&config);
             config.validate(true)?;
+            if let Some(w) = config.public_url_warning() {
+                tracing::warn!("{w}");
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listen: cannot bind {}", config.listen))?;
@@ -385,9 +388,15 @@ async fn report(
     let eqs = !config.pinterest_oauth_token.is_empty();
     // A fresh order census of the shops with Admin API access (nothing kept between runs).
     let since = report::day_start(since);
-    let census = pincapi::quality::census::CensusCache::new(&config, std::time::Duration::ZERO)
-        .get(since, now)
-        .await;
+    let access = pincapi::shopify::access::ShopAccess::new(
+        &config,
+        Some(store.clone()),
+        pincapi::clock::SystemClock::shared(),
+    )?;
+    let census =
+        pincapi::quality::census::CensusCache::new(&config, &access, std::time::Duration::ZERO)
+            .get(since, now)
+            .await;
     let r = report::build_with_census(
         store.as_ref(),
         since,

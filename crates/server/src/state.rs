@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::quality::census::CensusCache;
+use crate::shopify::access::ShopAccess;
 use crate::sign_in::SignIns;
 use crate::store::SharedStore;
 
@@ -32,4 +33,6 @@ pub struct AppState {
     pub backpressure: Arc<Backpressure>,
     /// Dashboard sessions signed out and wrong keys counted.
     pub sign_ins: Arc<SignIns>,
+    /// Every configured Shopify shop, with its Admin API client and tokens.
+    pub shopify: Arc<ShopAccess>,
 }

@@ -2,7 +2,8 @@
 //! reporting, or a plain reason why it is neither.
 //!
 //! [`map`] is the single entry point for webhook bodies; [`map_order`] does the same for an
-//! [`Order`] the caller already parsed (the Admin API poller). Everything here is pure:
+//! [`Order`] the caller already parsed (the Admin API poller, whose GraphQL orders
+//! [`graphql::GraphqlOrder::into_order`] rewrites into that shape). Everything here is pure:
 //! personal data is normalised and hashed inside the mapping, so no raw email, phone, name or
 //! address leaves it, not even in an error message.
 //!
@@ -17,6 +18,7 @@
 //!
 //! The field-by-field rules are on the functions in `map.rs` and in `shopify.md` §7.
 
+pub mod graphql;
 mod json_path;
 mod map;
 mod money;

@@ -73,10 +73,7 @@ pub fn script_config(config: &Config) -> Value {
                 .map(|t| (n.as_str().to_owned(), Value::String(t.to_owned())))
         })
         .collect();
-    let collector = b
-        .public_url
-        .as_deref()
-        .map(|u| format!("{}/collect", u.trim_end_matches('/')));
+    let collector = config.public_base().map(|u| format!("{u}/collect"));
     json!({
         "tag_id": config.tag_id,
         "collector": collector,

@@ -6,5 +6,6 @@ pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod shopify;
+pub mod shopify_connect;
 pub mod tag_check;
 pub mod webdriver;

@@ -1,4 +1,5 @@
-//! The Shopify commands: `pincapi shopify pixel|backfill|standin` and `pincapi map shopify`.
+//! The Shopify commands: `pincapi shopify pixel|backfill|connect|install-url|standin` and
+//! `pincapi map shopify`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,13 +15,15 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::clock::SystemClock;
 use crate::config::shopify::{self as shop_config, Shop, normalize_domain};
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::shopify::access::ShopAccess;
 use crate::shopify::pixel::{self, PixelOptions};
 use crate::shopify::poller::{PollReport, Reconciler};
 use crate::shopify::record::{Recorder, Status, decide};
-use crate::shopify::standin::ShopifyStandin;
+use crate::shopify::standin::{ShopifyStandin, StandinOptions};
 use crate::store::Source;
 use crate::store::open::{Opener, open_store};
 
@@ -36,9 +39,9 @@ pub enum ShopifyCommand {
         #[arg(long)]
         tag_id: Option<String>,
         /// The gateway's public URL; events are mirrored to <URL>/collect (default:
-        /// `shopify.gateway_url`; none: no mirroring).
+        /// `public_url`; none: no mirroring).
         #[arg(long)]
-        gateway_url: Option<String>,
+        public_url: Option<String>,
         /// Take the catalog id and value options of this configured shop (default: the first).
         #[arg(long)]
         shop: Option<String>,
@@ -59,14 +62,37 @@ pub enum ShopifyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run a local stand-in for a shop's Admin API (orders with cursor pagination).
+    /// Set up the shops' webhook subscriptions: exactly one per needed topic, pointing at
+    /// {public_url}/webhooks/shopify; names missing access scopes. Works before `serve` ran.
+    Connect(super::shopify_connect::ConnectArgs),
+    /// Print the URL a merchant opens to install the app on a store of another organisation
+    /// (shops configured with install = true).
+    InstallUrl {
+        /// TOML configuration file (environment variables PINCAPI_* override it).
+        #[arg(long, short, env = "PINCAPI_CONFIG")]
+        config: Option<PathBuf>,
+        /// The shop's *.myshopify.com domain.
+        #[arg(long)]
+        shop: String,
+    },
+    /// Run a local stand-in for a shop on Shopify: OAuth, the Admin GraphQL API, webhook
+    /// subscriptions and deliveries.
     Standin {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8788")]
         listen: SocketAddr,
-        /// The access token it accepts in X-Shopify-Access-Token.
+        /// A legacy static access token it accepts in X-Shopify-Access-Token.
         #[arg(long)]
-        token: String,
+        token: Option<String>,
+        /// The app's client id.
+        #[arg(long, default_value = "standin-client-id")]
+        client_id: String,
+        /// The app's client secret (also signs the webhooks it delivers).
+        #[arg(long, default_value = "standin-client-secret")]
+        client_secret: String,
+        /// The shop's domain it delivers webhooks as.
+        #[arg(long, default_value = "standin.myshopify.com")]
+        shop: String,
         /// Orders to serve: files holding an order, {"order": ...} or {"orders": [...]}.
         #[arg(long = "orders")]
         orders: Vec<PathBuf>,
@@ -109,7 +135,7 @@ pub async fn run(
         ShopifyCommand::Pixel {
             config,
             tag_id,
-            gateway_url,
+            public_url,
             shop,
         } => {
             let config = config::load(config.as_deref())?;
@@ -119,7 +145,7 @@ pub async fn run(
                 .context("tag_id: no Pinterest Tag id; pass --tag-id or set PINCAPI_TAG_ID")?;
             let js = pixel::render(&PixelOptions {
                 tag_id,
-                gateway_url: gateway_url.or_else(|| config.shopify.gateway_url.clone()),
+                public_url: public_url.or_else(|| config.public_base().map(str::to_owned)),
                 content_ids: shop.options.content_ids,
                 value: shop.options.value,
             })
@@ -133,12 +159,25 @@ pub async fn run(
             shop,
             json,
         } => backfill(config.as_deref(), &since, shop.as_deref(), json).await,
+        ShopifyCommand::Connect(args) => super::shopify_connect::connect(args).await,
+        ShopifyCommand::InstallUrl { config, shop } => {
+            super::shopify_connect::install_url(config.as_deref(), &shop)
+        }
         ShopifyCommand::Standin {
             listen,
             token,
+            client_id,
+            client_secret,
+            shop,
             orders,
         } => {
-            let standin = ShopifyStandin::new(token);
+            let standin = ShopifyStandin::with(StandinOptions {
+                shop_domain: normalize_domain(&shop),
+                client_id,
+                client_secret,
+                static_token: token,
+                ..StandinOptions::default()
+            });
             for path in &orders {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
@@ -153,7 +192,8 @@ pub async fn run(
                 .with_context(|| format!("cannot bind {listen}"))?;
             let addr = listener.local_addr()?;
             println!(
-                "Shopify Admin API stand-in on http://{addr}/admin/api/{} ({} orders)",
+                "Shopify stand-in for {} on http://{addr}/admin/api/{} ({} orders)",
+                standin.options().shop_domain,
                 shop_config::ADMIN_API_VERSION,
                 standin.orders().len()
             );
@@ -241,24 +281,29 @@ async fn backfill(
 ) -> anyhow::Result<ExitCode> {
     let config = config::load(config_path)?;
     let since_secs = parse_since(since)?;
-    let mut shops: Vec<Shop> = shop_config::shops(&config)?
-        .into_iter()
-        .filter(Shop::polls)
-        .collect();
+    let store = open_store(&config, Opener::Tool).await?.store;
+    crate::shopify::access::check_key(&config, store.as_ref())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let access = ShopAccess::new(&config, Some(store.clone()), SystemClock::shared())?;
+    let mut apis: Vec<_> = access.apis().cloned().collect();
     if let Some(only) = only {
         let only = normalize_domain(only);
-        shops.retain(|s| s.domain == only);
-        if shops.is_empty() {
-            bail!("shop {only} is not configured with an access_token");
+        apis.retain(|a| a.shop().domain == only);
+        if apis.is_empty() {
+            bail!(
+                "shop {only} is not configured with Admin API access (client_id and \
+                 client_secret, or an access_token)"
+            );
         }
     }
-    if shops.is_empty() {
+    if apis.is_empty() {
         bail!(
-            "no shop has an Admin API access_token; set [[shopify.shops]] access_token \
-             (or PINCAPI_SHOPIFY__ACCESS_TOKEN for the single-shop shorthand)"
+            "no shop has Admin API access; set client_id and client_secret in \
+             [[shopify.shops]] (or PINCAPI_SHOPIFY__CLIENT_ID and PINCAPI_SHOPIFY__CLIENT_SECRET \
+             for the single-shop shorthand)"
         );
     }
-    let store = open_store(&config, Opener::Tool).await?.store;
     let recorder = Recorder {
         store,
         metrics: Arc::new(Metrics::default()),
@@ -269,14 +314,9 @@ async fn backfill(
     };
     let mut reports = Vec::new();
     let mut failed = false;
-    for shop in shops {
-        let domain = shop.domain.clone();
-        let r = Reconciler::new(
-            shop,
-            recorder.clone(),
-            &config.shopify,
-            config.request_timeout(),
-        )?;
+    for api in apis {
+        let domain = api.shop().domain.clone();
+        let r = Reconciler::new(api, recorder.clone(), &config.shopify);
         match r.backfill(since_secs).await {
             Ok(report) => {
                 if !json {
@@ -368,7 +408,7 @@ fn pick_shop(config: &Config, name: Option<&str>) -> anyhow::Result<Shop> {
         secrets: Vec::new(),
         ad_account_id: String::new(),
         admin_api_base: String::new(),
-        access_token: Default::default(),
+        auth: crate::config::shopify::AdminAuth::None,
         purchase_topic: Topic::OrdersCreate,
         options: MapOptions::default(),
     }))

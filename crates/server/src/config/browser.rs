@@ -25,8 +25,8 @@ pub struct BrowserConfig {
     pub rate_limit_per_minute: u32,
     /// Largest collector request body, bytes.
     pub max_body_bytes: usize,
-    /// The URL the browser reaches the gateway at (e.g. `https://t.shop.example`), used by
-    /// tag.js for the collector. Unset: tag.js uses the origin it was loaded from.
+    /// Replaced by the top-level `public_url`; refused when set.
+    #[serde(skip_serializing)]
     pub public_url: Option<String>,
     /// The Pinterest Tag script tag.js loads. Relative URLs resolve against the gateway
     /// (tests and the demo point it at the local stub `/demo/core-stub.js`).

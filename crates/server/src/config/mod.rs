@@ -215,6 +215,14 @@ pub enum Synchronous {
 pub struct Config {
     /// Address the gateway listens on.
     pub listen: SocketAddr,
+    /// The URL the world reaches the gateway at (`PINCAPI_PUBLIC_URL`, e.g.
+    /// `https://t.shop.example`): Shopify's webhook subscriptions, OAuth callbacks, the custom
+    /// pixel's collector mirror and tag.js all use it. Unset: no webhook subscriptions or
+    /// installs, no pixel mirroring, and tag.js uses the origin it was loaded from.
+    pub public_url: Option<String>,
+    /// The key that seals the credentials the gateway obtains (`PINCAPI_SECRET_KEY`, 64 hex
+    /// characters); see [`crate::sealed`].
+    pub secret_key: Secret,
     /// `sqlite://PATH` (default) or `postgres://...` (printed without its password).
     #[serde(serialize_with = "crate::config::serialize_redacted")]
     pub store: String,
@@ -277,6 +285,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            secret_key: Secret::default(),
             store: "sqlite://pincapi.db".to_owned(),
             sqlite_synchronous: Synchronous::Full,
             api_key: Secret::default(),
@@ -473,6 +483,11 @@ impl Config {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             invalid!("log_format: must be text or json");
         }
+        self.validate_public_url()?;
+        if !self.secret_key.is_empty() {
+            crate::sealed::SecretKey::from_hex(self.secret_key.expose())
+                .map_err(|e| ConfigError::new(format!("secret_key: {e}")))?;
+        }
         ShopifyConfig::validate(self)?;
         crate::config::PostgresConfig::validate(self)?;
         self.quality.validate()?;
@@ -482,6 +497,63 @@ impl Config {
         }
         RetentionConfig::validate(self)?;
         Ok(())
+    }
+
+    /// `public_url` without its trailing slash, if set.
+    pub fn public_base(&self) -> Option<&str> {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+    }
+
+    /// `public_url` is an origin (no path, query or fragment); plain `http://` and loopback
+    /// hosts are accepted for tests and the stand-in, with a warning at start (Shopify
+    /// delivers webhooks to HTTPS only). The keys it replaced are refused by name.
+    fn validate_public_url(&self) -> Result<(), ConfigError> {
+        if self.shopify.gateway_url.is_some() {
+            invalid!(
+                "shopify.gateway_url: replaced by the top-level public_url (PINCAPI_PUBLIC_URL); \
+                 move the value there"
+            );
+        }
+        if self.browser.public_url.is_some() {
+            invalid!(
+                "browser.public_url: replaced by the top-level public_url (PINCAPI_PUBLIC_URL); \
+                 move the value there"
+            );
+        }
+        let Some(base) = self.public_base() else {
+            return Ok(());
+        };
+        let rest = base
+            .strip_prefix("https://")
+            .or_else(|| base.strip_prefix("http://"));
+        match rest {
+            Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => Ok(()),
+            _ => invalid!(
+                "public_url: must be an http(s) origin without a path, e.g. https://t.shop.example"
+            ),
+        }
+    }
+
+    /// Why `public_url` will not do for Shopify's webhook deliveries, if it will not: they go
+    /// to HTTPS URLs on public hosts only. For a warning at start.
+    pub fn public_url_warning(&self) -> Option<String> {
+        let base = self.public_base()?;
+        let host = base.split("://").nth(1).unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !base.starts_with("https://") {
+            Some(format!(
+                "public_url {base} is not HTTPS; Shopify delivers webhooks only to HTTPS URLs"
+            ))
+        } else if host == "localhost" || host.starts_with("127.") || host == "[::1]" {
+            Some(format!(
+                "public_url {base} is a loopback address; Shopify cannot reach it"
+            ))
+        } else {
+            None
+        }
     }
 
     /// Request timeout as a Duration.

@@ -3,19 +3,25 @@
 //!
 //! Two ways to configure shops, which can be combined:
 //!
-//! - the single-shop shorthand: `PINCAPI_SHOPIFY_WEBHOOK_SECRET` and
-//!   `PINCAPI_SHOPIFY_SHOP_DOMAIN` (top-level `shopify_webhook_secret`, `shopify_shop_domain`),
-//!   plus `[shopify] access_token` / `admin_api_base` for its poller. It maps to one shop on the
-//!   first configured ad account with the default mapping options;
+//! - the single-shop shorthand: `PINCAPI_SHOPIFY_SHOP_DOMAIN` (top-level
+//!   `shopify_shop_domain`) with the app's `[shopify] client_id` / `client_secret`
+//!   (`PINCAPI_SHOPIFY__CLIENT_ID`, `PINCAPI_SHOPIFY__CLIENT_SECRET`), or with a webhook secret
+//!   (`PINCAPI_SHOPIFY_WEBHOOK_SECRET`) and a legacy `[shopify] access_token`; `[shopify]
+//!   install` and `admin_api_base` as for a shop. It maps to one shop on the first configured
+//!   ad account with the default mapping options;
 //! - `[[shopify.shops]]`, one table per shop, each routed to its own ad account:
 //!
 //! ```toml
 //! [[shopify.shops]]
 //! domain = "example.myshopify.com"
-//! secrets = ["new-secret", "old-secret"]   # one, or two during a rotation
+//! client_id = "..."                        # the app's client id (Dev Dashboard)
+//! client_secret = "..."                    # its secret: Admin API tokens, and webhooks
+//! # install = true                         # a store of another organisation: tokens come
+//! #                                        # from /shopify/install, not client credentials
+//! # secrets = ["new-secret", "old-secret"] # webhook secrets, if not the client secret
+//! # access_token = "shpat_..."             # a legacy custom app's static token instead
 //! ad_account_id = "549755885175"           # default: the first configured account
-//! access_token = "shpat_..."               # Admin API token: turns the poller on
-//! # admin_api_base = "https://example.myshopify.com/admin/api/2026-01"
+//! # admin_api_base = "https://example.myshopify.com/admin/api/2026-04"
 //! purchase_topic = "orders/create"         # or "orders/paid"
 //! content_ids = "variant_id"               # product_id | variant_id | sku
 //! value = "subtotal"                       # subtotal | total
@@ -34,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::{Config, Secret};
 
 /// The Admin API version the poller asks for unless a shop's `admin_api_base` names another.
-pub const ADMIN_API_VERSION: &str = "2026-01";
+pub const ADMIN_API_VERSION: &str = "2026-04";
 
 /// Largest webhook body accepted by default: 4 MiB. Shopify's order payloads grow by a few KB
 /// per line item, so this holds orders with well over a thousand lines; a body over the limit
@@ -47,8 +53,13 @@ pub const DEFAULT_MAX_WEBHOOK_BYTES: usize = 4 * 1024 * 1024;
 pub struct ShopifyConfig {
     /// Shops, each with its own secrets and ad account.
     pub shops: Vec<ShopConfig>,
-    /// Single-shop shorthand: the Admin API access token of `shopify_shop_domain` (turns on its
-    /// poller).
+    /// Single-shop shorthand: the app's client id.
+    pub client_id: Option<String>,
+    /// Single-shop shorthand: the app's client secret.
+    pub client_secret: Secret,
+    /// Single-shop shorthand: tokens come from the install flow (`/shopify/install`).
+    pub install: bool,
+    /// Single-shop shorthand: a legacy custom app's static Admin API access token.
     pub access_token: Secret,
     /// Single-shop shorthand: the Admin API base URL of `shopify_shop_domain`.
     pub admin_api_base: Option<String>,
@@ -62,19 +73,52 @@ pub struct ShopifyConfig {
     pub poll_page_size: usize,
     /// Largest webhook body accepted, bytes.
     pub max_body_bytes: usize,
-    /// The gateway's public base URL (e.g. `https://t.shop.example`): the custom pixel mirrors
-    /// each Tag event to `<gateway_url>/collect`. Unset: no mirroring.
+    /// Replaced by the top-level `public_url`; refused when set.
+    #[serde(skip_serializing)]
     pub gateway_url: Option<String>,
-    /// Whether the reconciliation poller runs for shops with an Admin API access token
-    /// (default true). `false` leaves recovery to the operator (`pincapi shopify backfill`);
-    /// the token still serves the quality report's order census.
+    /// Whether the reconciliation poller runs for shops with Admin API access (default
+    /// true). `false` leaves recovery to the operator (`pincapi shopify backfill`); the access
+    /// still serves the quality report's order census.
     pub poller: bool,
+    /// How often `serve` checks each shop's webhook subscriptions and re-creates the ones
+    /// Shopify deleted, seconds (900; at least 1). Needs `public_url`.
+    pub webhook_check_interval_secs: u64,
+    /// A backfill over more orders than this runs as a bulk operation (10,000).
+    pub bulk_threshold: u64,
+    /// `respect` (default): the consent the custom pixel recorded on the cart decides what is
+    /// sent for the order; `ignore`: orders are sent regardless.
+    pub consent: ConsentMode,
+    /// What becomes of an order whose buyer did not allow marketing: `skip` (default: not
+    /// sent, recorded as skipped with reason `consent`) or `opt_out` (sent with
+    /// `opt_out: true`).
+    pub consent_denied: ConsentDenied,
+}
+
+/// `shopify.consent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentMode {
+    #[default]
+    Respect,
+    Ignore,
+}
+
+/// `shopify.consent_denied`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentDenied {
+    #[default]
+    Skip,
+    OptOut,
 }
 
 impl Default for ShopifyConfig {
     fn default() -> Self {
         ShopifyConfig {
             shops: Vec::new(),
+            client_id: None,
+            client_secret: Secret::default(),
+            install: false,
             access_token: Secret::default(),
             admin_api_base: None,
             poll_interval_ms: 5 * 60 * 1000,
@@ -83,6 +127,10 @@ impl Default for ShopifyConfig {
             max_body_bytes: DEFAULT_MAX_WEBHOOK_BYTES,
             gateway_url: None,
             poller: true,
+            webhook_check_interval_secs: 900,
+            bulk_threshold: 10_000,
+            consent: ConsentMode::Respect,
+            consent_denied: ConsentDenied::Skip,
         }
     }
 }
@@ -93,17 +141,31 @@ impl Default for ShopifyConfig {
 pub struct ShopConfig {
     /// The shop's `*.myshopify.com` domain, as Shopify sends it in `X-Shopify-Shop-Domain`.
     pub domain: String,
-    /// Webhook signing secrets: the app's client secret, or the key shown in the Shopify admin
-    /// for webhooks created there. Two during a rotation; either verifies.
+    /// Webhook signing secrets: the key shown in the Shopify admin for webhooks created there,
+    /// or the app's client secret (the default when `client_secret` is set). Two during a
+    /// rotation; either verifies.
     #[serde(default)]
     pub secrets: Vec<Secret>,
+    /// The app's client id (Dev Dashboard → the app → Settings).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The app's client secret: Admin API tokens through the client-credentials grant (or the
+    /// install flow), and the webhooks' signatures.
+    #[serde(default)]
+    pub client_secret: Secret,
+    /// The app is installed on a store of another organisation: its tokens come from the
+    /// install flow (`/shopify/install?shop=`), kept sealed in the store and refreshed.
+    #[serde(default)]
+    pub install: bool,
     /// The ad account this shop's events go to; default: the first configured account.
     #[serde(default)]
     pub ad_account_id: Option<String>,
-    /// Admin API base URL; default `https://{domain}/admin/api/2026-01`.
+    /// Admin API base URL, `{origin}/admin/api/{version}`; default
+    /// `https://{domain}/admin/api/2026-04`. Tokens and installs go to the same origin.
     #[serde(default)]
     pub admin_api_base: Option<String>,
-    /// Admin API access token (`read_orders`); without it the shop has no poller.
+    /// A legacy custom app's static Admin API access token (`shpat_…`), instead of
+    /// `client_id`/`client_secret`.
     #[serde(default)]
     pub access_token: Secret,
     /// The order topic that counts as the purchase: `orders/create` (default) or `orders/paid`.
@@ -148,6 +210,9 @@ impl ShopConfig {
         ShopConfig {
             domain: domain.into(),
             secrets: Vec::new(),
+            client_id: None,
+            client_secret: Secret::default(),
+            install: false,
             ad_account_id: None,
             admin_api_base: None,
             access_token: Secret::default(),
@@ -174,16 +239,66 @@ pub struct Shop {
     pub ad_account_id: String,
     /// Without a trailing slash.
     pub admin_api_base: String,
-    pub access_token: Secret,
+    /// How the gateway gets Admin API tokens for the shop.
+    pub auth: AdminAuth,
     pub purchase_topic: Topic,
     pub options: MapOptions,
 }
 
+/// How a shop's Admin API tokens are obtained.
+#[derive(Debug, Clone)]
+pub enum AdminAuth {
+    /// No Admin API access: webhooks only.
+    None,
+    /// A legacy custom app's static token.
+    Static(Secret),
+    /// The client-credentials grant (an app of the shop's own organisation): 24-hour tokens.
+    ClientCredentials {
+        client_id: String,
+        client_secret: Secret,
+    },
+    /// The install flow (a store of another organisation): expiring offline tokens with a
+    /// rotating refresh token, sealed in the store.
+    Install {
+        client_id: String,
+        client_secret: Secret,
+    },
+}
+
 impl Shop {
-    /// Whether the shop has Admin API access (an access token): its poller can run (unless
+    /// Whether the shop has Admin API access: its poller can run (unless
     /// `shopify.poller = false`), and the quality report counts its orders with the census.
     pub fn polls(&self) -> bool {
-        !self.access_token.is_empty()
+        !matches!(self.auth, AdminAuth::None)
+    }
+
+    /// `scheme://host[:port]` of `admin_api_base`: where tokens and installs go.
+    pub fn origin(&self) -> &str {
+        let after_scheme = self.admin_api_base.find("://").map_or(0, |i| i + 3);
+        let end = self.admin_api_base[after_scheme..]
+            .find('/')
+            .map_or(self.admin_api_base.len(), |i| after_scheme + i);
+        &self.admin_api_base[..end]
+    }
+
+    /// `{admin_api_base}/graphql.json`.
+    pub fn graphql_url(&self) -> String {
+        format!("{}/graphql.json", self.admin_api_base)
+    }
+
+    /// The app's client id and secret, if the shop has them.
+    pub fn app(&self) -> Option<(&str, &Secret)> {
+        match &self.auth {
+            AdminAuth::ClientCredentials {
+                client_id,
+                client_secret,
+            }
+            | AdminAuth::Install {
+                client_id,
+                client_secret,
+            } => Some((client_id, client_secret)),
+            _ => None,
+        }
     }
 }
 
@@ -216,29 +331,22 @@ pub fn shops(config: &Config) -> Result<Vec<Shop>, ConfigError> {
     let accounts: Vec<String> = config.all_accounts().into_iter().map(|a| a.id).collect();
     let mut out: Vec<Shop> = Vec::new();
     let sc = &config.shopify;
-    match (
-        &config.shopify_shop_domain,
-        config.shopify_webhook_secret.is_empty(),
-    ) {
-        (Some(domain), false) => {
-            let mut shop = ShopConfig::new(domain.clone());
-            shop.secrets = vec![config.shopify_webhook_secret.clone()];
-            shop.access_token = sc.access_token.clone();
-            shop.admin_api_base = sc.admin_api_base.clone();
-            out.push(resolve(&shop, &accounts, "shopify_shop_domain")?);
+    let has_secret = !config.shopify_webhook_secret.is_empty() || !sc.client_secret.is_empty();
+    match (&config.shopify_shop_domain, has_secret) {
+        (Some(_), _) => {
+            if let Some(shop) = shorthand(config) {
+                out.push(resolve(&shop, &accounts, "shopify_shop_domain")?);
+            }
         }
-        (Some(_), true) => invalid!(
-            "shopify_webhook_secret: shopify_shop_domain is set but the webhook secret is not; \
-             set PINCAPI_SHOPIFY_WEBHOOK_SECRET"
-        ),
-        (None, false) => invalid!(
-            "shopify_shop_domain: the Shopify webhook secret is set but not the shop's domain; \
+        (None, true) => invalid!(
+            "shopify_shop_domain: a Shopify secret is set but not the shop's domain; \
              set PINCAPI_SHOPIFY_SHOP_DOMAIN (e.g. example.myshopify.com)"
         ),
-        (None, true) => {
-            if !sc.access_token.is_empty() {
+        (None, false) => {
+            if !sc.access_token.is_empty() || sc.client_id.is_some() {
                 invalid!(
-                    "shopify.access_token: set for the single-shop shorthand, which is not configured"
+                    "shopify_shop_domain: [shopify] access_token or client_id is set for the \
+                     single-shop shorthand, but not the shop's domain"
                 );
             }
         }
@@ -256,13 +364,14 @@ pub fn shops(config: &Config) -> Result<Vec<Shop>, ConfigError> {
     if !(1..=250).contains(&sc.poll_page_size) {
         invalid!("shopify.poll_page_size: must be 1..=250 (Shopify's maximum page)");
     }
+    if sc.webhook_check_interval_secs == 0 {
+        invalid!("shopify.webhook_check_interval_secs: must be at least 1");
+    }
+    if sc.bulk_threshold == 0 {
+        invalid!("shopify.bulk_threshold: must be at least 1");
+    }
     if sc.max_body_bytes < 1024 {
         invalid!("shopify.max_body_bytes: must be at least 1024");
-    }
-    if let Some(url) = &sc.gateway_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        invalid!("shopify.gateway_url: must be an http(s) URL, e.g. https://t.shop.example");
     }
     Ok(out)
 }
@@ -284,13 +393,8 @@ pub fn find_shop(config: &Config, domain: &str) -> Result<Option<Shop>, String> 
     let accounts: Vec<String> = config.all_accounts().into_iter().map(|a| a.id).collect();
     if let Some(d) = &config.shopify_shop_domain
         && normalize_domain(d) == domain
+        && let Some(shop) = shorthand(config)
     {
-        let mut shop = ShopConfig::new(d.clone());
-        if !config.shopify_webhook_secret.is_empty() {
-            shop.secrets = vec![config.shopify_webhook_secret.clone()];
-        }
-        shop.access_token = config.shopify.access_token.clone();
-        shop.admin_api_base = config.shopify.admin_api_base.clone();
         return resolve(&shop, &accounts, "shopify_shop_domain")
             .map(Some)
             .map_err(|e| e.to_string());
@@ -305,19 +409,80 @@ pub fn find_shop(config: &Config, domain: &str) -> Result<Option<Shop>, String> 
     Ok(None)
 }
 
+/// The single-shop shorthand as a shop's table, if `shopify_shop_domain` is set.
+fn shorthand(config: &Config) -> Option<ShopConfig> {
+    let sc = &config.shopify;
+    let mut shop = ShopConfig::new(config.shopify_shop_domain.clone()?);
+    if !config.shopify_webhook_secret.is_empty() {
+        shop.secrets = vec![config.shopify_webhook_secret.clone()];
+    }
+    shop.client_id = sc.client_id.clone();
+    shop.client_secret = sc.client_secret.clone();
+    shop.install = sc.install;
+    shop.access_token = sc.access_token.clone();
+    shop.admin_api_base = sc.admin_api_base.clone();
+    Some(shop)
+}
+
 fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> Result<Shop, ConfigError> {
     let domain = normalize_domain(&shop.domain);
     if domain.is_empty() || domain.contains('/') || domain.contains(' ') {
         invalid!("{key}.domain: must be a shop domain like example.myshopify.com");
     }
-    if shop.secrets.is_empty() || shop.secrets.len() > 2 {
+    let client_id = shop
+        .client_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let auth = match (
+        client_id,
+        shop.client_secret.is_empty(),
+        shop.access_token.is_empty(),
+    ) {
+        (Some(_), _, false) => invalid!(
+            "{key}.access_token: give either a static access_token or client_id and \
+             client_secret, not both"
+        ),
+        (Some(id), false, true) => {
+            let (client_id, client_secret) = (id.to_owned(), shop.client_secret.clone());
+            if shop.install {
+                AdminAuth::Install {
+                    client_id,
+                    client_secret,
+                }
+            } else {
+                AdminAuth::ClientCredentials {
+                    client_id,
+                    client_secret,
+                }
+            }
+        }
+        (Some(_), true, _) => {
+            invalid!("{key}.client_secret: client_id is set but not the app's client secret")
+        }
+        (None, false, _) => {
+            invalid!("{key}.client_id: client_secret is set but not the app's client id")
+        }
+        (None, true, false) => AdminAuth::Static(shop.access_token.clone()),
+        (None, true, true) => AdminAuth::None,
+    };
+    if shop.install && !matches!(auth, AdminAuth::Install { .. }) {
+        invalid!("{key}.install: the install flow needs the app's client_id and client_secret");
+    }
+    // The client secret signs the app's webhooks; secrets of webhooks created in the admin
+    // are given apart.
+    let mut secrets = shop.secrets.clone();
+    if secrets.is_empty() && !shop.client_secret.is_empty() {
+        secrets.push(shop.client_secret.clone());
+    }
+    if secrets.is_empty() || secrets.len() > 2 {
         invalid!(
-            "{key}.secrets: give one webhook signing secret, or two during a rotation \
-             (found {})",
-            shop.secrets.len()
+            "{key}.secrets: give one webhook signing secret (or the app's client_secret), or \
+             two during a rotation (found {})",
+            secrets.len()
         );
     }
-    if shop.secrets.iter().any(Secret::is_empty) {
+    if secrets.iter().any(Secret::is_empty) {
         invalid!("{key}.secrets: a secret is empty");
     }
     let ad_account_id = match &shop.ad_account_id {
@@ -346,6 +511,12 @@ fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> Result<Shop, Co
     if !(admin_api_base.starts_with("https://") || admin_api_base.starts_with("http://")) {
         invalid!("{key}.admin_api_base: must be an http(s) URL ending in /admin/api/<version>");
     }
+    if !admin_api_base.contains("/admin/api/") {
+        invalid!(
+            "{key}.admin_api_base: must end in /admin/api/<version>, e.g. \
+             https://{domain}/admin/api/{ADMIN_API_VERSION}"
+        );
+    }
     let options = MapOptions {
         content_ids: shop.content_ids,
         value: shop.value,
@@ -364,10 +535,10 @@ fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> Result<Shop, Co
     };
     Ok(Shop {
         domain,
-        secrets: shop.secrets.clone(),
+        secrets,
         ad_account_id,
         admin_api_base,
-        access_token: shop.access_token.clone(),
+        auth,
         purchase_topic: shop.purchase_topic,
         options,
     })
@@ -393,7 +564,7 @@ mod tests {
         assert_eq!(shops[0].ad_account_id, "111");
         assert_eq!(
             shops[0].admin_api_base,
-            "https://shop.myshopify.com/admin/api/2026-01"
+            "https://shop.myshopify.com/admin/api/2026-04"
         );
         assert!(!shops[0].polls());
         assert!(

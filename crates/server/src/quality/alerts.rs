@@ -14,6 +14,9 @@
 //!   same hour a week earlier;
 //! - `p95_send_lag`: the p95 send lag of events received in the last 24 hours is above
 //!   `max_p95_lag_secs`;
+//! - `webhooks_missing` (ad account `all`): a Shopify webhook subscription the shop needs was
+//!   missing (Shopify deletes one after 8 failed deliveries); raised by the webhook check
+//!   (`shopify::connect`), which re-creates it and clears the alert;
 //! - `purchases_missing` (ad account `all`): of the Shopify orders created in the last 24 hours
 //!   and older than `purchase_grace_secs`, `purchase_gap_percent` or more have no delivered
 //!   purchase. The orders are the ledger's; with the poller off (`shopify.poller = false`)
@@ -117,6 +120,16 @@ impl Alerter {
     /// Evaluates every rule once, persists and announces each transition, and returns them.
     pub async fn evaluate_once(&self, now_ms: i64) -> Result<Vec<Transition>, StoreError> {
         let verdicts = self.verdicts(now_ms).await?;
+        self.apply(verdicts, now_ms).await
+    }
+
+    /// Persists and announces the transitions `verdicts` make, and returns them. Rules
+    /// checked elsewhere (the webhook check's `webhooks_missing`) come in here too.
+    pub async fn apply(
+        &self,
+        verdicts: Vec<Verdict>,
+        now_ms: i64,
+    ) -> Result<Vec<Transition>, StoreError> {
         let stored: HashMap<(String, String), AlertState> = self
             .store
             .alert_states()

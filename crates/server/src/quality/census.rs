@@ -3,10 +3,10 @@
 //!
 //! The order ledger only knows the orders a webhook or the poller reported. With webhooks
 //! dropped and the poller off (`shopify.poller = false`), an order nobody reported is unknown
-//! to the gateway. For every shop with an Admin API access token, the census lists the ids of
-//! the orders created in the report's window (`GET orders.json?status=any&created_at_min=…
-//! &fields=id,created_at,test,cancelled_at,financial_status`, through the poller's client and
-//! pager), keeps those that are conversions by the mapping's own rule (not test orders, not
+//! to the gateway. For every shop with Admin API access, the census lists the ids of the
+//! orders created in the report's window (the GraphQL `CensusPage`: `orders(query:
+//! "created_at:>='…'", sortKey: CREATED_AT, reverse: true)` with the id, the creation time,
+//! `test`, `cancelledAt` and `displayFinancialStatus`, through the shop's shared client), keeps those that are conversions by the mapping's own rule (not test orders, not
 //! cancelled or voided; paid, for shops whose purchase topic is `orders/paid`), and
 //! [`compare`]s them with the ledger and the store: an order the ledger lacks counts in the
 //! report's orders, and, unless its purchase `order-<id>` was delivered (the browser reported
@@ -14,28 +14,30 @@
 //!
 //! The census never writes: it stores no event, no ledger row and no checkpoint, so it neither
 //! sends anything nor moves the poller. It is bounded: at most [`MAX_PAGES`] pages of
-//! `shopify.poll_page_size` orders (10 × 250), newest first, and says when it stopped short;
+//! `shopify.poll_page_size` orders (10 × 250, 252 points a page), newest first, and says when it stopped short;
 //! each request has the gateway's HTTP timeout. Inside `serve` a census is kept for
 //! [`CACHE_TTL`] (5 minutes) by [`CensusCache`], so the dashboard, `/api/quality` and the alert
 //! do not call the Admin API on every view; `pincapi report` runs a fresh one. An Admin API
 //! error is reported as a problem of the shop's census, never as a failure of the report.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use pincapi_core::shopify::graphql::{GraphqlOrder, PageInfo};
 use pincapi_core::shopify::{self, Mapped, Topic};
-use serde::Serialize;
-use serde_json::value::RawValue;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::config::shopify::{self as shop_config, Shop};
-use crate::shopify::poller::{AdminApi, ShopifyError, is_paid, parse_order, rfc3339};
+use crate::config::shopify::Shop;
+use crate::shopify::access::ShopAccess;
+use crate::shopify::admin::{AdminApi, CENSUS_PAGE, ShopifyError, rfc3339};
+use crate::shopify::poller::is_paid;
 use crate::store::{MissingOrder, QualityStore, StoreError, TruthDay};
 
 /// Pages one census lists at most per shop.
 pub const MAX_PAGES: usize = 10;
-/// The only order fields the census asks for: no personal data, and small pages.
-pub const FIELDS: &str = "id,created_at,test,cancelled_at,financial_status";
 /// How long `serve` reuses a census.
 pub const CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 /// The outcome of a missing order no webhook, poll or browser report ever told the gateway of.
@@ -113,15 +115,10 @@ impl Census {
 
 /// Lists the orders created from `since` (Unix seconds) of every shop in `shops`, one shop
 /// after the other. Never fails: a shop's error is recorded in its [`ShopCensus`].
-pub async fn run(
-    shops: &[Shop],
-    page_size: usize,
-    timeout: Duration,
-    since: i64,
-    now_ms: i64,
-) -> Census {
+pub async fn run(shops: &[Arc<AdminApi>], page_size: usize, since: i64, now_ms: i64) -> Census {
     let mut out = Vec::with_capacity(shops.len());
-    for shop in shops {
+    for api in shops {
+        let shop = api.shop();
         let mut census = ShopCensus {
             shop: shop.domain.clone(),
             ad_account_id: shop.ad_account_id.clone(),
@@ -133,7 +130,7 @@ pub async fn run(
             truncated: false,
             error: None,
         };
-        if let Err(e) = list(shop, page_size, timeout, since, &mut census).await {
+        if let Err(e) = list(api, page_size, since, &mut census).await {
             let e = format!("{e:#}");
             tracing::warn!(shop = %shop.domain, error = %e, "The order census could not list the shop's orders; the quality report counts them from the ledger");
             census.error = Some(e);
@@ -147,27 +144,40 @@ pub async fn run(
     }
 }
 
+#[derive(Deserialize)]
+struct CensusData {
+    orders: CensusConnection,
+}
+
+#[derive(Deserialize)]
+struct CensusConnection {
+    #[serde(rename = "pageInfo")]
+    page_info: PageInfo,
+    nodes: Vec<Value>,
+}
+
 async fn list(
-    shop: &Shop,
+    api: &AdminApi,
     page_size: usize,
-    timeout: Duration,
     since: i64,
     census: &mut ShopCensus,
 ) -> Result<(), ShopifyError> {
-    let api = AdminApi::new(shop.clone(), timeout)?;
-    let since_text = rfc3339(since)?;
-    let url = api.orders_url(&[
-        ("status", "any"),
-        ("created_at_min", since_text.as_str()),
-        ("limit", &page_size.clamp(1, 250).to_string()),
-        ("fields", FIELDS),
-    ])?;
-    let mut pages = api.pages(url, MAX_PAGES).keeping("fields", FIELDS);
-    while let Some(orders) = pages.next().await? {
-        census.pages = pages.pages();
-        for raw in &orders {
+    let shop = api.shop();
+    let query = format!("created_at:>='{}'", rfc3339(since)?);
+    let first = page_size.clamp(1, 250) as u32;
+    let mut after: Option<String> = None;
+    loop {
+        let data: CensusData = api
+            .run(
+                CENSUS_PAGE,
+                json!({"first": first, "after": after, "query": query}),
+                2 + first,
+            )
+            .await?;
+        census.pages += 1;
+        for node in data.orders.nodes {
             census.listed += 1;
-            match classify(shop, raw) {
+            match classify(shop, node) {
                 Some(o) => {
                     census.oldest_listed = Some(
                         census
@@ -186,9 +196,16 @@ async fn list(
                 None => census.not_conversions += 1,
             }
         }
+        let info = data.orders.page_info;
+        match info.end_cursor.filter(|_| info.has_next_page) {
+            Some(next) if census.pages < MAX_PAGES => after = Some(next),
+            Some(_) => {
+                census.truncated = true;
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
     }
-    census.truncated = pages.cut_short();
-    Ok(())
 }
 
 /// One listed order as the census sees it.
@@ -202,8 +219,11 @@ struct Classified {
 /// listing: the mapping's `Ignored` (test, cancelled, voided) is not, nor is an unpaid order
 /// of an `orders/paid` shop. Test orders are left out even when sent as tests, as the ledger's
 /// figures leave them out. `None` for what is not an order's shape.
-fn classify(shop: &Shop, raw: &RawValue) -> Option<Classified> {
-    let order = parse_order(raw).ok()?;
+fn classify(shop: &Shop, node: Value) -> Option<Classified> {
+    let order = serde_json::from_value::<GraphqlOrder>(node)
+        .ok()?
+        .into_order(Vec::new())
+        .ok()?;
     let topic = shop.purchase_topic;
     let mapped = shopify::map_order(topic, &order, topic, &shop.options).ok()?;
     let facts = match &mapped {
@@ -225,25 +245,19 @@ fn classify(shop: &Shop, raw: &RawValue) -> Option<Classified> {
 /// A census kept for a short time inside `serve`, for every shop with Admin API access.
 #[derive(Debug)]
 pub struct CensusCache {
-    shops: Vec<Shop>,
+    shops: Vec<Arc<AdminApi>>,
     page_size: usize,
-    timeout: Duration,
     ttl: Duration,
     cached: tokio::sync::Mutex<Option<Census>>,
 }
 
 impl CensusCache {
-    /// The cache for the shops of `config` that have an Admin API access token, reusing a
-    /// census for `ttl`. A configuration whose shops do not resolve has no census (`serve`
-    /// refuses to start with one anyway).
-    pub fn new(config: &Config, ttl: Duration) -> CensusCache {
-        let shops = shop_config::shops(config)
-            .map(|shops| shops.into_iter().filter(Shop::polls).collect())
-            .unwrap_or_default();
+    /// The cache for the shops of `access` that have Admin API access, reusing a census for
+    /// `ttl`.
+    pub fn new(config: &Config, access: &ShopAccess, ttl: Duration) -> CensusCache {
         CensusCache {
-            shops,
+            shops: access.apis().cloned().collect(),
             page_size: config.shopify.poll_page_size,
-            timeout: config.request_timeout(),
             ttl,
             cached: tokio::sync::Mutex::new(None),
         }
@@ -268,7 +282,7 @@ impl CensusCache {
                 return Some(c.narrowed(since));
             }
         }
-        let census = run(&self.shops, self.page_size, self.timeout, since, now_ms).await;
+        let census = run(&self.shops, self.page_size, since, now_ms).await;
         *cached = Some(census.clone());
         Some(census)
     }
@@ -441,6 +455,7 @@ pub fn day_label(day: i64) -> String {
 mod tests {
     use super::*;
     use crate::config::from_toml;
+    use crate::config::shopify as shop_config;
 
     fn shop(purchase_topic: &str) -> Shop {
         let c = from_toml(&format!(
@@ -454,49 +469,50 @@ mod tests {
         s
     }
 
-    fn raw(v: serde_json::Value) -> Box<RawValue> {
-        RawValue::from_string(v.to_string()).unwrap()
+    fn raw(v: serde_json::Value) -> Value {
+        v
     }
 
     #[test]
     fn only_the_census_fields_decide_whether_an_order_is_a_conversion() {
         let create = shop("orders/create");
         let order = |extra: serde_json::Value| {
-            let mut o = serde_json::json!({"id": 42, "created_at": "2026-11-20T10:00:00Z",
-                "test": false, "cancelled_at": null, "financial_status": "paid"});
+            let mut o = serde_json::json!({"id": "gid://shopify/Order/42",
+                "createdAt": "2026-11-20T10:00:00Z", "test": false, "cancelledAt": null,
+                "displayFinancialStatus": "PAID"});
             for (k, v) in extra.as_object().unwrap() {
                 o[k] = v.clone();
             }
             raw(o)
         };
-        let c = classify(&create, &order(serde_json::json!({}))).unwrap();
+        let c = classify(&create, order(serde_json::json!({}))).unwrap();
         assert!(c.conversion);
         assert_eq!(c.order_id, "42");
         for not in [
             serde_json::json!({"test": true}),
-            serde_json::json!({"cancelled_at": "2026-11-20T10:01:00Z"}),
-            serde_json::json!({"financial_status": "voided"}),
+            serde_json::json!({"cancelledAt": "2026-11-20T10:01:00Z"}),
+            serde_json::json!({"displayFinancialStatus": "VOIDED"}),
         ] {
             assert!(
-                !classify(&create, &order(not.clone())).unwrap().conversion,
+                !classify(&create, order(not.clone())).unwrap().conversion,
                 "{not}"
             );
         }
         let paid = shop("orders/paid");
         assert!(
-            classify(&paid, &order(serde_json::json!({})))
+            classify(&paid, order(serde_json::json!({})))
                 .unwrap()
                 .conversion
         );
         assert!(
             !classify(
                 &paid,
-                &order(serde_json::json!({"financial_status": "pending"}))
+                order(serde_json::json!({"displayFinancialStatus": "PENDING"}))
             )
             .unwrap()
             .conversion
         );
-        assert!(classify(&create, &raw(serde_json::json!({"id": "x"}))).is_none());
+        assert!(classify(&create, raw(serde_json::json!({"createdAt": 5}))).is_none());
     }
 
     #[test]

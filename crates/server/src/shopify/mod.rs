@@ -27,12 +27,20 @@
 //! [`config::ShopifyConfig::validate`] so a bad `[shopify]` section stops `serve` at start; until
 //! it does, `spawn_background` logs the problem and webhooks for an unusable shop answer 503.
 
+pub mod access;
+pub mod admin;
+pub mod bulk;
+pub mod connect;
+pub mod install;
+pub mod orders;
 pub mod pixel;
 pub mod poller;
 pub mod record;
 pub mod standin;
+pub mod token;
 pub mod webhook;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -56,6 +64,8 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/webhooks/shopify", post(webhook::receive))
         .route("/admin/shopify/ledger", get(ledger))
+        .route("/shopify/install", get(install::install))
+        .route("/shopify/callback", get(install::callback))
 }
 
 /// Background tasks this source runs while the gateway serves: one reconciliation poller per
@@ -85,16 +95,42 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
             "The Shopify reconciliation poller is off (shopify.poller = false); the quality report lists orders the gateway never received"
         );
     }
-    for shop in shops.into_iter().filter(|s| sc.poller && s.polls()) {
-        let domain = shop.domain.clone();
-        match poller::Reconciler::new(shop, recorder.clone(), sc, state.config.request_timeout()) {
-            Ok(r) => tasks.push(tokio::spawn(poller::run_loop(
+    if sc.poller {
+        for api in state.shopify.apis() {
+            let r = poller::Reconciler::new(Arc::clone(api), recorder.clone(), sc);
+            tasks.push(tokio::spawn(poller::run_loop(
                 r,
                 sc.poll_interval(),
                 stop.clone(),
-            ))),
-            Err(e) => {
-                tracing::error!(shop = %domain, error = %format!("{e:#}"), "Could not start the Shopify poller")
+            )));
+        }
+    }
+    match state.config.public_base() {
+        Some(public) => {
+            let apis: Vec<_> = state.shopify.apis().cloned().collect();
+            if !apis.is_empty() {
+                let checker = connect::Checker {
+                    apis,
+                    uri: connect::webhook_uri(public),
+                    every: Duration::from_secs(sc.webhook_check_interval_secs),
+                    store: state.store.clone(),
+                    metrics: state.metrics.clone(),
+                    alerter: crate::quality::alerts::Alerter::new(
+                        state.store.clone(),
+                        state.delivery.clone(),
+                        state.metrics.clone(),
+                        state.config.quality.clone(),
+                        Vec::new(),
+                    ),
+                };
+                tasks.push(tokio::spawn(checker.run(state.clock.clone(), stop.clone())));
+            }
+        }
+        None => {
+            if state.shopify.apis().next().is_some() {
+                tracing::info!(
+                    "public_url is not set: the gateway does not check the shops' webhook subscriptions"
+                );
             }
         }
     }

@@ -20,8 +20,8 @@ const TEMPLATE: &str = include_str!("../../assets/shopify/pixel.js");
 pub struct PixelOptions {
     /// The Pinterest Tag id (digits).
     pub tag_id: String,
-    /// The gateway's public base URL; the pixel mirrors events to `<gateway_url>/collect`.
-    pub gateway_url: Option<String>,
+    /// The gateway's public base URL; the pixel mirrors events to `<public_url>/collect`.
+    pub public_url: Option<String>,
     /// Must match the shop's `content_ids`, so the Tag names catalog items as the server does.
     pub content_ids: ContentIdScheme,
     /// Must match the shop's `value`.
@@ -45,14 +45,14 @@ pub fn render(options: &PixelOptions) -> Result<String, String> {
             "tag_id: {tag_id:?} is not a Pinterest Tag id (digits, e.g. 2612345678901)"
         ));
     }
-    let collector_url = match options.gateway_url.as_deref().map(str::trim) {
+    let collector_url = match options.public_url.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(u) if u.starts_with("https://") || u.starts_with("http://") => {
             Some(format!("{}/collect", u.trim_end_matches('/')))
         }
         Some(u) => {
             return Err(format!(
-                "gateway_url: {u:?} must be an http(s) URL, e.g. https://t.shop.example"
+                "public_url: {u:?} must be an http(s) URL, e.g. https://t.shop.example"
             ));
         }
     };
@@ -74,7 +74,7 @@ mod tests {
     fn renders_the_settings_as_json_and_refuses_a_bad_tag_id() {
         let js = render(&PixelOptions {
             tag_id: "2612345678901".into(),
-            gateway_url: Some("https://t.shop.example/".into()),
+            public_url: Some("https://t.shop.example/".into()),
             content_ids: ContentIdScheme::Sku,
             value: ValueSource::Total,
         })
@@ -86,7 +86,7 @@ mod tests {
         assert!(
             render(&PixelOptions {
                 tag_id: "'); alert(1); ('".into(),
-                gateway_url: None,
+                public_url: None,
                 content_ids: ContentIdScheme::default(),
                 value: ValueSource::default(),
             })

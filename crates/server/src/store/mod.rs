@@ -1,6 +1,7 @@
 //! The store: everything the gateway keeps, behind one trait per concern.
 //!
 //! [`Queue`] (events on their way to Pinterest), [`DeadLetters`], [`ShopifyStore`],
+//! [`CredentialStore`] (sealed tokens the gateway obtained),
 //! [`QualityStore`], [`AudienceStore`] and [`Maintenance`]; [`Store`] is all of them, so one
 //! `Arc<dyn Store>` ([`SharedStore`]) serves every consumer, and each consumer names only the
 //! concern it uses. [`sqlite::SqliteStore`] is the embedded backend and
@@ -18,6 +19,7 @@
 //! operator can retry a dead letter or drop it (`dropped`).
 
 pub mod audiences;
+pub mod credentials;
 pub mod dead_letters;
 pub mod maintenance;
 pub mod open;
@@ -33,6 +35,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use audiences::*;
+pub use credentials::*;
 pub use dead_letters::*;
 pub use maintenance::*;
 pub use quality::*;
@@ -67,12 +70,19 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Everything the gateway stores: every concern's trait.
 pub trait Store:
-    Queue + DeadLetters + ShopifyStore + QualityStore + AudienceStore + Maintenance
+    Queue + DeadLetters + ShopifyStore + CredentialStore + QualityStore + AudienceStore + Maintenance
 {
 }
 
 impl<T> Store for T where
-    T: Queue + DeadLetters + ShopifyStore + QualityStore + AudienceStore + Maintenance + ?Sized
+    T: Queue
+        + DeadLetters
+        + ShopifyStore
+        + CredentialStore
+        + QualityStore
+        + AudienceStore
+        + Maintenance
+        + ?Sized
 {
 }
 

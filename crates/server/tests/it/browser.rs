@@ -529,7 +529,7 @@ async fn run_tag_js(app: &TestApp, scenario: &Value) -> Value {
 async fn tag_js_keeps_different_orders_apart_and_the_collector_agrees_with_its_ids() {
     let app = spawn_app_with(SandboxOptions::default(), |c| {
         browser_config(c);
-        c.browser.public_url = Some("https://t.shop.example".into());
+        c.public_url = Some("https://t.shop.example".into());
     })
     .await;
     let orders = [

@@ -9,7 +9,7 @@ use pincapi::app::App;
 use pincapi::clock::{SharedClock, SystemClock};
 use pincapi::config::{AccountConfig, Config, Secret};
 use pincapi::sandbox::{Faults, RecordedEvent, Sandbox, SandboxOptions};
-use pincapi::shopify::standin::ShopifyStandin;
+use pincapi::shopify::standin::{ShopifyStandin, StandinOptions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -307,9 +307,18 @@ pub struct Standin {
 
 impl Standin {
     pub async fn start() -> Standin {
+        Standin::start_with(StandinOptions {
+            static_token: Some(SHOPIFY_ADMIN_TOKEN.into()),
+            ..StandinOptions::default()
+        })
+        .await
+    }
+
+    /// A stand-in set up as `options` say.
+    pub async fn start_with(options: StandinOptions) -> Standin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let standin = ShopifyStandin::new(SHOPIFY_ADMIN_TOKEN);
+        let standin = ShopifyStandin::with(options);
         let (stop, mut rx) = watch::channel(false);
         let s = standin.clone();
         tokio::spawn(async move {
@@ -327,16 +336,16 @@ impl Standin {
     }
 
     pub fn base(&self) -> String {
-        format!("http://{}/admin/api/2026-01", self.addr)
+        format!("http://{}/admin/api/2026-04", self.addr)
     }
 
     pub fn add(&self, order: &Value) {
         self.standin.add(order.clone()).unwrap();
     }
 
-    /// Requests the poller has made so far.
+    /// Order listings the poller has asked for so far.
     pub fn polls(&self) -> usize {
-        self.standin.requests().len()
+        self.standin.requests_of("OrdersPage").len()
     }
 }
 

@@ -6,13 +6,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use pincapi::clock::SystemClock;
 use pincapi::config::shopify::ShopConfig;
 use pincapi::config::{Config, Secret, Synchronous};
 use pincapi::metrics::Metrics;
 use pincapi::sandbox::SandboxOptions;
-use pincapi::shopify::poller::{MAX_PAGES, Reconciler};
+use pincapi::shopify::access::ShopAccess;
+use pincapi::shopify::poller::Reconciler;
 use pincapi::shopify::record::Recorder;
 use pincapi::shopify::webhook::sign;
 use pincapi::store::sqlite::{SqliteStore, count_states};
@@ -245,17 +246,24 @@ async fn orders_whose_webhooks_were_dropped_are_sent_once_by_the_poller_across_p
     .await;
     wait_for_polls(&standin, 6).await;
 
-    // Two orders a page: the poller followed the Link header's cursor.
-    let requests = standin.standin.requests();
+    // Two orders a page: the poller followed the GraphQL cursor, oldest update first.
+    let requests = standin.standin.requests_of("OrdersPage");
+    assert!(
+        requests.iter().any(|r| r.variables["after"].is_string()),
+        "{requests:?}"
+    );
     assert!(
         requests
             .iter()
-            .any(|r| r.query.as_deref().unwrap_or("").contains("page_info=")),
+            .all(|r| r.status == 200 && r.error.is_none()),
         "{requests:?}"
     );
-    assert!(requests.iter().all(|r| r.status == 200), "{requests:?}");
-    let first = requests[0].query.clone().unwrap();
-    assert!(first.contains("status=any") && first.contains("created_at_min="));
+    let first = requests[0].variables["query"].as_str().unwrap();
+    assert!(
+        first.starts_with("updated_at:>='") && first.contains("AND created_at:>='"),
+        "{first}"
+    );
+    assert_eq!(requests[0].variables["first"], 2);
 
     let l = ledger(&app).await;
     let orders = l["orders"].as_array().unwrap();
@@ -739,9 +747,9 @@ async fn a_test_orders_browser_copy_is_dropped_or_sent_as_a_test_with_its_webhoo
 }
 
 #[tokio::test]
-async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
+async fn a_poll_cut_short_at_the_page_limit_goes_on_from_where_it_stopped() {
     let standin = Standin::start().await;
-    // Five orders an hour old to a quarter of an hour old; the Admin API lists newest first.
+    // Five orders an hour old to a quarter of an hour old, read oldest update first.
     let ids: Vec<u64> = (0..5).map(|i| 5_970_000_000_000 + i).collect();
     for (i, id) in ids.iter().enumerate() {
         let mut o = sale(*id);
@@ -757,7 +765,7 @@ async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
     let mut config = test_config("http://127.0.0.1:9/v5", &db);
     config.shopify.shops = vec![shop(Some(&standin))];
     config.shopify.poll_page_size = 2;
-    let resolved = pincapi::config::shopify::shops(&config).unwrap().remove(0);
+    config.shopify.poll_overlap_secs = 0;
     let recorder = Recorder {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
@@ -765,19 +773,24 @@ async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
         max_event_age_secs: config.ingest.max_event_age_secs,
         merge_window_ms: 0,
     };
-    let mut poller =
-        Reconciler::new(resolved, recorder, &config.shopify, Duration::from_secs(5)).unwrap();
+    let access = ShopAccess::new(&config, None, SystemClock::shared()).unwrap();
+    let api = access.apis().next().unwrap().clone();
+    let mut poller = Reconciler::new(api, recorder, &config.shopify);
 
-    // One page of two: the run stops with the three oldest orders not listed.
+    // One page of two: the run stops with the three newest orders not listed, and the
+    // checkpoint at the newest it listed.
     poller.max_pages = 1;
     let report = poller.backfill(now() - 3600).await.unwrap();
     assert!(report.cut_short, "{report:?}");
     assert_eq!((report.pages, report.orders), (1, 2), "{report:?}");
+    let checkpoint = store.shopify_checkpoint(SHOP).await.unwrap().unwrap();
+    assert_eq!(checkpoint, now_secs_of(&standin, ids[1]));
 
-    // The next scheduled run starts from the same time, and finds them.
-    poller.max_pages = MAX_PAGES;
-    let report = poller.poll().await.unwrap();
-    assert!(!report.cut_short, "{report:?}");
+    // The next scheduled runs go on from there, and find the rest.
+    poller.max_pages = 1;
+    for _ in 0..3 {
+        poller.poll().await.unwrap();
+    }
     let ledger = store.shopify_ledger(None, 100).await.unwrap();
     let mut seen: Vec<u64> = ledger
         .orders
@@ -789,6 +802,19 @@ async fn a_poll_cut_short_at_the_page_limit_does_not_skip_the_older_orders() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, ids);
+}
+
+/// The `updated_at` of order `id` at the stand-in, Unix seconds.
+fn now_secs_of(standin: &Standin, id: u64) -> i64 {
+    let o = standin
+        .standin
+        .orders()
+        .into_iter()
+        .find(|o| o["id"] == id)
+        .unwrap();
+    OffsetDateTime::parse(o["updated_at"].as_str().unwrap(), &Rfc3339)
+        .unwrap()
+        .unix_timestamp()
 }
 
 #[tokio::test]
@@ -1035,64 +1061,91 @@ async fn backfill_queues_the_orders_the_webhooks_missed_and_reports_those_too_ol
 }
 
 #[tokio::test]
-async fn the_standin_paginates_like_shopify_and_refuses_a_wrong_token() {
+async fn the_standin_pages_graphql_orders_like_shopify_and_refuses_a_wrong_token() {
     let standin = Standin::start().await;
     for i in 1..=5 {
         standin.add(&sale(6_300_000_000_000 + i));
     }
     let http = reqwest::Client::new();
-    let url = format!(
-        "{}/orders.json?status=any&limit=2&created_at_min={}",
-        standin.base(),
-        rfc3339(now() - 3600).replace('+', "%2B")
-    );
-    let resp = http.get(&url).send().await.unwrap();
+    let url = format!("{}/graphql.json", standin.base());
+    let page = |after: Value| {
+        json!({
+            "query": include_str!("../../src/shopify/graphql/orders_page.graphql"),
+            "operationName": "OrdersPage",
+            "variables": {"first": 2, "after": after, "lines": 1,
+                          "query": format!("updated_at:>='{}'", rfc3339(now() - 3600))},
+        })
+    };
+    let resp = http
+        .post(&url)
+        .json(&page(Value::Null))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
     let mut ids = Vec::new();
-    let mut next = Some(url);
+    let mut after = Value::Null;
     let mut pages = 0;
-    while let Some(u) = next.take() {
+    loop {
         let resp = http
-            .get(&u)
+            .post(&url)
             .header("X-Shopify-Access-Token", SHOPIFY_ADMIN_TOKEN)
+            .json(&page(after.clone()))
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status().as_u16(), 200);
-        let link = resp
-            .headers()
-            .get("link")
-            .map(|v| v.to_str().unwrap().to_owned());
         let body: Value = resp.json().await.unwrap();
-        for o in body["orders"].as_array().unwrap() {
-            ids.push(o["id"].as_u64().unwrap());
+        let cost = &body["extensions"]["cost"];
+        assert_eq!(cost["requestedQueryCost"], 2 + 2 * (19 + 6));
+        assert!(cost["throttleStatus"]["restoreRate"].as_f64().unwrap() > 0.0);
+        let orders = &body["data"]["orders"];
+        for o in orders["nodes"].as_array().unwrap() {
+            ids.push(
+                o["legacyResourceId"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap(),
+            );
+            assert!(
+                o["id"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("gid://shopify/Order/")
+            );
+            assert!(o["lineItems"]["nodes"].as_array().unwrap().len() <= 1);
         }
         pages += 1;
-        next = link.and_then(|l| {
-            l.split(", ")
-                .find(|p| p.ends_with("rel=\"next\""))
-                .map(|p| p[1..p.find('>').unwrap()].to_owned())
-        });
-        if let Some(n) = &next {
-            // A cursor cannot be combined with the filters, as at Shopify.
-            let resp = http
-                .get(format!("{n}&status=any"))
-                .header("X-Shopify-Access-Token", SHOPIFY_ADMIN_TOKEN)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status().as_u16(), 400);
+        if orders["pageInfo"]["hasNextPage"] != true {
+            break;
         }
+        after = orders["pageInfo"]["endCursor"].clone();
     }
     assert_eq!(pages, 3);
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids.len(), 5);
     assert_eq!(
-        ids,
-        (1..=5)
-            .rev()
-            .map(|i| 6_300_000_000_000 + i)
-            .collect::<Vec<u64>>()
+        sorted,
+        (1..=5).map(|i| 6_300_000_000_000 + i).collect::<Vec<u64>>()
     );
+
+    // A query over 1,000 points is refused, as at Shopify.
+    let mut big = page(Value::Null);
+    big["variables"]["first"] = json!(250);
+    let body: Value = http
+        .post(&url)
+        .header("X-Shopify-Access-Token", SHOPIFY_ADMIN_TOKEN)
+        .json(&big)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "MAX_COST_EXCEEDED");
 }
 
 /// Renders the pixel with `pincapi shopify pixel`.
@@ -1102,7 +1155,7 @@ async fn rendered_pixel(dir: &Path) -> std::path::PathBuf {
         "pixel".into(),
         "--tag-id".into(),
         TAG_ID.into(),
-        "--gateway-url".into(),
+        "--public-url".into(),
         "https://t.shop.example/".into(),
     ])
     .await;

@@ -286,6 +286,32 @@ ALTER TABLE quality_hours DROP CONSTRAINT quality_hours_pkey;
 ALTER TABLE quality_hours ADD PRIMARY KEY (hour, ad_account_id, event_name, shard);
 ",
     },
+    Migration {
+        version: 6,
+        name: "credentials",
+        sql: "
+CREATE TABLE IF NOT EXISTS credentials (
+    name        TEXT    PRIMARY KEY,        -- shopify:<domain>
+    sealed      BYTEA   NOT NULL,           -- sealed with PINCAPI_SECRET_KEY (sealed.rs)
+    updated_at  BIGINT  NOT NULL             -- Unix ms
+);
+CREATE TABLE IF NOT EXISTS oauth_states (
+    state       TEXT    PRIMARY KEY,        -- one-time, random
+    subject     TEXT    NOT NULL,           -- the shop's domain
+    expires_at  BIGINT  NOT NULL             -- Unix ms
+);
+-- Shopify's customers/data_request: what was held about a customer when it was asked.
+-- Hashes and ids only.
+CREATE TABLE IF NOT EXISTS shopify_data_requests (
+    shop         TEXT    NOT NULL,
+    request_id   TEXT    NOT NULL,          -- data_request.id, or the webhook id
+    customer_id  TEXT,
+    report       TEXT    NOT NULL,          -- JSON
+    received_at  BIGINT  NOT NULL,            -- Unix ms
+    PRIMARY KEY (shop, request_id)
+);
+",
+    },
 ];
 
 /// The newest version this build knows.

@@ -11,6 +11,7 @@
 //! instead of double-sending. CLI commands may still open the file alongside.
 
 mod audiences;
+mod credentials;
 mod dead_letters;
 mod maintenance;
 mod quality;

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::store::StoreError;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATION_1: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -250,6 +250,31 @@ CREATE TABLE IF NOT EXISTS audience_members (
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at, id);
 ";
 
+// --- Credentials ---
+/// Sealed credentials, OAuth states, and Shopify's data requests.
+const MIGRATION_5: &str = "
+CREATE TABLE IF NOT EXISTS credentials (
+    name        TEXT    PRIMARY KEY,        -- shopify:<domain>
+    sealed      BLOB   NOT NULL,           -- sealed with PINCAPI_SECRET_KEY (sealed.rs)
+    updated_at  INTEGER NOT NULL             -- Unix ms
+);
+CREATE TABLE IF NOT EXISTS oauth_states (
+    state       TEXT    PRIMARY KEY,        -- one-time, random
+    subject     TEXT    NOT NULL,           -- the shop's domain
+    expires_at  INTEGER NOT NULL             -- Unix ms
+);
+-- Shopify's customers/data_request: what was held about a customer when it was asked.
+-- Hashes and ids only.
+CREATE TABLE IF NOT EXISTS shopify_data_requests (
+    shop         TEXT    NOT NULL,
+    request_id   TEXT    NOT NULL,          -- data_request.id, or the webhook id
+    customer_id  TEXT,
+    report       TEXT    NOT NULL,          -- JSON
+    received_at  INTEGER NOT NULL,            -- Unix ms
+    PRIMARY KEY (shop, request_id)
+);
+";
+
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -275,6 +300,11 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 4 {
         conn.execute_batch(&format!(
             "BEGIN; {MIGRATION_4} PRAGMA user_version = 4; COMMIT;"
+        ))?;
+    }
+    if version < 5 {
+        conn.execute_batch(&format!(
+            "BEGIN; {MIGRATION_5} PRAGMA user_version = 5; COMMIT;"
         ))?;
     }
     Ok(())

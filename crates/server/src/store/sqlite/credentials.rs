@@ -1,0 +1,98 @@
+//! Sealed credentials and OAuth states on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::params;
+
+use super::SqliteStore;
+use crate::store::{CredentialStore, StoreError};
+
+#[async_trait]
+impl CredentialStore for SqliteStore {
+    async fn credential(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT sealed FROM credentials WHERE name = ?1")?;
+            let mut rows = stmt.query(params![name])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+
+    async fn save_credential(
+        &self,
+        name: &str,
+        sealed: Vec<u8>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO credentials (name, sealed, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![name, sealed, now_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_credential(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM credentials WHERE name = ?1")?
+                .execute(params![name])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn credential_count(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM credentials", [], |r| r.get(0))?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn save_oauth_state(
+        &self,
+        state: &str,
+        subject: &str,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (state, subject) = (state.to_owned(), subject.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO oauth_states (state, subject, expires_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![state, subject, expires_at_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_oauth_state(
+        &self,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let state = state.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM oauth_states WHERE expires_at <= ?1")?
+                .execute(params![now_ms])?;
+            let mut stmt =
+                conn.prepare_cached("DELETE FROM oauth_states WHERE state = ?1 RETURNING subject")?;
+            let mut rows = stmt.query(params![state])?;
+            Ok(match rows.next()? {
+                Some(r) => Some(r.get(0)?),
+                None => None,
+            })
+        })
+        .await
+    }
+}
