@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod normalize;
 pub mod pinterest;
 pub mod quality;
+pub mod redact;
 pub mod repeat;
 pub mod shopify;
 pub mod source;

@@ -9,6 +9,7 @@
 //! | `value`, `currency`, `order_id` | `value` (decimal string), `currency`, `order_id` |
 //! | `order_quantity` | `num_items` |
 //! | `search_query` | `search_string` |
+//! | `opt_out_type` (`LDP`) | `opt_out_type` |
 //! | `line_items[].product_id` | `content_ids[]` and `contents[].id` |
 //! | `line_items[].product_price`, `product_quantity` | `contents[].item_price`, `quantity` |
 //! | `line_items[].product_name`, `product_category`, `product_brand` | `contents[].item_name`, `item_category`, `item_brand` |
@@ -370,6 +371,9 @@ pub fn map_tag_data(
             "order_quantity" => keep(raw_count(raw).map(|v| c.num_items = v)),
             "order_id" => keep(raw_string(raw).map(|v| c.order_id = v)),
             "search_query" => keep(raw_string(raw).map(|v| c.search_string = v)),
+            // Pinterest's limited data processing, when the visitor did not allow the sale of
+            // their data.
+            "opt_out_type" => keep(raw_string(raw).map(|v| c.opt_out_type = v)),
             "line_items" => {
                 match serde_json::from_str::<Option<Vec<BTreeMap<String, Box<RawValue>>>>>(
                     raw.get(),

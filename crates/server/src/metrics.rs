@@ -112,6 +112,26 @@ const FAMILIES: &[Family] = &[
         help: "Runs of the Shopify Admin API poller, by shop and result (ok, error).",
     },
     Family {
+        name: "pincapi_shopify_webhooks_missing",
+        kind: "gauge",
+        help: "Webhook subscriptions a shop needs that were missing at the last check, by shop.",
+    },
+    Family {
+        name: "pincapi_shopify_webhooks_recreated_total",
+        kind: "counter",
+        help: "Webhook subscriptions the check found missing (Shopify deletes one after 8 failed deliveries) and set up again, by shop.",
+    },
+    Family {
+        name: "pincapi_shopify_token_renewals_total",
+        kind: "counter",
+        help: "Shopify Admin API tokens obtained (client credentials or refresh), by shop.",
+    },
+    Family {
+        name: "pincapi_shopify_compliance_total",
+        kind: "counter",
+        help: "Shopify compliance webhooks carried out, by topic (customers/redact, shop/redact, customers/data_request).",
+    },
+    Family {
         name: "pincapi_collector_refused_total",
         kind: "counter",
         help: "Browser collector requests refused before mapping, by reason (origin, rate_limited, too_large, content_type).",

@@ -33,8 +33,9 @@
 use super::money::{self, Currencies};
 use super::wire::{self, Address, Cart, Customer, LineItem, NoteAttribute, Order, Refund};
 use super::{
-    ContentIdScheme, LedgerEntry, LedgerKind, MapError, MapOptions, Mapped, OrderFacts, SkipReason,
-    TestOrders, Topic, ValueSource, purchase_event_id, url,
+    CONSENT_ATTRIBUTE, Consent, ConsentDenied, ContentIdScheme, LedgerEntry, LedgerKind, MapError,
+    MapOptions, Mapped, OrderFacts, RecordedConsent, SkipReason, TestOrders, Topic, ValueSource,
+    purchase_event_id, url,
 };
 use crate::event::{
     ActionSource, Content, ConversionEvent, Currency, CustomData, EventId, EventName, EventTime,
@@ -96,7 +97,31 @@ pub(super) fn order(
     if order.financial_status.as_deref().map(str::trim) == Some("voided") {
         return ignored("the order's payment is voided (financial_status voided)".to_owned());
     }
-    let event = purchase_event(order, id, &facts, options)?;
+    let mut event = purchase_event(order, id, &facts, options)?;
+    if options.consent == Consent::Respect {
+        let consent = order
+            .note_attributes
+            .iter()
+            .filter(|a| clean(a.name.as_deref()) == Some(CONSENT_ATTRIBUTE))
+            .find_map(|a| clean(a.value.as_deref()))
+            .map(RecordedConsent::parse)
+            .unwrap_or_default();
+        if consent.marketing == Some(false) {
+            if options.consent_denied == ConsentDenied::Skip {
+                return Ok(Mapped::Skipped {
+                    reason: SkipReason::Consent,
+                    order: Some(facts),
+                });
+            }
+            event.opt_out = Some(true);
+        }
+        if consent.sale_of_data == Some(false) {
+            event
+                .custom_data
+                .get_or_insert_with(Default::default)
+                .opt_out_type = Some("LDP".to_owned());
+        }
+    }
     if !event.user_data.has_required_match_key() {
         return Ok(Mapped::Skipped {
             reason: SkipReason::NoMatchKey,

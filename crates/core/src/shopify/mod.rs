@@ -110,6 +110,69 @@ pub struct MapOptions {
     pub carts: bool,
     /// Whether `customers/create` becomes `signup`.
     pub customers: bool,
+    /// Whether the consent the custom pixel recorded on the cart decides what is sent.
+    pub consent: Consent,
+    /// What an order whose buyer did not allow marketing becomes.
+    pub consent_denied: ConsentDenied,
+}
+
+/// `shopify.consent`: whether the buyer's consent, as the custom pixel recorded it in the
+/// cart attribute [`CONSENT_ATTRIBUTE`], decides what is sent for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consent {
+    /// Marketing not allowed: see [`ConsentDenied`]; sale of data not allowed: the purchase is
+    /// sent with `opt_out_type: "LDP"` (Pinterest's limited data processing).
+    #[default]
+    Respect,
+    /// Orders are sent whatever the attribute says.
+    Ignore,
+}
+
+/// `shopify.consent_denied`: an order whose buyer did not allow marketing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentDenied {
+    /// Not sent: skipped with the reason `consent`.
+    #[default]
+    Skip,
+    /// Sent with `opt_out: true`.
+    OptOut,
+}
+
+/// The cart attribute the custom pixel writes the visitor's consent into, copied by Shopify
+/// onto the order: `marketing=yes;sale_of_data=no` (`yes`/`no`, `true`/`false` or `1`/`0`; a
+/// missing part is unknown).
+pub const CONSENT_ATTRIBUTE: &str = "_pincapi_consent";
+
+/// The consent an order's cart attribute records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordedConsent {
+    pub marketing: Option<bool>,
+    pub sale_of_data: Option<bool>,
+}
+
+impl RecordedConsent {
+    /// Parses the attribute's value; unknown parts are ignored.
+    pub fn parse(value: &str) -> RecordedConsent {
+        let mut c = RecordedConsent::default();
+        for part in value.split([';', ',']) {
+            let Some((k, v)) = part.split_once('=') else {
+                continue;
+            };
+            let v = match v.trim().to_ascii_lowercase().as_str() {
+                "yes" | "true" | "1" => Some(true),
+                "no" | "false" | "0" => Some(false),
+                _ => None,
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "marketing" => c.marketing = v,
+                "sale_of_data" => c.sale_of_data = v,
+                _ => {}
+            }
+        }
+        c
+    }
 }
 
 impl Default for MapOptions {
@@ -123,6 +186,8 @@ impl Default for MapOptions {
             partner_name: None,
             checkouts: true,
             carts: true,
+            consent: Consent::Respect,
+            consent_denied: ConsentDenied::Skip,
             customers: true,
         }
     }
@@ -238,6 +303,9 @@ pub enum SkipReason {
     NoMatchKey,
     /// The payload names no buyer at all, as with every Shopify cart.
     NoBuyerData,
+    /// The buyer did not allow marketing (the custom pixel recorded it on the cart), and
+    /// `shopify.consent_denied = "skip"`.
+    Consent,
 }
 
 impl fmt::Display for SkipReason {
@@ -246,6 +314,10 @@ impl fmt::Display for SkipReason {
             SkipReason::NoMatchKey => {
                 "Pinterest cannot match it to a person: it has no usable email address, mobile \
                  ad id, or IP address together with a browser user agent."
+            }
+            SkipReason::Consent => {
+                "consent: the buyer did not allow marketing (recorded by the custom pixel in \
+                 the cart attribute _pincapi_consent), so the purchase is not sent"
             }
             SkipReason::NoBuyerData => {
                 "Pinterest cannot match it to a person: the payload names no buyer (Shopify's \

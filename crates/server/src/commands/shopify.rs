@@ -311,6 +311,7 @@ async fn backfill(
         max_event_age_secs: config.ingest.max_event_age_secs,
         // Backfilled orders are long past the browser's report; nothing to wait for.
         merge_window_ms: 0,
+        clock: SystemClock::shared(),
     };
     let mut reports = Vec::new();
     let mut failed = false;
@@ -333,7 +334,7 @@ async fn backfill(
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
-    if !failed && reports.iter().any(|r| r.sent > 0) {
+    if !json && !failed && reports.iter().any(|r| r.sent > 0) {
         println!("A running gateway sends the queued events within its poll interval.");
     }
     Ok(if failed {

@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use super::{ConfigError, invalid};
 use pincapi_core::shopify::{
-    ContentIdScheme, CurrencySource, MapOptions, TestOrders, Topic, ValueSource,
+    Consent, ConsentDenied, ContentIdScheme, CurrencySource, MapOptions, TestOrders, Topic,
+    ValueSource,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,29 +88,11 @@ pub struct ShopifyConfig {
     pub bulk_threshold: u64,
     /// `respect` (default): the consent the custom pixel recorded on the cart decides what is
     /// sent for the order; `ignore`: orders are sent regardless.
-    pub consent: ConsentMode,
+    pub consent: Consent,
     /// What becomes of an order whose buyer did not allow marketing: `skip` (default: not
     /// sent, recorded as skipped with reason `consent`) or `opt_out` (sent with
     /// `opt_out: true`).
     pub consent_denied: ConsentDenied,
-}
-
-/// `shopify.consent`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsentMode {
-    #[default]
-    Respect,
-    Ignore,
-}
-
-/// `shopify.consent_denied`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsentDenied {
-    #[default]
-    Skip,
-    OptOut,
 }
 
 impl Default for ShopifyConfig {
@@ -129,7 +112,7 @@ impl Default for ShopifyConfig {
             poller: true,
             webhook_check_interval_secs: 900,
             bulk_threshold: 10_000,
-            consent: ConsentMode::Respect,
+            consent: Consent::Respect,
             consent_denied: ConsentDenied::Skip,
         }
     }
@@ -335,7 +318,7 @@ pub fn shops(config: &Config) -> Result<Vec<Shop>, ConfigError> {
     match (&config.shopify_shop_domain, has_secret) {
         (Some(_), _) => {
             if let Some(shop) = shorthand(config) {
-                out.push(resolve(&shop, &accounts, "shopify_shop_domain")?);
+                out.push(resolve(&shop, sc, &accounts, "shopify_shop_domain")?);
             }
         }
         (None, true) => invalid!(
@@ -352,7 +335,7 @@ pub fn shops(config: &Config) -> Result<Vec<Shop>, ConfigError> {
         }
     }
     for (i, shop) in sc.shops.iter().enumerate() {
-        let resolved = resolve(shop, &accounts, &format!("shopify.shops[{i}]"))?;
+        let resolved = resolve(shop, sc, &accounts, &format!("shopify.shops[{i}]"))?;
         if out.iter().any(|s| s.domain == resolved.domain) {
             invalid!(
                 "shopify.shops[{i}].domain: shop {} is configured twice",
@@ -395,15 +378,20 @@ pub fn find_shop(config: &Config, domain: &str) -> Result<Option<Shop>, String> 
         && normalize_domain(d) == domain
         && let Some(shop) = shorthand(config)
     {
-        return resolve(&shop, &accounts, "shopify_shop_domain")
+        return resolve(&shop, &config.shopify, &accounts, "shopify_shop_domain")
             .map(Some)
             .map_err(|e| e.to_string());
     }
     for (i, shop) in config.shopify.shops.iter().enumerate() {
         if normalize_domain(&shop.domain) == domain {
-            return resolve(shop, &accounts, &format!("shopify.shops[{i}]"))
-                .map(Some)
-                .map_err(|e| e.to_string());
+            return resolve(
+                shop,
+                &config.shopify,
+                &accounts,
+                &format!("shopify.shops[{i}]"),
+            )
+            .map(Some)
+            .map_err(|e| e.to_string());
         }
     }
     Ok(None)
@@ -424,7 +412,12 @@ fn shorthand(config: &Config) -> Option<ShopConfig> {
     Some(shop)
 }
 
-fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> Result<Shop, ConfigError> {
+fn resolve(
+    shop: &ShopConfig,
+    settings: &ShopifyConfig,
+    accounts: &[String],
+    key: &str,
+) -> Result<Shop, ConfigError> {
     let domain = normalize_domain(&shop.domain);
     if domain.is_empty() || domain.contains('/') || domain.contains(' ') {
         invalid!("{key}.domain: must be a shop domain like example.myshopify.com");
@@ -532,6 +525,8 @@ fn resolve(shop: &ShopConfig, accounts: &[String], key: &str) -> Result<Shop, Co
         checkouts: shop.checkouts,
         carts: shop.carts,
         customers: shop.customers,
+        consent: settings.consent,
+        consent_denied: settings.consent_denied,
     };
     Ok(Shop {
         domain,

@@ -122,6 +122,8 @@ pub struct ShopifyReport {
     pub missing_orders: Vec<MissingOrder>,
     /// The order census, when a shop has Admin API access.
     pub census: Option<CensusReport>,
+    /// Orders not sent because the buyer did not allow marketing (`shopify.consent`).
+    pub consent_skipped: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -357,6 +359,12 @@ pub async fn build_with_census(
         totals,
         shopify: ShopifyReport {
             orders_source,
+            consent_skipped: total
+                .skipped
+                .iter()
+                .filter(|(reason, _)| reason.starts_with("consent"))
+                .map(|(_, n)| n)
+                .sum(),
             days: shop_days,
             total,
             missing_orders: truth.missing,

@@ -30,6 +30,7 @@
 pub mod access;
 pub mod admin;
 pub mod bulk;
+pub mod compliance;
 pub mod connect;
 pub mod install;
 pub mod orders;
@@ -64,6 +65,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/webhooks/shopify", post(webhook::receive))
         .route("/admin/shopify/ledger", get(ledger))
+        .route(
+            "/admin/shopify/data-requests",
+            get(compliance::data_requests),
+        )
         .route("/shopify/install", get(install::install))
         .route("/shopify/callback", get(install::callback))
 }
@@ -88,6 +93,7 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
         delivery: Some(state.delivery.clone()),
         max_event_age_secs: state.config.ingest.max_event_age_secs,
         merge_window_ms: (state.config.ingest.merge_window_secs as i64).saturating_mul(1000),
+        clock: state.clock.clone(),
     };
     let sc = &state.config.shopify;
     if !sc.poller && shops.iter().any(crate::config::shopify::Shop::polls) {

@@ -34,7 +34,6 @@ pub use super::admin::ShopifyError;
 use super::admin::{AdminApi, rfc3339};
 use super::orders::{OrderPages, ParsedOrder};
 use super::record::{Decision, Recorder, Status, decide};
-use crate::clock::system_now_ms as now_ms;
 use crate::config::shopify::{Shop, ShopifyConfig};
 use crate::store::{Enqueued, ShopifyStored, Source};
 
@@ -115,7 +114,7 @@ impl Reconciler {
     /// One scheduled run: from the checkpoint (less the overlap), bounded by Pinterest's
     /// window; advances the checkpoint.
     pub async fn poll(&self) -> Result<PollReport, ShopifyError> {
-        let now = now_ms() / 1000;
+        let now = self.recorder.clock.now_ms() / 1000;
         let floor = now - self.recorder.max_event_age_secs;
         let checkpoint = self
             .recorder
@@ -177,7 +176,11 @@ impl Reconciler {
     pub(crate) async fn finish(&self, since: i64, report: &PollReport) -> Result<(), ShopifyError> {
         self.recorder
             .store
-            .advance_shopify_checkpoint(&self.shop.domain, report.newest.unwrap_or(since), now_ms())
+            .advance_shopify_checkpoint(
+                &self.shop.domain,
+                report.newest.unwrap_or(since),
+                self.recorder.clock.now_ms(),
+            )
             .await?;
         Ok(())
     }
@@ -188,7 +191,7 @@ impl Reconciler {
         orders: Vec<ParsedOrder>,
         report: &mut PollReport,
     ) -> Result<(), ShopifyError> {
-        let now = now_ms();
+        let now = self.recorder.clock.now_ms();
         let by_update = self.shop.purchase_topic == Topic::OrdersPaid;
         let mut decisions: Vec<Decision> = Vec::new();
         for (i, parsed) in orders.into_iter().enumerate() {

@@ -233,6 +233,9 @@ pub struct Recorder {
     pub delivery: Option<Arc<Delivery>>,
     pub max_event_age_secs: i64,
     pub merge_window_ms: i64,
+    /// What the poller reads the time from (the gateway's clock; the system clock in CLI
+    /// commands).
+    pub clock: crate::clock::SharedClock,
 }
 
 impl Recorder {

@@ -10,6 +10,7 @@
 //! | shop configured but unusable (e.g. its ad account is missing) | 503 `misconfigured` |
 //! | no or wrong `X-Shopify-Hmac-Sha256` | 401 `unauthorized` |
 //! | no `X-Shopify-Topic` | 400 `missing_topic` |
+//! | a compliance topic (`customers/redact`, `shop/redact`, `customers/data_request`) | 200 `recorded` once done (`compliance.rs`) |
 //! | a topic pincapi does not handle | 200 `ignored` (so Shopify stops retrying) |
 //! | body not JSON / not the topic's shape | 400 `invalid_json` / `invalid_shape`, naming the field |
 //! | the store is down | 503 `unavailable` (Shopify retries) |
@@ -123,6 +124,17 @@ async fn handle(
             "no X-Shopify-Topic header: it names the payload's topic, e.g. orders/create",
         ));
     };
+    if super::compliance::TOPICS.contains(&topic_text.trim().to_ascii_lowercase().as_str()) {
+        let topic = topic_text.trim().to_ascii_lowercase();
+        return super::compliance::handle(
+            state,
+            &shop,
+            &topic,
+            &body,
+            header(headers, "webhook-id"),
+        )
+        .await;
+    }
     let Some(topic) = Topic::parse(topic_text) else {
         tracing::info!(shop = %shop.domain, "Ignored a Shopify webhook of a topic pincapi does not handle");
         return Ok(WebhookAnswer {
@@ -333,6 +345,7 @@ fn recorder(state: &AppState) -> Recorder {
         delivery: Some(state.delivery.clone()),
         max_event_age_secs: state.config.ingest.max_event_age_secs,
         merge_window_ms: (state.config.ingest.merge_window_secs as i64).saturating_mul(1000),
+        clock: state.clock.clone(),
     }
 }
 

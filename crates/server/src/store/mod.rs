@@ -1,7 +1,7 @@
 //! The store: everything the gateway keeps, behind one trait per concern.
 //!
 //! [`Queue`] (events on their way to Pinterest), [`DeadLetters`], [`ShopifyStore`],
-//! [`CredentialStore`] (sealed tokens the gateway obtained),
+//! [`CredentialStore`] (sealed tokens the gateway obtained), [`Compliance`] (erasure),
 //! [`QualityStore`], [`AudienceStore`] and [`Maintenance`]; [`Store`] is all of them, so one
 //! `Arc<dyn Store>` ([`SharedStore`]) serves every consumer, and each consumer names only the
 //! concern it uses. [`sqlite::SqliteStore`] is the embedded backend and
@@ -19,6 +19,7 @@
 //! operator can retry a dead letter or drop it (`dropped`).
 
 pub mod audiences;
+pub mod compliance;
 pub mod credentials;
 pub mod dead_letters;
 pub mod maintenance;
@@ -35,6 +36,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use audiences::*;
+pub use compliance::*;
 pub use credentials::*;
 pub use dead_letters::*;
 pub use maintenance::*;
@@ -70,7 +72,14 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Everything the gateway stores: every concern's trait.
 pub trait Store:
-    Queue + DeadLetters + ShopifyStore + CredentialStore + QualityStore + AudienceStore + Maintenance
+    Queue
+    + DeadLetters
+    + ShopifyStore
+    + CredentialStore
+    + Compliance
+    + QualityStore
+    + AudienceStore
+    + Maintenance
 {
 }
 
@@ -79,6 +88,7 @@ impl<T> Store for T where
         + DeadLetters
         + ShopifyStore
         + CredentialStore
+        + Compliance
         + QualityStore
         + AudienceStore
         + Maintenance

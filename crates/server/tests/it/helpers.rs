@@ -118,8 +118,21 @@ pub async fn spawn_app_on(
     options: SandboxOptions,
     tweak: impl FnOnce(&mut Config),
 ) -> TestApp {
-    let sandbox = TestSandbox::start(options).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    spawn_app_at(clock, options, listener, dir, tweak).await
+}
+
+/// [`spawn_app_on`] on a listener and a store directory the test made already: it knows the
+/// gateway's address (a `public_url`) and its store before the gateway starts.
+pub async fn spawn_app_at(
+    clock: SharedClock,
+    options: SandboxOptions,
+    listener: tokio::net::TcpListener,
+    dir: tempfile::TempDir,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    let sandbox = TestSandbox::start(options).await;
     let db = dir.path().join("pincapi.db");
     let mut config = test_config(&sandbox.base(), &db);
     tweak(&mut config);
@@ -127,7 +140,6 @@ pub async fn spawn_app_on(
     let app = App::build_with_clock(config, clock)
         .await
         .expect("app builds");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut rx) = watch::channel(false);
     let task = tokio::spawn(app.run(listener, async move {

@@ -772,6 +772,7 @@ async fn a_poll_cut_short_at_the_page_limit_goes_on_from_where_it_stopped() {
         delivery: None,
         max_event_age_secs: config.ingest.max_event_age_secs,
         merge_window_ms: 0,
+        clock: SystemClock::shared(),
     };
     let access = ShopAccess::new(&config, None, SystemClock::shared()).unwrap();
     let api = access.apis().next().unwrap().clone();
@@ -1488,4 +1489,80 @@ async fn a_signed_order_replayed_as_a_cancellation_cancels_nothing() {
     );
     app.wait_delivered(1).await;
     assert_eq!(ledger(&app).await["adjustments"], json!([]));
+}
+
+#[tokio::test]
+async fn the_pixel_follows_the_visitors_consent_and_records_it_on_the_cart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pixel = rendered_pixel(dir.path()).await;
+    let fixture: Value = serde_json::from_str(DOCS_ORDER).unwrap();
+    let page = json!({"timestamp": rfc3339(now()),
+        "context": {"document": {"location": {"href": "https://shop.example/"}}}});
+    let init = |marketing: bool, sale: bool| {
+        json!({"data": {},
+               "context": {"document": {"location": {"origin": "https://shop.example",
+                                                     "href": "https://shop.example/"}}},
+               "customerPrivacy": {"analyticsProcessingAllowed": true, "marketingAllowed": marketing,
+                                   "preferencesProcessingAllowed": true, "saleOfDataAllowed": sale}})
+    };
+    // Marketing not allowed: no Tag, nothing mirrored; the choice is written on the cart.
+    let out = run_pixel(
+        &pixel,
+        &json!({"init": init(false, true), "events": [
+            {"name": "page_viewed", "event": page},
+            {"name": "checkout_completed", "event": checkout_completed(&fixture, json!("11"))}]}),
+    )
+    .await;
+    assert_eq!(out["errors"], json!([]), "{out}");
+    assert!(out["scripts"].as_array().unwrap().is_empty(), "{out}");
+    assert!(out["beacons"].as_array().unwrap().is_empty(), "{out}");
+    let cart: Vec<&Value> = out["fetches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["url"] == "https://shop.example/cart/update.js")
+        .collect();
+    assert_eq!(cart.len(), 1, "{out}");
+    assert_eq!(
+        cart[0]["body"]["attributes"]["_pincapi_consent"],
+        "marketing=no;sale_of_data=yes"
+    );
+    assert_eq!(
+        out["cookies"]["_pincapi_consent"],
+        "marketing=no;sale_of_data=yes"
+    );
+
+    // The visitor agrees later: the Tag loads then, and events flow; sale of data still
+    // refused, so they carry Pinterest's limited data processing flag.
+    let out = run_pixel(
+        &pixel,
+        &json!({"init": init(false, false), "events": [
+            {"name": "page_viewed", "event": page},
+            {"name": "visitorConsentCollected", "event": {"customerPrivacy": {
+                "marketingAllowed": true, "saleOfDataAllowed": false}}},
+            {"name": "checkout_completed", "event": checkout_completed(&fixture, json!("12"))}]}),
+    )
+    .await;
+    assert_eq!(out["errors"], json!([]), "{out}");
+    assert_eq!(out["scripts"].as_array().unwrap().len(), 1, "{out}");
+    let checkouts = tag_calls(&out, "checkout");
+    assert_eq!(checkouts.len(), 1, "{out}");
+    assert_eq!(checkouts[0][2]["opt_out_type"], "LDP");
+    assert!(
+        tag_calls(&out, "pagevisit").is_empty(),
+        "the visit came before consent"
+    );
+    let beacon = &out["beacons"].as_array().unwrap()[0];
+    assert_eq!(beacon["body"]["event_id"], "order-12");
+    assert_eq!(beacon["body"]["data"]["opt_out_type"], "LDP");
+    let cart: Vec<&Value> = out["fetches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["url"] == "https://shop.example/cart/update.js")
+        .collect();
+    assert_eq!(
+        cart.last().unwrap()["body"]["attributes"]["_pincapi_consent"],
+        "marketing=yes;sale_of_data=no"
+    );
 }

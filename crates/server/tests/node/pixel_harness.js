@@ -1,5 +1,7 @@
 // Runs the Shopify custom pixel rendered by `pincapi shopify pixel` for real, in a `vm` context
-// with stand-ins for Shopify's custom pixel API (`analytics`, `browser`, `init`) and the page
+// with stand-ins for Shopify's custom pixel API (`analytics`, `browser`, `init`,
+// `customerPrivacy`; a scenario event named `visitorConsentCollected` goes to its subscribers)
+// and the page
 // (`window`, `document`, `navigator`), feeds it the scenario's events, and prints what it did
 // as JSON: the Pinterest Tag calls (`pintrk` queue), the scripts it loaded, the beacons and
 // fetches it sent to the collector (parsed as `body`, and as sent as `raw`, so a test can check
@@ -21,6 +23,7 @@ async function main() {
   const scenario = JSON.parse(fs.readFileSync(scenarioPath, "utf8"));
 
   const subscribers = {};
+  const privacySubscribers = {};
   const scripts = [];
   const beacons = [];
   const fetches = [];
@@ -44,6 +47,15 @@ async function main() {
         get(name) {
           return Promise.resolve(cookies[name] || "");
         },
+        set(name, value) {
+          cookies[name] = value;
+          return Promise.resolve(value);
+        },
+      },
+    },
+    customerPrivacy: {
+      subscribe(name, cb) {
+        (privacySubscribers[name] = privacySubscribers[name] || []).push(cb);
       },
     },
     init: scenario.init || { data: {} },
@@ -81,7 +93,7 @@ async function main() {
   vm.runInContext(code, ctx, { filename: "pixel.js" });
 
   for (const { name, event } of scenario.events || []) {
-    for (const cb of subscribers[name] || []) {
+    for (const cb of subscribers[name] || privacySubscribers[name] || []) {
       try {
         await cb(event);
       } catch (e) {
@@ -95,6 +107,7 @@ async function main() {
     scripts,
     beacons,
     fetches,
+    cookies,
     errors,
   };
   process.stdout.write(JSON.stringify(out));

@@ -230,12 +230,11 @@ impl ShopifyStandin {
             return Err("every order needs an integer id".into());
         }
         let n = orders.len();
+        let ids: std::collections::HashSet<Option<u64>> =
+            orders.iter().map(orders::order_id).collect();
         let mut shop = self.lock();
-        for o in orders {
-            let id = orders::order_id(&o);
-            shop.orders.retain(|x| orders::order_id(x) != id);
-            shop.orders.push(o);
-        }
+        shop.orders.retain(|x| !ids.contains(&orders::order_id(x)));
+        shop.orders.extend(orders);
         Ok(n)
     }
 
@@ -276,6 +275,17 @@ impl ShopifyStandin {
     /// Deliveries made so far.
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.lock().deliveries.clone()
+    }
+
+    /// Ends every token issued so far, as an uninstall or a rotated secret does: the next
+    /// Admin API call with one is answered 401.
+    pub fn revoke_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    /// Every token issued so far (for tests that look for them where they must not be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
     }
 
     /// The next `n` GraphQL queries are answered `THROTTLED`, whatever the bucket holds.

@@ -7,7 +7,7 @@ use crate::store::{CredentialStore, StoreError, StoreLock};
 
 /// First key of the advisory locks of credential renewals ("cred" in ASCII); the second is a
 /// hash of the credential's name.
-const CREDENTIAL_LOCK: i32 = 0x63_72_65_64;
+const CREDENTIAL_LOCK: i32 = 0x6372_6564;
 
 #[async_trait]
 impl CredentialStore for PostgresStore {

@@ -11,6 +11,7 @@
 //! instead of double-sending. CLI commands may still open the file alongside.
 
 mod audiences;
+mod compliance;
 mod credentials;
 mod dead_letters;
 mod maintenance;
@@ -202,6 +203,23 @@ impl SqliteStore {
         result
     }
 
+    /// Copies the WAL into the database and empties it (`wal_checkpoint(TRUNCATE)`), so what
+    /// an erasure overwrote is in no older frame of the WAL either. Best effort: a busy
+    /// checkpoint is left to the checkpoint thread.
+    pub(crate) async fn checkpoint_truncate(&self) {
+        let done = self
+            .read(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    r.get::<_, i64>(0)
+                })?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "Could not empty the WAL after an erasure");
+        }
+    }
+
     /// Whether the last write failed for want of disk space.
     pub fn is_full(&self) -> bool {
         self.full.load(Ordering::Relaxed)
@@ -327,7 +345,8 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -65536;
          PRAGMA mmap_size = 268435456;
-         PRAGMA journal_size_limit = 67108864;",
+         PRAGMA journal_size_limit = 67108864;
+         PRAGMA secure_delete = ON;",
     )
     .map_err(|e| StoreError::Unavailable(format!("cannot configure {}: {e}", path.display())))?;
     Ok(conn)
