@@ -668,6 +668,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_configuration_is_valid_and_says_the_defaults() {
+        let text = include_str!("../../../../config.example.toml");
+        let c = from_toml(text).expect("config.example.toml parses");
+        c.validate(false).expect("config.example.toml is valid");
+        let d = Config::default();
+        assert_eq!(
+            c.shopify.webhook_check_interval_secs,
+            d.shopify.webhook_check_interval_secs
+        );
+        assert_eq!(c.shopify.bulk_threshold, d.shopify.bulk_threshold);
+        assert_eq!(c.shopify.consent, d.shopify.consent);
+        // The replaced keys are refused by name.
+        let e = from_toml("[shopify]\ngateway_url = \"https://t.example\"\n")
+            .unwrap()
+            .validate(false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("shopify.gateway_url: replaced by the top-level public_url"),
+            "{e}"
+        );
+        let e = from_toml("public_url = \"https://t.example/path\"\n")
+            .unwrap()
+            .validate(false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("public_url:"), "{e}");
+    }
+
+    #[test]
     fn secrets_never_print() {
         let s = Secret::new("pina_very_secret");
         assert!(!format!("{s:?} {s}").contains("very_secret"));
