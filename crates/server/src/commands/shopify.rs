@@ -360,6 +360,9 @@ fn print_report(r: &PollReport, max_age_secs: i64) {
         r.too_old.len(),
         r.invalid.len()
     );
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
     for t in &r.too_old {
         println!(
             "  order {} created {}: too old, not sent (outside Pinterest's {}-day window)",

@@ -81,6 +81,9 @@ pub struct PollReport {
     /// Ran as a bulk operation.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub bulk: bool,
+    /// What the operator should know, in words (a missing scope).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The poller of one shop.
@@ -133,6 +136,30 @@ impl Reconciler {
     /// reports orders too old to send. Advances the checkpoint, never moves it back. Over
     /// `shopify.bulk_threshold` orders it runs as a bulk operation.
     pub async fn backfill(&self, since: i64) -> Result<PollReport, ShopifyError> {
+        let warning = self.all_orders_warning(since).await?;
+        let mut report = self.backfill_run(since).await?;
+        report.warnings.extend(warning);
+        Ok(report)
+    }
+
+    /// Shopify lists only the last 60 days of orders to an app without `read_all_orders`:
+    /// a backfill from further back says so.
+    async fn all_orders_warning(&self, since: i64) -> Result<Option<String>, ShopifyError> {
+        let now = self.recorder.clock.now_ms() / 1000;
+        if since >= now - 60 * 86_400 {
+            return Ok(None);
+        }
+        let granted = super::connect::access_scopes(&self.api).await?;
+        Ok((!granted.iter().any(|s| s == "read_all_orders")).then(|| {
+            tracing::warn!(shop = %self.shop.domain, "A backfill from more than 60 days ago without read_all_orders: Shopify lists only the last 60 days");
+            "the app lacks the read_all_orders scope: Shopify lists only the orders of the \
+             last 60 days, so older ones are not in this backfill (request the scope for the \
+             app, then approve it on the shop)"
+                .to_owned()
+        }))
+    }
+
+    async fn backfill_run(&self, since: i64) -> Result<PollReport, ShopifyError> {
         let filter = self.filter(since)?;
         let count = super::bulk::count_orders(&self.api, &filter, self.bulk_threshold + 1).await?;
         if count.is_some_and(|n| n > self.bulk_threshold) {

@@ -825,3 +825,36 @@ async fn the_gateway_refuses_to_start_without_the_key_its_sealed_credentials_nee
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_backfill_from_before_60_days_without_read_all_orders_says_what_it_cannot_see() {
+    let standin = Standin::start_with(StandinOptions {
+        scopes: vec!["read_orders".into()],
+        ..standin_options(SystemClock::shared())
+    })
+    .await;
+    let mut old = order(7_900_000_000_010);
+    let t = rfc3339(now() - 90 * 86_400);
+    for k in ["created_at", "processed_at", "updated_at"] {
+        old[k] = json!(t);
+    }
+    standin.add(&old);
+    standin.add(&order(7_900_000_000_020));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("pincapi.db");
+    let file = config_file(dir.path(), &db, &standin, "https://t.shop.example");
+    let out = pincapi(vec![
+        "shopify".into(),
+        "backfill".into(),
+        "--since".into(),
+        rfc3339(now() - 100 * 86_400),
+        "--config".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("read_all_orders"), "{said}");
+    // Only the recent order is listed: the stand-in hides the old one, as Shopify does.
+    assert!(said.contains(": 1 orders since"), "{said}");
+}
