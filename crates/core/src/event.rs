@@ -479,9 +479,17 @@ pub struct CustomData {
     pub currency: Option<Currency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<Money>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_is_empty"
+    )]
     pub content_ids: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_is_empty"
+    )]
     pub contents: Vec<Content>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_items: Option<i64>,
@@ -499,6 +507,15 @@ pub struct CustomData {
     pub opt_out_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_ltv: Option<Money>,
+}
+
+/// An explicit `null` list (as Pinterest's SDKs send for one not set) reads as empty.
+fn null_is_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 impl CustomData {

@@ -51,9 +51,31 @@ impl App {
     }
 
     /// [`App::build`] on a clock of the caller's (tests move a [`crate::clock::ManualClock`]).
-    pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<App, AppError> {
+    pub async fn build_with_clock(mut config: Config, clock: SharedClock) -> Result<App, AppError> {
         let opened = open_store(&config, Opener::Gateway).await?;
         let store = opened.store;
+        crate::shopify::access::check_key(&config, store.as_ref())
+            .await
+            .map_err(AppError::Credentials)?;
+        // Ad accounts connected with `pincapi pinterest connect --ad-account` join the
+        // configured ones.
+        let connected = crate::pinterest_oauth::connected_accounts(&config, &store)
+            .await
+            .map_err(AppError::Credentials)?;
+        for a in connected {
+            if !config.all_accounts().iter().any(|c| c.id == a.id) {
+                tracing::info!(ad_account_id = %a.id, "Sending to an ad account connected through Pinterest's OAuth");
+                config.accounts.push(a);
+            }
+        }
+        if config.all_accounts().is_empty() {
+            return Err(AppError::Credentials(
+                "ad_account_id: no Pinterest ad account is configured or connected; set \
+                 PINCAPI_AD_ACCOUNT_ID and PINCAPI_PINTEREST_TOKEN, or run `pincapi pinterest \
+                 connect --ad-account ID`"
+                    .to_owned(),
+            ));
+        }
         let mut released_at_start = 0;
         if opened.single_owner {
             // We are the only owner: anything still leased belongs to a process that is gone.
@@ -89,9 +111,6 @@ impl App {
             config.ingest.max_event_age_secs,
             &accounts,
         ));
-        crate::shopify::access::check_key(&config, store.as_ref())
-            .await
-            .map_err(AppError::Credentials)?;
         let shopify = Arc::new(
             crate::shopify::access::ShopAccess::new(
                 &config,
@@ -100,6 +119,17 @@ impl App {
             )
             .map_err(|e| AppError::Credentials(e.to_string()))?,
         );
+        let pinterest = crate::pinterest_oauth::OAuthTokens::new(
+            &config,
+            Some(store.clone()),
+            Arc::clone(&clock),
+            Some(Arc::clone(&metrics)),
+        );
+        if !config.pinterest_oauth_token.is_empty() && config.pinterest_app_id.is_none() {
+            tracing::warn!(
+                "pinterest_oauth_token is a static token: nothing renews it, and audiences and the Event Quality Score stop when it expires (about 30 days); run `pincapi pinterest connect` to have it refreshed"
+            );
+        }
         let census = Arc::new(crate::quality::census::CensusCache::new(
             &config,
             &shopify,
@@ -121,6 +151,7 @@ impl App {
             delivery,
             sign_ins: Arc::default(),
             shopify,
+            pinterest,
         };
         Ok(App {
             state,
@@ -141,6 +172,14 @@ impl App {
             .route(
                 "/v1/ad_accounts/{ad_account_id}/events",
                 post(routes::ingest::post_account),
+            )
+            .route(
+                "/v5/ad_accounts/{ad_account_id}/events",
+                post(routes::pinterest_compat::post_events),
+            )
+            .route(
+                "/pinterest/callback",
+                get(crate::pinterest_connect::callback),
             )
             .route("/admin/dead-letters", get(routes::admin::list_dead))
             .route("/admin/dead-letters/retry", post(routes::admin::retry_dead))

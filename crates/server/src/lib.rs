@@ -12,6 +12,8 @@ pub mod config;
 pub mod delivery;
 pub mod metrics;
 pub mod pinterest_client;
+pub mod pinterest_connect;
+pub mod pinterest_oauth;
 pub mod quality;
 pub mod retention;
 pub mod routes;

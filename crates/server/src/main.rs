@@ -30,8 +30,9 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct ConfigArg {
-    /// TOML configuration file (environment variables PINCAPI_* override it).
-    #[arg(long, short, env = "PINCAPI_CONFIG")]
+    /// TOML configuration file (environment variables PINCAPI_* override it). Given before
+    /// or after a subcommand's own subcommand (`pincapi deadletter list -c live.toml`).
+    #[arg(long, short, env = "PINCAPI_CONFIG", global = true)]
     config: Option<PathBuf>,
 }
 
@@ -47,6 +48,22 @@ enum Command {
         /// Accept only this bearer token (default: any non-empty token).
         #[arg(long)]
         token: Option<String>,
+        /// Play Pinterest's OAuth for an app (authorize page, /oauth/token,
+        /// /oauth/conversion_token, /ad_accounts); the Ads API then takes only tokens it
+        /// issued and not yet expired.
+        #[arg(long)]
+        oauth: bool,
+        /// The app's id and secret in --oauth mode.
+        #[arg(long, default_value = "sandbox-app-id")]
+        app_id: String,
+        #[arg(long, default_value = "sandbox-app-secret")]
+        app_secret: String,
+        /// Access tokens' lifetime in --oauth mode, seconds.
+        #[arg(long, default_value_t = 30 * 86_400)]
+        token_lifetime_secs: i64,
+        /// The ad accounts the app's user reaches in --oauth mode.
+        #[arg(long = "ad-account", default_value = "549755885175")]
+        ad_accounts: Vec<String>,
     },
     /// Run the gateway on embedded defaults with the sandbox in-process and send sample traffic.
     Demo(pincapi::commands::demo::DemoArgs),
@@ -107,6 +124,12 @@ enum Command {
     },
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
     Tag(pincapi::commands::tag_check::TagArgs),
+    /// Pinterest's OAuth: `connect` (tokens refreshed for ever, conversion tokens minted),
+    /// `accounts`.
+    Pinterest {
+        #[command(subcommand)]
+        command: pincapi::commands::pinterest::PinterestCommand,
+    },
     /// Shopify tools: the custom pixel, a backfill from the Admin API, a local Admin API stand-in.
     Shopify {
         #[command(subcommand)]
@@ -209,7 +232,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app.run(listener, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sandbox { listen, token } => {
+        Command::Sandbox {
+            listen,
+            token,
+            oauth,
+            app_id,
+            app_secret,
+            token_lifetime_secs,
+            ad_accounts,
+        } => {
             init_tracing(&Config::default());
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -222,6 +253,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Point the gateway at it: PINCAPI_PINTEREST_API_BASE=http://{addr}/v5");
             let sandbox = Sandbox::new(SandboxOptions {
                 token,
+                oauth_app: oauth.then_some(pincapi::sandbox::oauth::OAuthApp {
+                    app_id,
+                    app_secret,
+                    token_lifetime_secs,
+                    ad_accounts,
+                }),
                 ..SandboxOptions::default()
             });
             sandbox.serve(listener, shutdown).await?;
@@ -259,6 +296,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Purge { config, dry_run } => purge(config, dry_run).await,
         Command::Tag(args) => pincapi::commands::tag_check::run(args).await,
+        Command::Pinterest { command } => pincapi::commands::pinterest::run(command).await,
         Command::Shopify { command } => {
             pincapi::commands::shopify::run(command, shutdown_signal()).await
         }
@@ -295,7 +333,8 @@ fn hash(field: &str, value: &str, country: Option<&str>, show: bool) -> ExitCode
 
 async fn check_config(c: ConfigArg, offline: bool) -> anyhow::Result<ExitCode> {
     let config = config::load(c.config.as_deref())?;
-    let valid = config.validate(false);
+    // The settings `serve` would start with: what it would refuse, this refuses.
+    let valid = config.validate(true);
     println!("{}", serde_json::to_string_pretty(&config)?);
     if let Err(e) = valid {
         eprintln!("error: {e}");

@@ -112,6 +112,16 @@ const FAMILIES: &[Family] = &[
         help: "Runs of the Shopify Admin API poller, by shop and result (ok, error).",
     },
     Family {
+        name: "pincapi_oauth_token_expiry_seconds",
+        kind: "gauge",
+        help: "Seconds until Pinterest's OAuth access token expires (it is refreshed at 80 % of its life).",
+    },
+    Family {
+        name: "pincapi_oauth_refreshes_total",
+        kind: "counter",
+        help: "Refreshes of Pinterest's OAuth token, by result (ok, error).",
+    },
+    Family {
         name: "pincapi_shopify_webhooks_missing",
         kind: "gauge",
         help: "Webhook subscriptions a shop needs that were missing at the last check, by shop.",

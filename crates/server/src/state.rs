@@ -35,4 +35,6 @@ pub struct AppState {
     pub sign_ins: Arc<SignIns>,
     /// Every configured Shopify shop, with its Admin API client and tokens.
     pub shopify: Arc<ShopAccess>,
+    /// Pinterest's OAuth token for the Ads API, refreshed.
+    pub pinterest: Arc<crate::pinterest_oauth::OAuthTokens>,
 }

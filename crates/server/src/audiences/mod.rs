@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use self::sync::SyncError;
+use crate::audiences::client::AdsError;
 use crate::clock::system_now_ms as now_ms;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -111,15 +112,30 @@ pub async fn run_once(
     config: &Config,
     store: &SharedStore,
     metrics: &Metrics,
+    oauth: &crate::pinterest_oauth::OAuthTokens,
 ) -> Result<SyncReport, SyncError> {
     // The token is checked first: a missing token is a configuration error, not a skip.
-    let client = client::AdsClient::new(
-        &config.pinterest_api_base,
-        &config.pinterest_oauth_token,
-        config.request_timeout(),
-    )?;
+    let token = oauth.token().await.map_err(|_| AdsError::MissingToken)?;
+    let client =
+        client::AdsClient::new(&config.pinterest_api_base, &token, config.request_timeout())?;
     scan(store, overlap_ms(config)).await?;
-    sync::sync(config, store, &client, metrics).await
+    match sync::sync(config, store, &client, metrics).await {
+        // A token Pinterest refused: refreshed at once, and the sync runs again (it resumes
+        // where it stopped).
+        Err(SyncError::Pinterest(AdsError::Unauthorized)) => {
+            let token = oauth
+                .after_rejection(&token)
+                .await
+                .map_err(|_| AdsError::Unauthorized)?;
+            let client = client::AdsClient::new(
+                &config.pinterest_api_base,
+                &token,
+                config.request_timeout(),
+            )?;
+            sync::sync(config, store, &client, metrics).await
+        }
+        other => other,
+    }
 }
 
 fn overlap_ms(config: &Config) -> i64 {
@@ -136,10 +152,11 @@ pub fn spawn_background(state: &AppState, mut stop: watch::Receiver<bool>) -> Ve
     let config = Arc::clone(&state.config);
     let store = state.store.clone();
     let metrics = Arc::clone(&state.metrics);
+    let oauth = Arc::clone(&state.pinterest);
     let every = Duration::from_secs(config.audiences.sync_interval_secs.max(1));
     vec![tokio::spawn(async move {
         loop {
-            let result = run_once(&config, &store, &metrics).await;
+            let result = run_once(&config, &store, &metrics, &oauth).await;
             record_run(&metrics, &result);
             match result {
                 Ok(report) => tracing::info!(

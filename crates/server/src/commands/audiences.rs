@@ -70,7 +70,13 @@ pub async fn audiences(
         }
         AudiencesCommand::Sync { json } => {
             let metrics = Metrics::default();
-            let report = crate::audiences::run_once(&config, &store, &metrics).await?;
+            let oauth = crate::pinterest_oauth::OAuthTokens::new(
+                &config,
+                Some(store.clone()),
+                crate::clock::SystemClock::shared(),
+                None,
+            );
+            let report = crate::audiences::run_once(&config, &store, &metrics, &oauth).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 return Ok(ExitCode::SUCCESS);

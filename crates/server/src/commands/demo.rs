@@ -160,7 +160,14 @@ pub async fn run(
     );
     // One audience sync over what was delivered, as `serve` runs on its schedule
     // (`audiences.enabled`): the default segments become customer lists at the sandbox.
-    match crate::audiences::run_once(&state.config, &state.store, &state.metrics).await {
+    match crate::audiences::run_once(
+        &state.config,
+        &state.store,
+        &state.metrics,
+        &state.pinterest,
+    )
+    .await
+    {
         Ok(report) => println!(
             "Audiences: {} segment list{} synced, {} hashed members added.",
             report.segments.len(),

@@ -5,6 +5,7 @@ pub mod audiences;
 pub mod bench;
 pub mod check;
 pub mod demo;
+pub mod pinterest;
 pub mod shopify;
 pub mod shopify_connect;
 pub mod tag_check;

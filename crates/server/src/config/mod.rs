@@ -11,6 +11,7 @@ use std::time::Duration;
 
 pub mod audiences;
 pub mod browser;
+pub mod env;
 pub mod postgres;
 pub mod quality;
 pub mod retention;
@@ -209,9 +210,9 @@ pub enum Synchronous {
     Normal,
 }
 
-/// The whole configuration.
+/// The whole configuration. Unknown keys are refused at every level.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the gateway listens on.
     pub listen: SocketAddr,
@@ -247,6 +248,14 @@ pub struct Config {
     pub pinterest_oauth_token: Secret,
     /// Further ad accounts.
     pub accounts: Vec<AccountConfig>,
+    /// The Pinterest app `pincapi pinterest connect` authorizes (`PINCAPI_PINTEREST_APP_ID`):
+    /// its OAuth tokens are refreshed for ever and mint conversion tokens.
+    #[serde(deserialize_with = "lossy_opt_string")]
+    pub pinterest_app_id: Option<String>,
+    /// The app's secret (`PINCAPI_PINTEREST_APP_SECRET`).
+    pub pinterest_app_secret: Secret,
+    /// Pinterest's authorize page.
+    pub pinterest_oauth_authorize_url: String,
     pub delivery: DeliveryConfig,
     pub ingest: IngestConfig,
     /// Single-shop shorthand: the Shopify webhook signing secret.
@@ -297,6 +306,9 @@ impl Default for Config {
             test: false,
             pinterest_oauth_token: Secret::default(),
             accounts: Vec::new(),
+            pinterest_app_id: None,
+            pinterest_app_secret: Secret::default(),
+            pinterest_oauth_authorize_url: "https://www.pinterest.com/oauth/".to_owned(),
             delivery: DeliveryConfig::default(),
             ingest: IngestConfig::default(),
             shopify_webhook_secret: Secret::default(),
@@ -394,7 +406,8 @@ impl Config {
             invalid!("pinterest_api_base: must be an http(s) URL, e.g. {PINTEREST_API_BASE}");
         }
         let accounts = self.all_accounts();
-        if serving && accounts.is_empty() {
+        // Accounts connected with `pincapi pinterest connect` are in the store, not here.
+        if serving && accounts.is_empty() && self.pinterest_app_id.is_none() {
             invalid!(
                 "ad_account_id: no Pinterest ad account configured; set PINCAPI_AD_ACCOUNT_ID and \
                  PINCAPI_PINTEREST_TOKEN, or [[accounts]] in the config file"
@@ -597,9 +610,12 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         }
         fig = fig.merge(Toml::file_exact(path));
     }
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    env::check(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     fig = fig.merge(
         Env::prefixed("PINCAPI_")
-            .ignore(&["config", "shared_dir"])
+            .ignore(&["config", "shared_dir", "skip_browser_tests", "python_sdk"])
+            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
             .split("__"),
     );
     let config: Config = fig.extract().map_err(|e| {

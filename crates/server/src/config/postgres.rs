@@ -7,7 +7,7 @@ use super::{Config, ConfigError, invalid};
 
 /// `[postgres]`: the connection pool of a PostgreSQL store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Connections per instance (the database's `max_connections` must cover every
     /// instance's pool, plus one per Shopify shop while it is polled and one while an

@@ -68,8 +68,10 @@ impl QualityConfig {
         if self.alert_interval_secs == 0 {
             invalid!("quality.alert_interval_secs: must be at least 1");
         }
-        if self.eqs_interval_secs < 60 {
-            invalid!("quality.eqs_interval_secs: must be at least 60 (Pinterest's ads_read quota)");
+        if self.eqs_interval_secs < 1 {
+            invalid!(
+                "quality.eqs_interval_secs: must be at least 1 (mind Pinterest's ads_read quota below 60)"
+            );
         }
         if let Some(url) = &self.webhook_url
             && !(url.starts_with("https://") || url.starts_with("http://"))

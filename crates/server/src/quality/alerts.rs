@@ -14,6 +14,8 @@
 //!   same hour a week earlier;
 //! - `p95_send_lag`: the p95 send lag of events received in the last 24 hours is above
 //!   `max_p95_lag_secs`;
+//! - `oauth_refresh_failing` (ad account `all`): Pinterest's OAuth token could not be
+//!   refreshed at its last try; it names the fix (`pincapi pinterest connect`);
 //! - `webhooks_missing` (ad account `all`): a Shopify webhook subscription the shop needs was
 //!   missing (Shopify deletes one after 8 failed deliveries); raised by the webhook check
 //!   (`shopify::connect`), which re-creates it and clears the alert;
@@ -69,6 +71,8 @@ pub struct Alerter {
     http: reqwest::Client,
     /// The order census `purchases_missing` counts with, and Pinterest's window (seconds).
     census: Option<(Arc<CensusCache>, i64)>,
+    /// Pinterest's OAuth token, whose failing refreshes raise `oauth_refresh_failing`.
+    oauth: Option<Arc<crate::pinterest_oauth::OAuthTokens>>,
 }
 
 impl Alerter {
@@ -92,7 +96,14 @@ impl Alerter {
             accounts,
             http,
             census: None,
+            oauth: None,
         }
+    }
+
+    /// Watches Pinterest's OAuth refreshes (`oauth_refresh_failing`).
+    pub fn with_oauth(mut self, oauth: Arc<crate::pinterest_oauth::OAuthTokens>) -> Alerter {
+        self.oauth = Some(oauth);
+        self
     }
 
     /// `purchases_missing` also counts the orders the census lists and the ledger lacks (used
@@ -309,6 +320,19 @@ impl Alerter {
             )
         });
         out.push(verdict("purchases_missing", ALL_ACCOUNTS, problem));
+        if let Some(oauth) = &self.oauth {
+            out.push(verdict(
+                "oauth_refresh_failing",
+                ALL_ACCOUNTS,
+                oauth.failing().map(|why| {
+                    format!(
+                        "Pinterest's OAuth token cannot be refreshed ({why}); audiences and the \
+                         Event Quality Score stop when it expires. Fix: run `pincapi pinterest \
+                         connect` again"
+                    )
+                }),
+            ));
+        }
         Ok(out)
     }
 

@@ -11,7 +11,6 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::clock::system_now_ms as now_ms;
-use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::pinterest_client::PinterestClient;
 use crate::store::{EqsScore, SharedStore};
@@ -36,7 +35,8 @@ struct WireScore {
 pub struct EqsPoller {
     pub store: SharedStore,
     pub client: PinterestClient,
-    pub token: Secret,
+    /// Pinterest's OAuth token (`ads:read`), refreshed.
+    pub oauth: Arc<crate::pinterest_oauth::OAuthTokens>,
     pub metrics: Arc<Metrics>,
     pub accounts: Vec<String>,
     pub interval: Duration,
@@ -89,11 +89,25 @@ impl EqsPoller {
         let path = format!(
             "/ad_accounts/{account}/conversion_eqs?lookback_period={lookback}&ingestion_source={source}"
         );
-        let answer = self
+        let token = self.oauth.token().await.map_err(|e| e.to_string())?;
+        let mut answer = self
             .client
-            .get(&path, &self.token)
+            .get(&path, &token)
             .await
             .map_err(|e| format!("{}: {}", e.kind, e.detail))?;
+        if answer.status == 401 {
+            // Refreshed at once, and asked again.
+            let token = self
+                .oauth
+                .after_rejection(&token)
+                .await
+                .map_err(|e| e.to_string())?;
+            answer = self
+                .client
+                .get(&path, &token)
+                .await
+                .map_err(|e| format!("{}: {}", e.kind, e.detail))?;
+        }
         if answer.status != 200 {
             let body = String::from_utf8_lossy(&answer.body);
             let message = serde_json::from_str::<serde_json::Value>(&body)

@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use crate::pinterest_client::PinterestClient;
 use crate::state::AppState;
 
-/// Whether Pinterest's Event Quality Score is polled (an OAuth token is configured).
+/// Whether Pinterest's Event Quality Score is polled (an OAuth token is configured, or
+/// Pinterest's app is there to be connected).
 pub fn eqs_enabled(state: &AppState) -> bool {
-    !state.config.pinterest_oauth_token.is_empty()
+    !state.config.pinterest_oauth_token.is_empty() || state.config.pinterest_app_id.is_some()
 }
 
 /// The background tasks: the alert loop, and the EQS poller when an OAuth token is set.
@@ -38,7 +39,8 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
         Arc::clone(&state.metrics),
         state.config.quality.clone(),
         accounts.clone(),
-    );
+    )
+    .with_oauth(Arc::clone(&state.pinterest));
     // With the poller off the ledger cannot know every order: the alert counts with the
     // census. With it on, the poller files every order the census would list.
     if !state.config.shopify.poller && state.census.enabled() {
@@ -57,7 +59,7 @@ pub fn spawn_background(state: &AppState, stop: watch::Receiver<bool>) -> Vec<Jo
                 let poller = eqs::EqsPoller {
                     store: Arc::clone(&state.store),
                     client,
-                    token: state.config.pinterest_oauth_token.clone(),
+                    oauth: Arc::clone(&state.pinterest),
                     metrics: Arc::clone(&state.metrics),
                     accounts,
                     interval: Duration::from_secs(state.config.quality.eqs_interval_secs),

@@ -93,7 +93,7 @@ pub async fn post_account(
 
 /// The body of a request that carries the ingest key; a request without it is refused before
 /// any of its body is read.
-async fn authenticated_body(
+pub(crate) async fn authenticated_body(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
@@ -117,12 +117,63 @@ async fn ingest(
     body: &[u8],
     route: &'static str,
 ) -> Result<Response, ApiError> {
+    let processed = match process(state, headers, account, body, route, false).await? {
+        Ok(p) => p,
+        Err(shed) => return Ok(shed),
+    };
+    let mut resp = IngestResponse::default();
+    for (index, v) in processed.into_iter().enumerate() {
+        match v {
+            Verdict::Accepted(w) => {
+                resp.accepted += 1;
+                push_issues(&mut resp.warnings, index, w);
+            }
+            Verdict::Duplicate(w) => {
+                resp.duplicates += 1;
+                push_issues(&mut resp.warnings, index, w);
+            }
+            Verdict::Rejected(e) => {
+                resp.rejected += 1;
+                push_issues(&mut resp.errors, index, e);
+            }
+        }
+    }
+    let status = if resp.accepted + resp.duplicates > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok((status, Json(resp)).into_response())
+}
+
+/// What became of one event of a request.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Stored now, with the keys dropped on the way.
+    Accepted(Vec<FieldIssue>),
+    /// Stored before (same ad account and event_id).
+    Duplicate(Vec<FieldIssue>),
+    /// Refused, with why.
+    Rejected(Vec<FieldIssue>),
+}
+
+/// Checks, maps and stores the events of `body` for `account`, each on its own: one verdict
+/// per event, in order. `Err(response)` when the gateway sheds load (nothing is stored);
+/// `test` sends the stored events with Pinterest's test flag.
+pub(crate) async fn process(
+    state: &AppState,
+    headers: &HeaderMap,
+    account: &str,
+    body: &[u8],
+    route: &'static str,
+    test: bool,
+) -> Result<Result<Vec<Verdict>, Response>, ApiError> {
     if !bearer_matches(headers, &state.config.api_key) {
         return Err(ApiError::unauthorized());
     }
     // Over ingest.max_queue_depth: refuse before any work; nothing of the request is stored.
     if let Err(shed) = state.backpressure.admit(&state.metrics, route) {
-        return Ok(shed.into_response());
+        return Ok(Err(shed.into_response()));
     }
     let raw_events = split_events(body)?;
     let window = TimeWindow {
@@ -133,8 +184,10 @@ async fn ingest(
     let country = state.config.ingest.default_country.as_deref();
     let received_at_ms = state.clock.now_ms();
 
-    let mut resp = IngestResponse::default();
+    let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(raw_events.len());
     let mut new_events = Vec::with_capacity(raw_events.len());
+    // For each stored event: its index and its warnings.
+    let mut stored_at: Vec<(usize, Vec<FieldIssue>)> = Vec::new();
     for (index, raw) in raw_events.iter().enumerate() {
         // Plain serde first; only a failing event is parsed again to learn the field path,
         // which costs a quarter of the parse when done for every event.
@@ -145,42 +198,42 @@ async fn ingest(
         let ev = match parsed {
             Ok(ev) => ev,
             Err(e) => {
-                resp.errors.push(IndexedIssue {
-                    index,
-                    field: path_name(&e.path().to_string()),
-                    reason: serde_reason(e.inner()),
-                });
+                verdicts.push(Some(Verdict::Rejected(vec![FieldIssue::new(
+                    path_name(&e.path().to_string()),
+                    serde_reason(e.inner()),
+                )])));
                 continue;
             }
         };
         match ev.into_event(&window, country) {
             Ok(accepted) => {
-                let new =
+                let mut new =
                     NewEvent::from_event(account, &accepted.event, Source::Api, received_at_ms);
+                new.test |= test;
                 if new.payload.len() > pinterest::MAX_EVENT_BYTES {
-                    resp.errors.push(IndexedIssue {
-                        index,
-                        field: "event".to_owned(),
-                        reason: format!(
+                    verdicts.push(Some(Verdict::Rejected(vec![FieldIssue::new(
+                        "event",
+                        format!(
                             "is {} bytes as Pinterest would receive it; at most {} (long \
                              custom_data.contents or content names)",
                             new.payload.len(),
                             pinterest::MAX_EVENT_BYTES
                         ),
-                    });
+                    )])));
                     continue;
                 }
-                push_issues(&mut resp.warnings, index, accepted.warnings);
+                stored_at.push((index, accepted.warnings));
+                verdicts.push(None);
                 new_events.push(new);
             }
-            Err(issues) => push_issues(&mut resp.errors, index, issues),
+            Err(issues) => verdicts.push(Some(Verdict::Rejected(issues))),
         }
     }
-    resp.rejected = raw_events.len() - new_events.len();
+    let rejected = raw_events.len() - new_events.len();
     state.metrics.inc(
         "pincapi_events_rejected_total",
         &[("source", Source::Api.as_str())],
-        resp.rejected as u64,
+        rejected as u64,
     );
 
     let mut counts: BTreeMap<(&'static str, Enqueued), u64> = BTreeMap::new();
@@ -192,14 +245,18 @@ async fn ingest(
                 "the event store is unavailable; nothing from this request was stored",
             )
         })?;
-        for (name, outcome) in names.into_iter().zip(outcomes) {
-            match outcome {
-                Enqueued::Accepted => resp.accepted += 1,
-                Enqueued::Duplicate | Enqueued::Merged => resp.duplicates += 1,
-            }
+        let mut accepted = 0;
+        for ((name, outcome), (index, warnings)) in names.into_iter().zip(outcomes).zip(stored_at) {
+            verdicts[index] = Some(match outcome {
+                Enqueued::Accepted => {
+                    accepted += 1;
+                    Verdict::Accepted(warnings)
+                }
+                Enqueued::Duplicate | Enqueued::Merged => Verdict::Duplicate(warnings),
+            });
             *counts.entry((name, outcome)).or_default() += 1;
         }
-        if resp.accepted > 0 {
+        if accepted > 0 {
             state.delivery.wake(account);
         }
     }
@@ -218,12 +275,17 @@ async fn ingest(
             n,
         );
     }
-    let status = if resp.accepted + resp.duplicates > 0 {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
-    Ok((status, Json(resp)).into_response())
+    Ok(Ok(verdicts
+        .into_iter()
+        .map(|v| {
+            v.unwrap_or_else(|| {
+                Verdict::Rejected(vec![FieldIssue::new(
+                    "event",
+                    "was not stored; send it again",
+                )])
+            })
+        })
+        .collect()))
 }
 
 /// Splits a body into its raw events: a single event object or `{"data": [...]}`. Events

@@ -4,5 +4,6 @@ pub mod admin;
 pub mod dashboard;
 pub mod health;
 pub mod ingest;
+pub mod pinterest_compat;
 pub mod quality;
 pub mod session;

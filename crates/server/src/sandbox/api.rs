@@ -173,6 +173,9 @@ pub(super) async fn require_bearer(
 ) -> Response {
     let accepted = match (bearer_token(request.headers()), &sandbox.options().token) {
         (None, _) => false,
+        (Some(given), expected) if sandbox.options().oauth_app.is_some() => {
+            sandbox.minted(given) || expected.as_deref() == Some(given)
+        }
         (Some(_), None) => true,
         (Some(given), Some(expected)) => given == expected,
     };
@@ -196,6 +199,23 @@ pub(super) fn require_scope(
     let options = sandbox.options();
     if options.token.as_deref() == Some(given) {
         return Err(ApiError::unauthorized());
+    }
+    if options.oauth_app.is_some() {
+        // Playing OAuth: only tokens issued here, unexpired (or the listed static ones).
+        if let Some(scopes) = sandbox.issued_scopes(given) {
+            return if scopes.split([',', ' ']).any(|s| s == scope) {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    FORBIDDEN.0,
+                    format!("{} Missing scope: {scope}.", FORBIDDEN.1),
+                ))
+            };
+        }
+        if !options.oauth_tokens.iter().any(|t| t.token == given) {
+            return Err(ApiError::unauthorized());
+        }
     }
     if options.oauth_tokens.is_empty() {
         return Ok(());

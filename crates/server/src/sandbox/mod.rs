@@ -35,6 +35,7 @@ mod eqs;
 mod events;
 mod faults;
 mod json;
+pub mod oauth;
 mod rate_limit;
 mod validate;
 
@@ -82,6 +83,10 @@ pub struct SandboxOptions {
     /// conversion `token` is accepted with every scope. The conversion token is never
     /// accepted there, as at Pinterest.
     pub oauth_tokens: Vec<OAuthToken>,
+    /// `--oauth`: the Pinterest app whose OAuth the sandbox plays (`oauth.rs`); then the Ads
+    /// API takes only access tokens it issued and not yet expired, and the events endpoint
+    /// only conversion tokens it minted (or `token`).
+    pub oauth_app: Option<oauth::OAuthApp>,
 }
 
 /// An OAuth access token the sandbox knows, with its scopes (`ads:read`, `ads:write`, ...).
@@ -124,6 +129,7 @@ impl Default for SandboxOptions {
             max_future_skew_secs: 60,
             rate_limit_per_minute: Some(5_000),
             oauth_tokens: Vec::new(),
+            oauth_app: None,
         }
     }
 }
@@ -243,6 +249,8 @@ struct Inner {
     in_flight: Mutex<HashMap<String, (usize, u64)>>,
     /// Customer lists and audiences (the Ads API stand-ins).
     ads: Mutex<ads::AdsState>,
+    /// Tokens issued when playing Pinterest's OAuth.
+    oauth: Mutex<oauth::OAuthState>,
 }
 
 /// Counts one events request as in flight until dropped: when it is answered, or when the
@@ -290,6 +298,7 @@ impl Sandbox {
                 counters: Counters::default(),
                 in_flight: Mutex::new(HashMap::new()),
                 ads: Mutex::new(ads::AdsState::default()),
+                oauth: Mutex::new(oauth::OAuthState::default()),
             }),
         }
     }
@@ -316,6 +325,9 @@ impl Sandbox {
             .route("/sandbox/customer_lists", get(admin_customer_lists))
             .route("/sandbox/audiences", get(admin_audiences))
             .route("/sandbox/ads/faults", post(admin_set_ads_faults))
+            // Pinterest's authorize page lives on www.pinterest.com, outside the API.
+            .route("/oauth/", get(oauth::authorize))
+            .route("/oauth", get(oauth::authorize))
             // Not recorded: only `/v5` traffic is "Pinterest traffic".
             .fallback(api::not_found)
             .with_state(self.clone())
@@ -482,6 +494,10 @@ fn authenticated_v5_routes() -> Router<Sandbox> {
 /// quality endpoints here.
 fn oauth_v5_routes() -> Router<Sandbox> {
     Router::new()
+        // --- OAuth ---
+        .route("/v5/oauth/token", post(oauth::token))
+        .route("/v5/oauth/conversion_token", post(oauth::conversion_token))
+        .route("/v5/ad_accounts", get(oauth::ad_accounts))
         .route(
             "/v5/ad_accounts/{ad_account_id}/conversion_eqs",
             get(eqs::list),

@@ -28,6 +28,9 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
     /// Forgets the credential named `name`; whether there was one.
     async fn delete_credential(&self, name: &str) -> Result<bool, StoreError>;
 
+    /// The names of the credentials stored under names starting with `prefix`.
+    async fn credential_names(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+
     /// How many credentials are stored (a start without `PINCAPI_SECRET_KEY` is refused while
     /// any is).
     async fn credential_count(&self) -> Result<u64, StoreError>;

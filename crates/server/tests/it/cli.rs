@@ -101,6 +101,7 @@ async fn check_config_masks_secrets_and_tests_the_token_against_pinterest() {
                 ("PINCAPI_PINTEREST_API_BASE", &base),
                 ("PINCAPI_AD_ACCOUNT_ID", ACCOUNT),
                 ("PINCAPI_PINTEREST_TOKEN", "wrong-token"),
+                ("PINCAPI_API_KEY", "ingest-secret-value"),
             ],
         )
     })
@@ -252,4 +253,60 @@ fn the_bench_runs_every_phase_and_reports_json() {
     }
     assert!(report["delivery_events"].as_u64().unwrap() >= 500);
     assert!(report["delivery_events_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn check_config_refuses_what_serve_would_unknown_keys_and_misspelt_variables() {
+    // Nothing configured: serve would refuse, so check-config does.
+    let out = pincapi(&["check-config", "--offline"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ad_account_id:"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("live.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "admin_kye = \"x\"\nad_account_id = \"{ACCOUNT}\"\npinterest_token = \"t\"\n\
+             api_key = \"k\"\n"
+        ),
+    )
+    .unwrap();
+    let f = file.display().to_string();
+    let out = pincapi(&["check-config", "--offline", "-c", &f], &[]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("admin_kye"), "{err}");
+
+    std::fs::write(
+        &file,
+        format!(
+            "store = \"sqlite://{}/s.db\"\nad_account_id = \"{ACCOUNT}\"\n\
+             pinterest_token = \"t\"\napi_key = \"k\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = pincapi(
+        &["check-config", "--offline", "-c", &f],
+        &[("PINCAPI_SHOPIFY_ACCESS_TOKEN", "shpat_x")],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("PINCAPI_SHOPIFY_ACCESS_TOKEN (did you mean PINCAPI_SHOPIFY__ACCESS_TOKEN?)"),
+        "{err}"
+    );
+    assert!(!err.contains("shpat_x"), "the value is not printed");
+
+    // Global options after the subcommand's subcommand.
+    let out = pincapi(&["migrate", "-c", &f], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = pincapi(&["deadletter", "list", "-c", &f], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no dead letters"));
 }

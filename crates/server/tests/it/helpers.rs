@@ -133,6 +133,17 @@ pub async fn spawn_app_at(
     tweak: impl FnOnce(&mut Config),
 ) -> TestApp {
     let sandbox = TestSandbox::start(options).await;
+    spawn_app_beside(clock, sandbox, listener, dir, tweak).await
+}
+
+/// [`spawn_app_at`] with a sandbox the test started (and used) already.
+pub async fn spawn_app_beside(
+    clock: SharedClock,
+    sandbox: TestSandbox,
+    listener: tokio::net::TcpListener,
+    dir: tempfile::TempDir,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let db = dir.path().join("pincapi.db");
     let mut config = test_config(&sandbox.base(), &db);
     tweak(&mut config);

@@ -12,6 +12,8 @@ mod helpers;
 mod load;
 mod multi_instance;
 mod pg;
+mod pinterest_compat;
+mod pinterest_oauth;
 mod quality;
 mod restart;
 mod sandbox;

@@ -658,7 +658,19 @@ async fn the_sandboxs_event_quality_score_follows_the_spec_and_the_poller_stores
         store: Arc::clone(&store),
         client: PinterestClient::new(&app.sandbox.base(), std::time::Duration::from_secs(5))
             .unwrap(),
-        token: Secret::new(OAUTH),
+        oauth: {
+            let c = pincapi::config::Config {
+                pinterest_api_base: app.sandbox.base(),
+                pinterest_oauth_token: Secret::new(OAUTH),
+                ..Default::default()
+            };
+            pincapi::pinterest_oauth::OAuthTokens::new(
+                &c,
+                None,
+                pincapi::clock::SystemClock::shared(),
+                None,
+            )
+        },
         metrics: Arc::new(Metrics::default()),
         accounts: vec![ACCOUNT.to_owned()],
         interval: std::time::Duration::from_secs(3600),

@@ -42,6 +42,16 @@ impl CredentialStore for PostgresStore {
         Ok(n > 0)
     }
 
+    async fn credential_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .query(
+                "SELECT name FROM credentials WHERE left(name, length($1)) = $1 ORDER BY name",
+                &[&prefix],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn credential_count(&self) -> Result<u64, StoreError> {
         let rows = self.query("SELECT COUNT(*) FROM credentials", &[]).await?;
         Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)

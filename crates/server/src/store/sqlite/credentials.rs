@@ -51,6 +51,18 @@ impl CredentialStore for SqliteStore {
         .await
     }
 
+    async fn credential_names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name FROM credentials WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+            )?;
+            let rows = stmt.query_map(params![prefix], |r| r.get(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     async fn credential_count(&self) -> Result<u64, StoreError> {
         self.read(|conn| {
             let n: i64 = conn.query_row("SELECT COUNT(*) FROM credentials", [], |r| r.get(0))?;
