@@ -88,6 +88,16 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// The go-live check, live: store, tokens, Shopify credentials and webhooks, browser
+    /// events, public_url, EQS; each ok, warning or failing with its fix. Exit 1 if anything
+    /// fails.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// One JSON document: a list of {check, subject, status, detail, fix}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and act on the dead-letter table.
     Deadletter {
         #[command(flatten)]
@@ -296,6 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Purge { config, dry_run } => purge(config, dry_run).await,
         Command::Tag(args) => pincapi::commands::tag_check::run(args).await,
+        Command::Status { config, json } => {
+            pincapi::commands::status::run(config.config.as_deref(), json).await
+        }
         Command::Pinterest { command } => pincapi::commands::pinterest::run(command).await,
         Command::Shopify { command } => {
             pincapi::commands::shopify::run(command, shutdown_signal()).await

@@ -121,6 +121,18 @@ impl OAuthTokens {
         !self.static_token.is_empty() || matches!(self.load().await, Ok(Some(_)))
     }
 
+    /// Unix ms the current access token expires at (`None`: a static token, or none).
+    pub async fn expires_at_ms(&self) -> Option<i64> {
+        if let Some(t) = self.current.lock().await.as_ref() {
+            return t.expires_at_ms;
+        }
+        self.load()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|t| t.expires_at_ms)
+    }
+
     /// Why refreshes fail, while they do (the `oauth_refresh_failing` alert).
     pub fn failing(&self) -> Option<String> {
         self.failing

@@ -8,5 +8,6 @@ pub mod demo;
 pub mod pinterest;
 pub mod shopify;
 pub mod shopify_connect;
+pub mod status;
 pub mod tag_check;
 pub mod webdriver;

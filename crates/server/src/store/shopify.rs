@@ -44,6 +44,10 @@ pub trait ShopifyStore: Send + Sync + fmt::Debug {
     /// recognise Shopify's retries, which end after 4 hours); returns how many.
     async fn prune_webhook_receipts(&self, before_ms: i64) -> Result<u64, StoreError>;
 
+    /// Per shop: when the last webhook delivery arrived and when the poller last finished a
+    /// run (its checkpoint's update), Unix ms; for `pincapi status`.
+    async fn shopify_activity(&self) -> Result<Vec<ShopActivity>, StoreError>;
+
     /// Takes the lock that lets one gateway instance at a time run the Shopify poller of
     /// `shop`, or `None` while another instance holds it. The lock lasts as long as the
     /// returned guard, and ends by itself when the instance holding it dies. An embedded store
@@ -52,6 +56,41 @@ pub trait ShopifyStore: Send + Sync + fmt::Debug {
         let _ = shop;
         Ok(Some(StoreLock::default()))
     }
+}
+
+/// A shop's last signs of life.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ShopActivity {
+    pub shop: String,
+    /// Unix ms of the newest webhook delivery still remembered (7 days).
+    pub last_webhook_ms: Option<i64>,
+    /// Unix ms of the poller's last finished run.
+    pub last_poll_ms: Option<i64>,
+}
+
+/// Merges the two listings into one row per shop.
+pub(crate) fn merge_activity(
+    webhooks: Vec<(String, i64)>,
+    polls: Vec<(String, i64)>,
+) -> Vec<ShopActivity> {
+    let mut out: std::collections::BTreeMap<String, ShopActivity> = Default::default();
+    for (shop, at) in webhooks {
+        out.entry(shop.clone())
+            .or_insert_with(|| ShopActivity {
+                shop,
+                ..ShopActivity::default()
+            })
+            .last_webhook_ms = Some(at);
+    }
+    for (shop, at) in polls {
+        out.entry(shop.clone())
+            .or_insert_with(|| ShopActivity {
+                shop,
+                ..ShopActivity::default()
+            })
+            .last_poll_ms = Some(at);
+    }
+    out.into_values().collect()
 }
 
 /// One Shopify webhook delivery, or one order seen by the Admin API poller, with everything

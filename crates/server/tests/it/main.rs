@@ -19,4 +19,5 @@ mod restart;
 mod sandbox;
 mod shopify;
 mod shopify_app;
+mod status;
 mod store;

@@ -139,6 +139,25 @@ impl ShopifyStore for PostgresStore {
         .map_err(PgError::into_store)
     }
 
+    async fn shopify_activity(&self) -> Result<Vec<crate::store::ShopActivity>, StoreError> {
+        let pairs = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, i64)> {
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        };
+        let webhooks = self
+            .query(
+                "SELECT shop, max(received_at) FROM shopify_deliveries GROUP BY shop",
+                &[],
+            )
+            .await?;
+        let polls = self
+            .query("SELECT shop, updated_at FROM shopify_checkpoints", &[])
+            .await?;
+        Ok(crate::store::shopify::merge_activity(
+            pairs(webhooks),
+            pairs(polls),
+        ))
+    }
+
     async fn try_lock_shopify_poller(&self, shop: &str) -> Result<Option<StoreLock>, StoreError> {
         // A session-level advisory lock on a connection of its own, taken out of the pool:
         // it is held for as long as the guard lives, and ends with the connection (the guard

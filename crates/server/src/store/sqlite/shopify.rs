@@ -34,6 +34,21 @@ impl ShopifyStore for SqliteStore {
         .await
     }
 
+    async fn shopify_activity(&self) -> Result<Vec<crate::store::ShopActivity>, StoreError> {
+        self.read(|conn| {
+            let pairs = |sql: &str| -> Result<Vec<(String, i64)>, StoreError> {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            };
+            Ok(crate::store::shopify::merge_activity(
+                pairs("SELECT shop, max(received_at) FROM shopify_deliveries GROUP BY shop")?,
+                pairs("SELECT shop, updated_at FROM shopify_checkpoints")?,
+            ))
+        })
+        .await
+    }
+
     async fn shopify_checkpoint(&self, shop: &str) -> Result<Option<i64>, StoreError> {
         let shop = shop.to_owned();
         self.read(move |conn| {
