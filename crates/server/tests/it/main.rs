@@ -19,5 +19,6 @@ mod restart;
 mod sandbox;
 mod shopify;
 mod shopify_app;
+mod shopify_pixel;
 mod status;
 mod store;
