@@ -84,6 +84,12 @@ impl Sandbox {
             .unwrap_or(0)
     }
 
+    /// Token requests refused so far: a grant with an unknown or used code, or an unknown
+    /// or replaced refresh token.
+    pub fn refused_token_requests(&self) -> usize {
+        self.oauth_grants("refused")
+    }
+
     /// Ends every access token issued so far (the next Ads API call with one is a 401).
     pub fn revoke_access_tokens(&self) {
         super::lock(&self.inner.oauth).access.clear();
@@ -189,20 +195,25 @@ pub(super) async fn token(
     let scopes = match grant.as_str() {
         "authorization_code" => {
             let code = f.get("code").cloned().unwrap_or_default();
-            match super::lock(&sandbox.inner.oauth).codes.remove(&code) {
+            let known = super::lock(&sandbox.inner.oauth).codes.remove(&code);
+            match known {
                 Some(s) => s,
-                None => return bad("Invalid authorization code"),
+                None => return bad(&sandbox, "Invalid authorization code"),
             }
         }
         "refresh_token" => {
             let given = f.get("refresh_token").cloned().unwrap_or_default();
-            let mut state = super::lock(&sandbox.inner.oauth);
-            let Some((scopes, _, used_up)) = state.refresh.get(&given).cloned() else {
-                return bad("Invalid refresh token");
+            let known = super::lock(&sandbox.inner.oauth)
+                .refresh
+                .get(&given)
+                .cloned();
+            let Some((scopes, _, used_up)) = known else {
+                return bad(&sandbox, "Invalid refresh token");
             };
             if used_up {
-                return bad("Refresh token was replaced");
+                return bad(&sandbox, "Refresh token was replaced");
             }
+            let mut state = super::lock(&sandbox.inner.oauth);
             // Using a token ends the one it replaced.
             let replaced: Vec<String> = state
                 .refresh
@@ -217,7 +228,7 @@ pub(super) async fn token(
             }
             scopes
         }
-        _ => return bad("Unsupported grant_type"),
+        _ => return bad(&sandbox, "Unsupported grant_type"),
     };
     let mut answer = sandbox.issue(&app, &scopes);
     answer["response_type"] = json!(grant);
@@ -235,7 +246,12 @@ pub(super) async fn token(
     (StatusCode::OK, Json(answer)).into_response()
 }
 
-fn bad(message: &str) -> Response {
+fn bad(sandbox: &Sandbox, message: &str) -> Response {
+    // Counted, so a test can say no refresh was ever refused.
+    *super::lock(&sandbox.inner.oauth)
+        .grants
+        .entry("refused".to_owned())
+        .or_default() += 1;
     ApiError::new(StatusCode::BAD_REQUEST, 1, message.to_owned()).into_response()
 }
 

@@ -52,59 +52,9 @@ async fn from_an_app_id_and_secret_connect_mints_a_conversion_token_and_refreshe
     )
     .unwrap();
 
-    // connect prints the authorize URL on a line of its own and waits for the redirect.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pincapi"))
-        .args([
-            "pinterest",
-            "connect",
-            "--listen",
-            "127.0.0.1:0",
-            "--ad-account",
-            ACCOUNT,
-            "-c",
-        ])
-        .arg(&file)
-        .env_clear()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    // Reads every line (so the command never writes into a closed pipe), passing on the URL.
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("http") {
-                let _ = url_tx.send(line.clone());
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap())
-        .await
-        .unwrap();
-    assert!(url.contains(&format!("client_id={APP_ID}")), "{url}");
-    assert!(url.contains("response_type=code") && url.contains("scope=ads%3Aread%2Cads%3Awrite"));
-    // The browser: the sandbox approves and redirects to the loopback callback.
-    let page = reqwest::get(&url).await.unwrap();
-    assert_eq!(page.status().as_u16(), 200);
-    assert!(
-        page.text()
-            .await
-            .unwrap()
-            .contains("connected to Pinterest")
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let said = reader.join().unwrap().join("\n");
+    // connect prints the authorize URL on a line of its own and waits for the redirect; the
+    // sandbox approves and redirects to the loopback callback.
+    let said = connect_through(&file, ACCOUNT).await;
     assert!(
         said.contains(&format!("Ad account {ACCOUNT}: conversion token minted")),
         "{said}"
@@ -182,4 +132,127 @@ async fn from_an_app_id_and_secret_connect_mints_a_conversion_token_and_refreshe
     for round in 0..=4 {
         assert_eq!(sandbox.count_of(&format!("oauth-order-{round}")), 1);
     }
+}
+
+/// Runs `pincapi pinterest connect` through the sandbox's authorize page with the config
+/// file `file`; returns what it printed.
+async fn connect_through(file: &std::path::Path, ad_account: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pincapi"))
+        .args([
+            "pinterest",
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--ad-account",
+            ad_account,
+            "-c",
+        ])
+        .arg(file)
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("http") {
+                let _ = url_tx.send(line.clone());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let url = tokio::task::spawn_blocking(move || url_rx.recv().unwrap())
+        .await
+        .unwrap();
+    assert!(url.contains(&format!("client_id={APP_ID}")), "{url}");
+    assert!(url.contains("response_type=code") && url.contains("scope=ads%3Aread%2Cads%3Awrite"));
+    let page = reqwest::get(&url).await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("connected to Pinterest")
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reader.join().unwrap().join("\n")
+}
+
+#[tokio::test]
+async fn killing_the_gateway_during_refreshes_never_leaves_it_without_a_working_refresh_token() {
+    // One-second access tokens: `serve` refreshes at once at each start, and each 0.8 s.
+    let sandbox = TestSandbox::start(SandboxOptions {
+        oauth_app: Some(OAuthApp {
+            app_id: APP_ID.into(),
+            app_secret: APP_SECRET.into(),
+            token_lifetime_secs: 1,
+            ad_accounts: vec![ACCOUNT.into()],
+        }),
+        ..SandboxOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pincapi.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstore = \"sqlite://{}\"\npinterest_api_base = \"{}\"\n\
+             pinterest_oauth_authorize_url = \"http://{}/oauth/\"\n\
+             pinterest_app_id = \"{APP_ID}\"\npinterest_app_secret = \"{APP_SECRET}\"\n\
+             secret_key = \"{KEY}\"\napi_key = \"{API_KEY}\"\nadmin_key = \"{ADMIN_KEY}\"\n\
+             [quality]\neqs_interval_secs = 1\n",
+            dir.path().join("pincapi.db").display(),
+            sandbox.base(),
+            sandbox.addr
+        ),
+    )
+    .unwrap();
+    connect_through(&file, ACCOUNT).await;
+    let sb = &sandbox.sandbox;
+    let serve = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pincapi"))
+            .args(["serve", "-c"])
+            .arg(&file)
+            .env_clear()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        announced_address(&mut child);
+        child
+    };
+    for round in 0..20u64 {
+        let mut child = serve();
+        let before = sb.oauth_grants("refresh_token");
+        wait_for(&format!("round {round}: a refresh"), || async {
+            sb.oauth_grants("refresh_token") > before
+        })
+        .await;
+        // A moment after a refresh went out: sometimes before its answer is saved, sometimes
+        // after.
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 40)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // After all that, a gateway still refreshes, and Pinterest never refused a refresh token.
+    let mut child = serve();
+    let before = sb.oauth_grants("refresh_token");
+    wait_for("a refresh after the kills", || async {
+        sb.oauth_grants("refresh_token") >= before + 2
+    })
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(sb.refused_token_requests(), 0);
 }
