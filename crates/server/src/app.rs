@@ -152,6 +152,9 @@ impl App {
             sign_ins: Arc::default(),
             shopify,
             pinterest,
+            setup: Arc::new(crate::setup::SetupCache::new(
+                std::time::Duration::from_secs(300),
+            )),
         };
         Ok(App {
             state,
@@ -190,6 +193,7 @@ impl App {
             .merge(
                 Router::new()
                     .route("/api/quality", get(routes::quality::get_report))
+                    .route("/api/status", get(routes::quality::get_status))
                     .route("/dashboard", get(routes::dashboard::page))
                     .route("/dashboard/login", post(routes::dashboard::login))
                     .route("/dashboard/logout", post(routes::dashboard::logout))

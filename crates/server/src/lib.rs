@@ -20,6 +20,7 @@ pub mod routes;
 pub mod sandbox;
 pub mod sealed;
 pub mod serve;
+pub mod setup;
 pub mod shopify;
 pub mod sign_in;
 pub mod state;

@@ -367,7 +367,7 @@ async fn check_config(c: ConfigArg, offline: bool) -> anyhow::Result<ExitCode> {
     )?;
     let mut ok = true;
     for a in &accounts {
-        match pincapi::commands::check::token(&client, a).await {
+        match pincapi::setup::token::check(&client, a).await {
             Ok(msg) => println!("ad account {}: {msg}", a.id),
             Err(msg) => {
                 ok = false;

@@ -35,6 +35,8 @@ pub struct AppState {
     pub sign_ins: Arc<SignIns>,
     /// Every configured Shopify shop, with its Admin API client and tokens.
     pub shopify: Arc<ShopAccess>,
+    /// The go-live checks, kept five minutes.
+    pub setup: Arc<crate::setup::SetupCache>,
     /// Pinterest's OAuth token for the Ads API, refreshed.
     pub pinterest: Arc<crate::pinterest_oauth::OAuthTokens>,
 }

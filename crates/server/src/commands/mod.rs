@@ -3,7 +3,7 @@
 
 pub mod audiences;
 pub mod bench;
-pub mod check;
+
 pub mod demo;
 pub mod pinterest;
 pub mod shopify;

@@ -29,7 +29,7 @@ pub fn login_page(error: Option<&str>) -> String {
 }
 
 /// The dashboard for `report`.
-pub fn render(report: &Report) -> String {
+pub fn render(report: &Report, setup: &[crate::setup::Check]) -> String {
     let h = &report.headline;
     let mut out = String::with_capacity(32 * 1024);
     let _ = write!(
@@ -299,8 +299,34 @@ pub fn render(report: &Report) -> String {
             escape(&e.overall_status)
         );
     }
-    out.push_str("</table></section></main></body></html>");
+    out.push_str("</table></section>");
+    render_setup(&mut out, setup);
+    out.push_str("</main></body></html>");
     out
+}
+
+/// The Setup panel: every go-live check that is not ok, with its fix, and how many are.
+fn render_setup(out: &mut String, setup: &[crate::setup::Check]) {
+    let ok = setup.iter().filter(|c| c.status == "ok").count();
+    let _ = write!(
+        out,
+        "<section id=\"setup\"><h2>Setup</h2><p>{ok} of {} checks ok (as `pincapi status` \
+         runs them; kept five minutes).</p><table>",
+        setup.len()
+    );
+    for c in setup.iter().filter(|c| c.status != "ok") {
+        let class = if c.status == "failing" { "bad" } else { "" };
+        let _ = write!(
+            out,
+            "<tr class=\"{class}\"><td><b>{}</b></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(c.status),
+            escape(c.check),
+            escape(&c.subject),
+            escape(&c.detail),
+            escape(c.fix.as_deref().unwrap_or(""))
+        );
+    }
+    out.push_str("</table></section>");
 }
 
 /// Events per source, delivered events and the p95 lag of one day, over every event name.

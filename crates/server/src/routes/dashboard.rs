@@ -64,7 +64,13 @@ pub async fn page(
     }
     // A month by default: the charts are about trends.
     match super::quality::build(&state, Some(q.since.as_deref().unwrap_or("30d"))).await {
-        Ok(report) => Html(dashboard::render(&report)).into_response(),
+        Ok(report) => {
+            let setup = state
+                .setup
+                .get(&state.config, &state.store, state.clock.now_ms())
+                .await;
+            Html(dashboard::render(&report, &setup)).into_response()
+        }
         Err(e) => e.into_response(),
     }
 }

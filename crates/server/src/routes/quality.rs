@@ -32,6 +32,22 @@ pub async fn get_report(
     Ok(Json(report))
 }
 
+/// `GET /api/status`: the go-live checks (`pincapi status`), kept five minutes.
+pub async fn get_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<crate::setup::Check>>, ApiError> {
+    if !super::session::authorized(&state, &headers) {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(Json(
+        state
+            .setup
+            .get(&state.config, &state.store, state.clock.now_ms())
+            .await,
+    ))
+}
+
 /// The report from `since` (default [`DEFAULT_SINCE`]).
 pub async fn build(state: &AppState, since: Option<&str>) -> Result<Report, ApiError> {
     let now = state.clock.now_ms();

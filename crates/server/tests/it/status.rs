@@ -95,6 +95,18 @@ async fn status_passes_on_a_healthy_gateway_and_names_each_failure_with_its_fix(
         assert!(c["status"] == "ok" || c["status"] == "warning", "{c}");
         assert!(c["status"] == "ok" || c["fix"].is_string(), "{c}");
     }
+    // The same checks inside serve: /api/status (admin key) and the dashboard's Setup panel.
+    let (code, body) = app.get("/api/status", Some(ADMIN_KEY)).await;
+    assert_eq!(code, 200);
+    let served: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(find(&served, "store")["status"], "ok");
+    assert_eq!(find(&served, "browser_events")["status"], "ok");
+    assert_eq!(app.get("/api/status", None).await.0, 401);
+    let (_, html) = app.get("/dashboard", Some(ADMIN_KEY)).await;
+    assert!(
+        html.contains("<section id=\"setup\"><h2>Setup</h2>"),
+        "{html}"
+    );
 
     // A wrong conversion token.
     let (passed, checks) = status(dir.path(), base_toml(&sqlite, &api, "wrong-token")).await;

@@ -1,4 +1,4 @@
-//! Live checks an operator runs: does Pinterest accept this account's token?
+//! Does Pinterest accept this ad account's conversion token? (`check-config`, `status`.)
 
 use pincapi_core::event::{ActionSource, ConversionEvent, EventId, EventName, EventTime, UserData};
 use pincapi_core::pinterest::{BatchAnswer, batch_body, classify};
@@ -9,7 +9,7 @@ use crate::pinterest_client::PinterestClient;
 
 /// Sends one harmless `page_visit` with `?test=true` (Pinterest checks it but records
 /// nothing) and says whether the token works for the account.
-pub async fn token(client: &PinterestClient, account: &AccountConfig) -> Result<String, String> {
+pub async fn check(client: &PinterestClient, account: &AccountConfig) -> Result<String, String> {
     let now = now_ms();
     let event = ConversionEvent::new(
         EventName::PageVisit,
