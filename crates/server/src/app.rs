@@ -143,7 +143,6 @@ impl App {
             backpressure,
             census,
             default_account: accounts.first().map(|a| a.id.clone()),
-            accounts: Arc::new(accounts.into_iter().map(|a| a.id).collect()),
             config: Arc::new(config),
             store,
             clock,
@@ -236,13 +235,17 @@ impl App {
             self.state.clone(),
             stopped.clone(),
         )));
+        workers.push(tokio::spawn(crate::pinterest_oauth::watch_connected(
+            self.state.clone(),
+            stopped.clone(),
+        )));
         workers.push(tokio::spawn(crate::retention::run(
             self.state.clone(),
             stopped,
         )));
         let router = self.router();
         let addr = listener.local_addr().map_err(AppError::Serve)?;
-        tracing::info!(%addr, accounts = self.state.accounts.len(), "pincapi is listening");
+        tracing::info!(%addr, accounts = self.state.delivery.account_ids().len(), "pincapi is listening");
         let server = &self.state.config.server;
         let limits = crate::serve::Limits {
             max_connections: server.max_connections,

@@ -16,8 +16,8 @@
 //! at start that nothing renews it).
 //!
 //! Conversion tokens (`POST /oauth/conversion_token`) are stored sealed under
-//! `pinterest:conversion:<ad account id>`; those ad accounts join the configured ones at the
-//! next start.
+//! `pinterest:conversion:<ad account id>`; those ad accounts join the configured ones, at
+//! start and, while `serve` runs, within [`WATCH_EVERY`].
 
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
@@ -450,6 +450,39 @@ pub async fn connected_accounts(
         });
     }
     Ok(out)
+}
+
+/// How often `serve` looks for ad accounts connected since it started.
+pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// `serve`'s watch for ad accounts `pincapi pinterest connect --ad-account` added while it
+/// runs: each is delivered to from then on, no restart needed. The loops it starts end with
+/// the gateway.
+pub async fn watch_connected(
+    state: crate::state::AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut loops = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            _ = stop.changed() => break,
+        }
+        match connected_accounts(&state.config, &state.store).await {
+            Ok(accounts) => {
+                for a in accounts {
+                    if !state.delivery.has_account(&a.id) {
+                        tracing::info!(ad_account_id = %a.id, "Sending to an ad account connected through Pinterest's OAuth");
+                        loops.extend(state.delivery.add_account(&a));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Could not read the connected ad accounts"),
+        }
+    }
+    for l in loops {
+        let _ = l.await;
+    }
 }
 
 /// How long `pinterest connect` waits for the redirect.

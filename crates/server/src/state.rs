@@ -1,7 +1,6 @@
 //! [`AppState`]: what every handler and background task can reach. Imports no feature's
 //! routes, only the services they share.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::backpressure::Backpressure;
@@ -23,8 +22,6 @@ pub struct AppState {
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub delivery: Arc<Delivery>,
-    /// Ids of the configured ad accounts.
-    pub accounts: Arc<HashSet<String>>,
     /// Where `POST /v1/events` goes: the first configured account.
     pub default_account: Option<String>,
     /// The quality report's Shopify order census, kept a few minutes.

@@ -60,6 +60,24 @@ struct Claim<'a> {
     slot: &'a mut Option<i64>,
 }
 
+impl Account {
+    fn new(a: &AccountConfig, config: &DeliveryConfig) -> Account {
+        let limit = a
+            .max_calls_per_minute
+            .unwrap_or(config.max_calls_per_minute);
+        Account {
+            id: a.id.clone(),
+            token: a.token.clone(),
+            test: a.test,
+            budget: Mutex::new(CallBudget::new(limit as usize)),
+            paused_until: AtomicI64::new(0),
+            blocked: Mutex::new(None),
+            unreadable: Mutex::new(None),
+            wake: Notify::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Account {
     id: String,
@@ -85,7 +103,10 @@ pub struct Delivery {
     metrics: Arc<Metrics>,
     config: DeliveryConfig,
     max_event_age_secs: i64,
-    accounts: HashMap<String, Arc<Account>>,
+    /// The accounts; more join while it runs ([`Delivery::add_account`]).
+    accounts: std::sync::RwLock<HashMap<String, Arc<Account>>>,
+    /// The stop signal the loops were started with, for accounts that join later.
+    stop: Mutex<Option<watch::Receiver<bool>>>,
 }
 
 impl Delivery {
@@ -101,24 +122,7 @@ impl Delivery {
     ) -> Delivery {
         let accounts = accounts
             .iter()
-            .map(|a| {
-                let limit = a
-                    .max_calls_per_minute
-                    .unwrap_or(config.max_calls_per_minute);
-                (
-                    a.id.clone(),
-                    Arc::new(Account {
-                        id: a.id.clone(),
-                        token: a.token.clone(),
-                        test: a.test,
-                        budget: Mutex::new(CallBudget::new(limit as usize)),
-                        paused_until: AtomicI64::new(0),
-                        blocked: Mutex::new(None),
-                        unreadable: Mutex::new(None),
-                        wake: Notify::new(),
-                    }),
-                )
-            })
+            .map(|a| (a.id.clone(), Arc::new(Account::new(a, &config))))
             .collect();
         Delivery {
             store,
@@ -127,13 +131,59 @@ impl Delivery {
             metrics,
             config,
             max_event_age_secs,
-            accounts,
+            accounts: std::sync::RwLock::new(accounts),
+            stop: Mutex::new(None),
+        }
+    }
+
+    fn account(&self, ad_account_id: &str) -> Option<Arc<Account>> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ad_account_id)
+            .cloned()
+    }
+
+    /// Whether events for `ad_account_id` are delivered.
+    pub fn has_account(&self, ad_account_id: &str) -> bool {
+        self.account(ad_account_id).is_some()
+    }
+
+    /// The ad accounts delivered to, sorted.
+    pub fn account_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Adds an ad account while the loops run (one connected through Pinterest's OAuth):
+    /// its loops start at once. An account delivered to already is left as it is.
+    pub fn add_account(self: &Arc<Self>, account: &AccountConfig) -> Vec<JoinHandle<()>> {
+        let added = {
+            let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+            if accounts.contains_key(&account.id) {
+                return Vec::new();
+            }
+            let a = Arc::new(Account::new(account, &self.config));
+            accounts.insert(account.id.clone(), Arc::clone(&a));
+            a
+        };
+        let stop = self.stop.lock().ok().and_then(|s| s.clone());
+        match stop {
+            Some(stop) => self.spawn_account(&added, &stop),
+            None => Vec::new(),
         }
     }
 
     /// Tells the account's workers that events are waiting.
     pub fn wake(&self, ad_account_id: &str) {
-        if let Some(a) = self.accounts.get(ad_account_id) {
+        if let Some(a) = self.account(ad_account_id) {
             a.wake.notify_one();
         }
     }
@@ -141,8 +191,7 @@ impl Delivery {
     /// Why the account is stopped, if it is (a 401/403, or requests Pinterest refuses as
     /// such); `None` while it delivers.
     pub fn blocked_reason(&self, ad_account_id: &str) -> Option<String> {
-        self.accounts
-            .get(ad_account_id)
+        self.account(ad_account_id)
             .and_then(|a| a.blocked.lock().ok().and_then(|b| b.clone()))
     }
 
@@ -150,25 +199,43 @@ impl Delivery {
     /// page, the wrong number of results, a redirect), naming the base URL; `None` once
     /// Pinterest's own results come again.
     pub fn unreadable_reason(&self, ad_account_id: &str) -> Option<String> {
-        self.accounts
-            .get(ad_account_id)
+        self.account(ad_account_id)
             .and_then(|a| a.unreadable.lock().ok().and_then(|u| u.clone()))
     }
 
     /// Starts the worker loops; they end when `shutdown` turns true.
     pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let mut handles = Vec::new();
-        for account in self.accounts.values() {
-            for _ in 0..self.config.concurrency {
+        if let Ok(mut stop) = self.stop.lock() {
+            *stop = Some(shutdown.clone());
+        }
+        let accounts: Vec<Arc<Account>> = self
+            .accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        accounts
+            .iter()
+            .flat_map(|a| self.spawn_account(a, &shutdown))
+            .collect()
+    }
+
+    fn spawn_account(
+        self: &Arc<Self>,
+        account: &Arc<Account>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        (0..self.config.concurrency)
+            .map(|_| {
                 let me = Arc::clone(self);
                 let account = Arc::clone(account);
                 let shutdown = shutdown.clone();
-                handles.push(tokio::spawn(async move {
+                tokio::spawn(async move {
                     me.run_account(account, shutdown).await;
-                }));
-            }
-        }
-        handles
+                })
+            })
+            .collect()
     }
 
     async fn run_account(&self, account: Arc<Account>, mut stop: watch::Receiver<bool>) {
@@ -229,8 +296,8 @@ impl Delivery {
 
     /// One round for one account: claim up to a batch, send, settle. Returns what happened.
     pub async fn deliver_once(&self, ad_account_id: &str) -> Result<Round, StoreError> {
-        match self.accounts.get(ad_account_id) {
-            Some(a) => self.round(a).await,
+        match self.account(ad_account_id) {
+            Some(a) => self.round(&a).await,
             None => Ok(Round::default()),
         }
     }

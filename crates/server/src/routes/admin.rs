@@ -75,8 +75,8 @@ pub async fn retry_dead(
         .retry_dead(body.selection()?, state.clock.now_ms())
         .await
         .map_err(store_error)?;
-    for a in state.accounts.iter() {
-        state.delivery.wake(a);
+    for a in state.delivery.account_ids() {
+        state.delivery.wake(&a);
     }
     Ok(Json(json!({ "retried": n })))
 }

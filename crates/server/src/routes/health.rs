@@ -29,7 +29,8 @@ fn ingest_state(state: &AppState) -> &'static str {
 /// stopped (a 401/403, or requests Pinterest refuses as such) with the reason.
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let blocked: Vec<serde_json::Value> = state
-        .accounts
+        .delivery
+        .account_ids()
         .iter()
         .filter_map(|a| {
             state

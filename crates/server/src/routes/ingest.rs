@@ -74,7 +74,7 @@ pub async fn post_account(
 ) -> Result<Response, ApiError> {
     // The key first, so an unknown account says nothing to a caller without it.
     let body = authenticated_body(&state, &headers, body).await?;
-    if !state.accounts.contains(&account) {
+    if !state.delivery.has_account(&account) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_ad_account",

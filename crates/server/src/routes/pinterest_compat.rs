@@ -107,7 +107,7 @@ async fn handle(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = authenticated_body(state, headers, body).await?;
-    if !state.accounts.contains(account) {
+    if !state.delivery.has_account(account) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_ad_account",

@@ -11,12 +11,14 @@ use pincapi::config::Secret;
 use pincapi::sandbox::SandboxOptions;
 use pincapi::sandbox::oauth::OAuthApp;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
 const APP_ID: &str = "1234567";
 const APP_SECRET: &str = "pinterest-app-secret";
+/// An ad account connected while the gateway runs.
+const SECOND: &str = "549755885176";
 const KEY: &str = "5e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7";
 
 fn oauth_sandbox() -> SandboxOptions {
@@ -25,7 +27,7 @@ fn oauth_sandbox() -> SandboxOptions {
             app_id: APP_ID.into(),
             app_secret: APP_SECRET.into(),
             token_lifetime_secs: 3600,
-            ad_accounts: vec![ACCOUNT.into()],
+            ad_accounts: vec![ACCOUNT.into(), SECOND.into()],
         }),
         ..SandboxOptions::default()
     }
@@ -121,6 +123,39 @@ async fn from_an_app_id_and_secret_connect_mints_a_conversion_token_and_refreshe
         .await;
     }
     assert_eq!(sb.oauth_grants("refresh_token"), 4);
+
+    // Another ad account, connected while the gateway runs: no restart.
+    let url = app.url(&format!("/v1/ad_accounts/{SECOND}/events"));
+    let post = |body: Value| {
+        let http = app.http.clone();
+        let url = url.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post(checkout("second-early")).await, 404);
+    let said = connect_through(&file, SECOND).await;
+    assert!(
+        said.contains(&format!("Ad account {SECOND}: conversion token minted")),
+        "{said}"
+    );
+    wait_for("the second account to be taken", || async {
+        post(checkout("second-1")).await == 202
+    })
+    .await;
+    wait_for("the second account's event at Pinterest", || async {
+        sb.events()
+            .iter()
+            .any(|e| e.ad_account_id == SECOND && e.event["event_id"] == "second-1")
+    })
+    .await;
     let (_, metrics) = app.get("/metrics", None).await;
     assert!(
         metrics
