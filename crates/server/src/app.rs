@@ -53,7 +53,8 @@ impl App {
     /// [`App::build`] on a clock of the caller's (tests move a [`crate::clock::ManualClock`]).
     pub async fn build_with_clock(mut config: Config, clock: SharedClock) -> Result<App, AppError> {
         let opened = open_store(&config, Opener::Gateway).await?;
-        let store = opened.store;
+        let store = opened.store.clone();
+        let schema_version = opened.schema_version;
         crate::shopify::access::check_key(&config, store.as_ref())
             .await
             .map_err(AppError::Credentials)?;
@@ -151,6 +152,7 @@ impl App {
             sign_ins: Arc::default(),
             shopify,
             pinterest,
+            schema_version,
             setup: Arc::new(crate::setup::SetupCache::new(
                 std::time::Duration::from_secs(300),
             )),

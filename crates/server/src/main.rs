@@ -105,6 +105,30 @@ enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// A consistent copy of the embedded store, taken while `serve` runs (PostgreSQL: pg_dump).
+    Backup {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Where to write it (refused if it exists).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place as the configured store (refused while `serve` owns it, and
+    /// when it holds events).
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Exit 0 when the gateway's /readyz answers 200, 1 otherwise (a container HEALTHCHECK
+    /// without curl). The address is `listen` from the configuration, or --url.
+    Healthcheck {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Create or upgrade the store's schema (`serve` does it too) and print its version.
     Migrate(ConfigArg),
     /// Conversion-quality report from the store `serve` uses: volume, match keys, lag,
@@ -286,6 +310,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => Ok(hash(&field, &value, country.as_deref(), show_normalized)),
         Command::CheckConfig { config, offline } => check_config(config, offline).await,
         Command::Deadletter { config, action } => deadletter(config, action).await,
+        Command::Backup { config, to } => {
+            pincapi::commands::backup::backup(config.config.as_deref(), &to)
+        }
+        Command::Restore { config, from } => {
+            pincapi::commands::backup::restore(config.config.as_deref(), &from)
+        }
+        Command::Healthcheck { config, url } => {
+            pincapi::commands::backup::healthcheck(config.config.as_deref(), url).await
+        }
         Command::Migrate(c) => {
             let config = config::load(c.config.as_deref())?;
             init_tracing(&config);

@@ -32,6 +32,8 @@ pub struct AppState {
     pub sign_ins: Arc<SignIns>,
     /// Every configured Shopify shop, with its Admin API client and tokens.
     pub shopify: Arc<ShopAccess>,
+    /// The store's schema version, as migrated at start.
+    pub schema_version: i64,
     /// The go-live checks, kept five minutes.
     pub setup: Arc<crate::setup::SetupCache>,
     /// Pinterest's OAuth token for the Ads API, refreshed.

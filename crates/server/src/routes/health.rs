@@ -9,9 +9,15 @@ use serde_json::json;
 use crate::api_error::{ApiError, bearer_matches};
 use crate::state::AppState;
 
-/// The process is up. `ingest` says whether it accepts events or sheds load.
+/// The process is up. `ingest` says whether it accepts events or sheds load; `version` and
+/// `schema_version` which build runs on which store schema.
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    Json(json!({"status": "ok", "ingest": ingest_state(&state)}))
+    Json(json!({
+        "status": "ok",
+        "ingest": ingest_state(&state),
+        "version": env!("CARGO_PKG_VERSION"),
+        "schema_version": state.schema_version,
+    }))
 }
 
 /// `accepting`, or `shedding` while the queue is at `ingest.max_queue_depth` (new events are

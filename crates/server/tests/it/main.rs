@@ -1,9 +1,11 @@
 //! One black-box test binary: every test talks to real servers on loopback.
 
 mod audiences;
+mod backup;
 mod browser;
 mod cli;
 mod contract;
+mod deploy;
 mod edge;
 mod faults;
 mod gateway;

@@ -21,7 +21,7 @@ mod schema;
 mod shopify;
 
 use std::fs::File;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -485,4 +485,79 @@ pub fn count_states(path: &Path) -> Result<Vec<(String, i64)>, StoreError> {
     let mut stmt = conn.prepare("SELECT state, count(*) FROM events GROUP BY state ORDER BY 1")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Writes a consistent copy of the store at `path` to `to` (`VACUUM INTO`: one read
+/// transaction, so it runs beside a live gateway, and the copy is compact). Refuses an
+/// existing `to`.
+pub fn backup(path: &Path, to: &Path) -> Result<(), StoreError> {
+    if to.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "{} exists; a backup never overwrites a file",
+            to.display()
+        )));
+    }
+    if !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "{} does not exist: nothing to back up",
+            path.display()
+        )));
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(PRIVATE)).map_err(|e| {
+        StoreError::Unavailable(format!("cannot make {} private: {e}", to.display()))
+    })?;
+    Ok(())
+}
+
+/// Puts the backup `from` in place as the store at `path`. Refuses while a gateway owns the
+/// store, and when the store holds events already (a restore never overwrites data).
+pub fn restore(from: &Path, path: &Path) -> Result<(), StoreError> {
+    let _owner = SqliteStore::lock_owner(path)?;
+    let held: i64 = if path.exists() {
+        let conn = Connection::open(path)?;
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables == 0 {
+            0
+        } else {
+            conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?
+        }
+    } else {
+        0
+    };
+    if held > 0 {
+        return Err(StoreError::Unavailable(format!(
+            "{} holds {held} events; a restore never overwrites a store with events (move it \
+             away first)",
+            path.display()
+        )));
+    }
+    // Check the backup is a store before anything is replaced.
+    let version: i64 =
+        Connection::open(from)?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        return Err(StoreError::Unavailable(format!(
+            "{} is not a pincapi store",
+            from.display()
+        )));
+    }
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(Path::new(&p));
+    }
+    let partial = path.with_extension("restoring");
+    std::fs::copy(from, &partial)
+        .and_then(|_| std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(PRIVATE)))
+        .and_then(|_| std::fs::rename(&partial, path))
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot restore into {}: {e}", path.display()))
+        })?;
+    Ok(())
 }
