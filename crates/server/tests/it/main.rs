@@ -14,6 +14,7 @@ mod helpers;
 mod load;
 mod multi_instance;
 mod pg;
+mod pg_outage;
 mod pinterest_compat;
 mod pinterest_oauth;
 mod quality;
