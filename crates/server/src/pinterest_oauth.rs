@@ -173,23 +173,37 @@ impl OAuthTokens {
             self.gauge(&held, now);
             return Ok(Secret::new(held.access_token));
         }
+        // One process at a time refreshes: a refresh token must be spent once.
         let _lock = match &self.store {
-            Some(store) => store
-                .try_lock_credential(OAUTH_CREDENTIAL)
-                .await
-                .map_err(|e| OAuthError::Stored(e.to_string()))?,
+            Some(store) => match crate::store::lock_credential(
+                store.as_ref(),
+                OAUTH_CREDENTIAL,
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|e| OAuthError::Stored(e.to_string()))?
+            {
+                Some(lock) => Some(lock),
+                None => {
+                    return Err(OAuthError::Refresh(
+                        "another process is refreshing the token".to_owned(),
+                    ));
+                }
+            },
             None => None,
         };
-        // Another instance may have refreshed meanwhile.
-        if let Some(stored) = self.load().await?
-            && !due(&stored)
-        {
+        // Another process may have refreshed meanwhile; its refresh token is the newest.
+        let stored = self.load().await?;
+        if let Some(stored) = stored.clone().filter(|t| !due(t)) {
             self.gauge(&stored, now);
             let token = Secret::new(stored.access_token.clone());
             *current = Some(stored);
             return Ok(token);
         }
-        let refresh = held.refresh_token.clone().ok_or(OAuthError::NotConnected)?;
+        let refresh = stored
+            .and_then(|t| t.refresh_token)
+            .or_else(|| held.refresh_token.clone())
+            .ok_or(OAuthError::NotConnected)?;
         match self
             .grant(&[
                 ("grant_type", "refresh_token"),
@@ -203,16 +217,19 @@ impl OAuthTokens {
                 if token.refresh_token.is_none() {
                     token.refresh_token = Some(refresh);
                 }
-                self.save(&token).await?;
+                // Held before it is saved: a failed save must not lose the rotated refresh
+                // token (it is saved at the next refresh, or `connect` starts over).
+                *current = Some(token.clone());
+                if let Err(e) = self.save(&token).await {
+                    tracing::error!(error = %e, "Could not store Pinterest's new OAuth token; it is kept in memory");
+                }
                 *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 if let Some(m) = &self.metrics {
                     m.inc("pincapi_oauth_refreshes_total", &[("result", "ok")], 1);
                 }
                 tracing::info!("Refreshed Pinterest's OAuth token");
                 self.gauge(&token, self.clock.now_ms());
-                let secret = Secret::new(token.access_token.clone());
-                *current = Some(token);
-                Ok(secret)
+                Ok(Secret::new(token.access_token))
             }
             Err(e) => {
                 *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());

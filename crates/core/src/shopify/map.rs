@@ -98,29 +98,11 @@ pub(super) fn order(
         return ignored("the order's payment is voided (financial_status voided)".to_owned());
     }
     let mut event = purchase_event(order, id, &facts, options)?;
-    if options.consent == Consent::Respect {
-        let consent = order
-            .note_attributes
-            .iter()
-            .filter(|a| clean(a.name.as_deref()) == Some(CONSENT_ATTRIBUTE))
-            .find_map(|a| clean(a.value.as_deref()))
-            .map(RecordedConsent::parse)
-            .unwrap_or_default();
-        if consent.marketing == Some(false) {
-            if options.consent_denied == ConsentDenied::Skip {
-                return Ok(Mapped::Skipped {
-                    reason: SkipReason::Consent,
-                    order: Some(facts),
-                });
-            }
-            event.opt_out = Some(true);
-        }
-        if consent.sale_of_data == Some(false) {
-            event
-                .custom_data
-                .get_or_insert_with(Default::default)
-                .opt_out_type = Some("LDP".to_owned());
-        }
+    if !apply_consent(&mut event, &order.note_attributes, options) {
+        return Ok(Mapped::Skipped {
+            reason: SkipReason::Consent,
+            order: Some(facts),
+        });
     }
     if !event.user_data.has_required_match_key() {
         return Ok(Mapped::Skipped {
@@ -220,6 +202,13 @@ pub(super) fn checkout(checkout: &Order, options: &MapOptions) -> Result<Mapped,
     event.custom_data = (!data.is_empty()).then_some(data);
     event.event_source_url = source_url(checkout, options);
     event.partner_name = partner_name(options);
+    // A checkout carries the cart's attributes: the buyer's consent holds for it too.
+    if !apply_consent(&mut event, &checkout.note_attributes, options) {
+        return Ok(Mapped::Skipped {
+            reason: SkipReason::Consent,
+            order: None,
+        });
+    }
     Ok(Mapped::Event {
         event,
         test: false,
@@ -688,6 +677,38 @@ fn click_id(attributes: &[NoteAttribute], landing_site: Option<&str>) -> Option<
     attribute("_epik")
         .or_else(|| attribute("epik"))
         .or_else(|| url::epik(landing_site?))
+}
+
+/// Applies the consent the custom pixel recorded in the cart attribute [`CONSENT_ATTRIBUTE`]
+/// (under `Consent::Respect`): `false` when the event must not be sent (marketing not allowed,
+/// `ConsentDenied::Skip`); otherwise `opt_out` and `opt_out_type: "LDP"` as the consent says.
+fn apply_consent(
+    event: &mut ConversionEvent,
+    attributes: &[NoteAttribute],
+    options: &MapOptions,
+) -> bool {
+    if options.consent != Consent::Respect {
+        return true;
+    }
+    let consent = attributes
+        .iter()
+        .filter(|a| clean(a.name.as_deref()) == Some(CONSENT_ATTRIBUTE))
+        .find_map(|a| clean(a.value.as_deref()))
+        .map(RecordedConsent::parse)
+        .unwrap_or_default();
+    if consent.marketing == Some(false) {
+        if options.consent_denied == ConsentDenied::Skip {
+            return false;
+        }
+        event.opt_out = Some(true);
+    }
+    if consent.sale_of_data == Some(false) {
+        event
+            .custom_data
+            .get_or_insert_with(Default::default)
+            .opt_out_type = Some("LDP".to_owned());
+    }
+    true
 }
 
 /// A checkout or cart token fit for an event id: trimmed, without a `?key=...` suffix (the

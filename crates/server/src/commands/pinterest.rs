@@ -47,8 +47,9 @@ pub struct ConnectArgs {
     /// {public_url}/pinterest/callback, which a running `serve` answers.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Take a refresh token obtained elsewhere instead of the browser flow (headless servers).
-    #[arg(long)]
+    /// Take a refresh token obtained elsewhere instead of the browser flow (headless
+    /// servers). Best given through the environment, out of `ps` and shell history.
+    #[arg(long, env = "PINCAPI_PINTEREST_REFRESH_TOKEN", hide_env_values = true)]
     pub refresh_token: Option<String>,
     /// Add this ad account: mint its conversion token (repeatable).
     #[arg(long = "ad-account")]

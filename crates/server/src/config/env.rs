@@ -8,7 +8,13 @@ use super::{Config, ConfigError};
 
 /// Variables with the prefix that are not settings: the config file's path, and what the test
 /// harness and scripts read.
-const NOT_SETTINGS: [&str; 4] = ["CONFIG", "SHARED_DIR", "SKIP_BROWSER_TESTS", "PYTHON_SDK"];
+const NOT_SETTINGS: [&str; 5] = [
+    "CONFIG",
+    "SHARED_DIR",
+    "SKIP_BROWSER_TESTS",
+    "PYTHON_SDK",
+    "PINTEREST_REFRESH_TOKEN",
+];
 
 /// Every setting's variable name (`PINCAPI_DELIVERY__BATCH_SIZE`), from the defaults' keys.
 fn known() -> Vec<String> {

@@ -614,7 +614,13 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     env::check(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     fig = fig.merge(
         Env::prefixed("PINCAPI_")
-            .ignore(&["config", "shared_dir", "skip_browser_tests", "python_sdk"])
+            .ignore(&[
+                "config",
+                "shared_dir",
+                "skip_browser_tests",
+                "python_sdk",
+                "pinterest_refresh_token",
+            ])
             .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
             .split("__"),
     );

@@ -171,10 +171,12 @@ impl Bucket {
         let now = (s.currently_available + self.at.elapsed().as_secs_f64() * s.restore_rate)
             .min(s.maximum_available.max(s.currently_available));
         let need = cost.min(s.maximum_available.max(1.0)) - now;
-        if need <= 0.0 {
+        let secs = need / s.restore_rate;
+        if secs.is_nan() || secs <= 0.0 {
+            // Nothing to wait for (or numbers Shopify would not send: NaN).
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(need / s.restore_rate).min(MAX_WAIT)
+            Duration::try_from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())).unwrap_or(MAX_WAIT)
         }
     }
 }
@@ -457,7 +459,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     v.parse::<f64>()
         .ok()
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+        .map(|s| Duration::try_from_secs_f64(s.min(MAX_WAIT.as_secs_f64())).unwrap_or(MAX_WAIT))
 }
 
 /// The start of an error body, for messages (Admin API errors never echo the token).
@@ -498,6 +500,22 @@ mod tests {
         assert!((9.9..=10.0).contains(&w), "{w}");
         // A query larger than the bucket waits for a full bucket, not forever.
         assert!(b.wait_for(5000.0) <= Duration::from_secs(18));
+        // Numbers Shopify would never send do not panic.
+        for (max, now, rate) in [
+            (1e300, 0.0, 1e-300),
+            (f64::NAN, 0.0, 1.0),
+            (10.0, 0.0, f64::INFINITY),
+        ] {
+            let odd = Bucket {
+                status: ThrottleStatus {
+                    maximum_available: max,
+                    currently_available: now,
+                    restore_rate: rate,
+                },
+                at: Instant::now(),
+            };
+            assert!(odd.wait_for(1e300) <= MAX_WAIT);
+        }
     }
 
     #[test]

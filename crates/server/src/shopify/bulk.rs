@@ -222,6 +222,7 @@ async fn read_result(
     let shop = api.shop().domain.clone();
     let mut orders = Vec::new();
     let mut lines: HashMap<String, Vec<GraphqlLineItem>> = HashMap::new();
+    let mut bad: HashMap<String, String> = HashMap::new();
     let mut n = 0usize;
     api.download_lines(url, |line| {
         n += 1;
@@ -233,8 +234,12 @@ async fn read_result(
             })?;
         if let Some(parent) = value.get("__parentId").and_then(|p| p.as_str()) {
             let parent = parent.to_owned();
-            if let Ok(item) = serde_json::from_value::<GraphqlLineItem>(value) {
-                lines.entry(parent).or_default().push(item);
+            match serde_json::from_value::<GraphqlLineItem>(value) {
+                Ok(item) => lines.entry(parent).or_default().push(item),
+                // Its order would be sent without it, with the wrong contents: it is not sent.
+                Err(e) => {
+                    bad.insert(parent, format!("line {n}: a line item of the order: {e}"));
+                }
             }
         } else {
             orders.push(
@@ -244,5 +249,15 @@ async fn read_result(
         Ok(())
     })
     .await?;
+    let orders = orders
+        .into_iter()
+        .map(|o| match o {
+            Ok(order) => match order.id.as_ref().and_then(|id| bad.get(id)) {
+                Some(why) => Err(why.clone()),
+                None => Ok(order),
+            },
+            Err(e) => Err(e),
+        })
+        .collect();
     Ok((orders, lines))
 }

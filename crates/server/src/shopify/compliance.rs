@@ -33,6 +33,9 @@ pub const TOPICS: [&str; 3] = ["customers/redact", "shop/redact", "customers/dat
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Payload {
+    /// The shop the request is about. Shopify signs the body, not the headers: this, not
+    /// `X-Shopify-Shop-Domain`, says whose data to erase.
+    shop_domain: Option<String>,
     customer: Option<Customer>,
     orders_to_redact: Vec<Value>,
     orders_requested: Vec<Value>,
@@ -75,6 +78,12 @@ fn hashes(state: &AppState, c: &Customer) -> Vec<String> {
     {
         out.push(h.as_str().to_owned());
     }
+    // The customer id goes to Pinterest hashed as external_id.
+    if let Some(id) = c.id.as_ref().and_then(id_text)
+        && let Ok(h) = normalize::hash(HashedField::ExternalId, &id, None)
+    {
+        out.push(h.as_str().to_owned());
+    }
     out
 }
 
@@ -99,6 +108,20 @@ pub async fn handle(
             format!("the body is not a {topic} payload: {e}"),
         )
     })?;
+    let named = payload
+        .shop_domain
+        .as_deref()
+        .map(crate::config::shopify::normalize_domain);
+    if named.as_deref() != Some(shop.domain.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_shape",
+            format!(
+                "shop_domain: the body names {} but the delivery came for {}; nothing was done",
+                named.as_deref().unwrap_or("no shop"),
+                shop.domain
+            ),
+        ));
+    }
     let unavailable = |e: crate::store::StoreError| {
         tracing::error!(shop = %shop.domain, topic, error = %e, "Could not carry out a Shopify compliance request; Shopify will retry");
         ApiError::unavailable("the event store is unavailable")

@@ -32,6 +32,8 @@ use crate::store::SharedStore;
 
 /// The share of a token's lifetime after which it is renewed.
 const RENEW_AT: f64 = 0.8;
+/// How long a renewal waits for another process's to finish.
+const RENEWAL_WAIT: Duration = Duration::from_secs(10);
 
 /// Why no token could be had.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub enum TokenError {
          store and need it"
     )]
     NoKey(String),
+    #[error("another process is renewing the token of {0}; try again in a moment")]
+    Busy(String),
     #[error("while asking {shop} for an Admin API token: {source}")]
     Http {
         shop: String,
@@ -154,6 +158,8 @@ pub struct AdminTokens {
     key: Option<SecretKey>,
     clock: SharedClock,
     current: Mutex<Option<Token>>,
+    /// The token in `current` could not be stored yet.
+    unsaved: std::sync::atomic::AtomicBool,
 }
 
 impl AdminTokens {
@@ -179,6 +185,7 @@ impl AdminTokens {
             key,
             clock,
             current: Mutex::new(None),
+            unsaved: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -240,28 +247,44 @@ impl AdminTokens {
             return Err(TokenError::NoKey(domain));
         }
         let mut current = self.current.lock().await;
+        if self.unsaved.load(std::sync::atomic::Ordering::SeqCst)
+            && let Some(t) = current.as_ref()
+            && self.save(t).await.is_ok()
+        {
+            self.unsaved
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         let now = self.clock.now_ms();
         let usable = |t: &Token| !t.due(now) && Some(t.access_token.as_str()) != rejected;
         if let Some(t) = current.as_ref().filter(|t| usable(t)) {
             return Ok(Secret::new(t.access_token.clone()));
         }
-        // Another instance (or the install flow) may have stored a newer token.
+        // One process at a time renews: a rotating refresh token must be used once.
         let _lock = match &self.store {
-            Some(store) => store.try_lock_credential(&credential_name(&domain)).await?,
+            Some(store) => {
+                let name = credential_name(&domain);
+                match crate::store::lock_credential(store.as_ref(), &name, RENEWAL_WAIT).await? {
+                    Some(lock) => Some(lock),
+                    None => return Err(TokenError::Busy(domain)),
+                }
+            }
             None => None,
         };
-        if let Some(stored) = self.load().await?
-            && usable(&stored)
-        {
+        // Another process (or the install flow) may have stored a newer token meanwhile.
+        let stored = self.load().await?;
+        if let Some(stored) = stored.clone().filter(|t| usable(t)) {
             let token = Secret::new(stored.access_token.clone());
             *current = Some(stored);
             return Ok(token);
         }
+        // The stored refresh token is the newest: another process may have rotated the one
+        // held here.
+        let refresh = stored
+            .and_then(|t| t.refresh_token)
+            .or_else(|| current.as_ref().and_then(|t| t.refresh_token.clone()));
         let answer = if install {
-            let refresh = current
-                .as_ref()
-                .and_then(|t| t.refresh_token.clone())
-                .or(self.load().await?.and_then(|t| t.refresh_token))
+            let refresh = refresh
+                .clone()
                 .ok_or_else(|| TokenError::NotInstalled(domain.clone()))?;
             self.ask(&[
                 ("client_id", client_id.as_str()),
@@ -281,12 +304,18 @@ impl AdminTokens {
         let mut token = Token::from_answer(answer, self.clock.now_ms());
         if install && token.refresh_token.is_none() {
             // A refresh that does not rotate keeps the refresh token it used.
-            token.refresh_token = current.as_ref().and_then(|t| t.refresh_token.clone());
+            token.refresh_token = refresh;
         }
-        self.save(&token).await?;
         tracing::info!(shop = %domain, expires_in_secs = token.expires_at_ms.map(|e| (e - token.obtained_at_ms) / 1000), "Obtained a Shopify Admin API token");
         let secret = Secret::new(token.access_token.clone());
-        *current = Some(token);
+        // Held before it is saved: a failed save must not lose a rotated refresh token. It is
+        // saved again at the next call.
+        *current = Some(token.clone());
+        if let Err(e) = self.save(&token).await {
+            tracing::error!(shop = %domain, error = %e, "Could not store the new Shopify token; it is kept in memory and saved at the next call");
+            self.unsaved
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(secret)
     }
 

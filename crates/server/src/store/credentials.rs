@@ -10,6 +10,24 @@ use async_trait::async_trait;
 
 use super::{StoreError, StoreLock};
 
+/// Takes the renewal lock of `name`, waiting up to `wait` for another holder to finish.
+pub async fn lock_credential(
+    store: &dyn CredentialStore,
+    name: &str,
+    wait: std::time::Duration,
+) -> Result<Option<StoreLock>, StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(lock) = store.try_lock_credential(name).await? {
+            return Ok(Some(lock));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Sealed credentials and OAuth states.
 #[async_trait]
 pub trait CredentialStore: Send + Sync + fmt::Debug {
@@ -51,9 +69,9 @@ pub trait CredentialStore: Send + Sync + fmt::Debug {
         now_ms: i64,
     ) -> Result<Option<String>, StoreError>;
 
-    /// Takes the lock that lets one gateway instance at a time renew the credential `name`
-    /// (a rotating refresh token used twice would end the shop's access), or `None` while
-    /// another instance holds it. Always granted on an embedded store.
+    /// Takes the lock that lets one process at a time renew the credential `name` (a rotating
+    /// refresh token used twice would end the shop's access), or `None` while another
+    /// holds it.
     async fn try_lock_credential(&self, name: &str) -> Result<Option<StoreLock>, StoreError> {
         let _ = name;
         Ok(Some(StoreLock::default()))

@@ -97,6 +97,19 @@ async fn from_an_app_id_and_secret_connect_mints_a_conversion_token_and_refreshe
     // after a 401 (the sandbox ends its access tokens).
     for round in 0..=4usize {
         if (1..=3).contains(&round) {
+            // Nothing in flight when the clock jumps: a lease ended under a request would have
+            // its batch sent again.
+            let db = app.db.clone();
+            wait_for("every event settled", || {
+                let db = db.clone();
+                async move {
+                    pincapi::store::sqlite::count_states(&db)
+                        .unwrap()
+                        .iter()
+                        .all(|(state, _)| state == "delivered")
+                }
+            })
+            .await;
             clock.advance(Duration::from_secs(2900));
         } else if round == 4 {
             sb.revoke_access_tokens();

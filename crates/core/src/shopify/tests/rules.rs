@@ -263,3 +263,68 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_buyers_consent_on_the_cart_holds_for_the_order_and_for_the_checkout() {
+    let attrs = |v: &str| serde_json::json!([{"name": "_pincapi_consent", "value": v}]);
+    let now = "2026-11-30T10:00:00Z";
+    let order = |v: &str| {
+        serde_json::json!({"id": 91, "email": "a@example.com", "created_at": now,
+            "financial_status": "paid", "currency": "USD", "subtotal_price": "10.00",
+            "line_items": [], "note_attributes": attrs(v)})
+        .to_string()
+    };
+    let checkout = |v: &str| {
+        serde_json::json!({"token": "tok-1", "email": "a@example.com", "created_at": now,
+            "currency": "USD", "line_items": [], "note_attributes": attrs(v)})
+        .to_string()
+    };
+    let options = MapOptions::default();
+    for (topic, body) in [
+        (Topic::OrdersCreate, order("marketing=no")),
+        (Topic::CheckoutsCreate, checkout("marketing=no")),
+    ] {
+        let m = map(topic, body.as_bytes(), Topic::OrdersCreate, &options).unwrap();
+        assert!(
+            matches!(
+                m,
+                Mapped::Skipped {
+                    reason: SkipReason::Consent,
+                    ..
+                }
+            ),
+            "{topic}: {m:?}"
+        );
+    }
+    for (topic, body) in [
+        (Topic::OrdersCreate, order("marketing=yes;sale_of_data=no")),
+        (
+            Topic::CheckoutsCreate,
+            checkout("marketing=yes;sale_of_data=no"),
+        ),
+    ] {
+        let Mapped::Event { event, .. } =
+            map(topic, body.as_bytes(), Topic::OrdersCreate, &options).unwrap()
+        else {
+            panic!("{topic} is sent");
+        };
+        assert_eq!(
+            event.custom_data.unwrap().opt_out_type.as_deref(),
+            Some("LDP"),
+            "{topic}"
+        );
+    }
+    // Ignored when configured so.
+    let ignore = MapOptions {
+        consent: Consent::Ignore,
+        ..MapOptions::default()
+    };
+    let m = map(
+        Topic::OrdersCreate,
+        order("marketing=no").as_bytes(),
+        Topic::OrdersCreate,
+        &ignore,
+    )
+    .unwrap();
+    assert!(matches!(m, Mapped::Event { .. }), "{m:?}");
+}

@@ -63,6 +63,12 @@ impl CredentialStore for PostgresStore {
         subject: &str,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
+        // Expired states go on every write, so unanswered installs cannot pile up.
+        self.query(
+            "DELETE FROM oauth_states WHERE expires_at <= $1",
+            &[&(expires_at_ms - 10 * 60 * 1000)],
+        )
+        .await?;
         self.query(
             "INSERT INTO oauth_states (state, subject, expires_at) VALUES ($1, $2, $3)",
             &[&state, &subject, &expires_at_ms],

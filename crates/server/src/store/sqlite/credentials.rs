@@ -6,6 +6,10 @@ use rusqlite::params;
 use super::SqliteStore;
 use crate::store::{CredentialStore, StoreError};
 
+/// The longest life an OAuth state is given (`pinterest connect` waits 10 minutes): a
+/// state whose end is this far before a new one's has expired.
+const STATE_MAX_LIFE_MS: i64 = 10 * 60 * 1000;
+
 #[async_trait]
 impl CredentialStore for SqliteStore {
     async fn credential(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -79,6 +83,9 @@ impl CredentialStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (state, subject) = (state.to_owned(), subject.to_owned());
         self.write(move |conn| {
+            // Expired states go on every write, so unanswered installs cannot pile up.
+            conn.prepare_cached("DELETE FROM oauth_states WHERE expires_at <= ?1")?
+                .execute(params![expires_at_ms - STATE_MAX_LIFE_MS])?;
             conn.prepare_cached(
                 "INSERT INTO oauth_states (state, subject, expires_at) VALUES (?1, ?2, ?3)",
             )?
@@ -86,6 +93,29 @@ impl CredentialStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn try_lock_credential(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::store::StoreLock>, StoreError> {
+        // A file lock beside the store: `serve` and the commands that run beside it
+        // (`shopify backfill`, `status`, `pinterest accounts`) renew one at a time.
+        let _ = name;
+        let mut path = self.path.as_os_str().to_owned();
+        path.push(".credentials.lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::path::Path::new(&path))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open the credential lock: {e}"))
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(crate::store::StoreLock::holding(file))),
+            Err(_) => Ok(None),
+        }
     }
 
     async fn take_oauth_state(
