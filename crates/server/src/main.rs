@@ -80,12 +80,17 @@ enum Command {
         #[arg(long)]
         show_normalized: bool,
     },
-    /// Print the effective configuration (secrets masked) and test each token with a ?test=true call.
+    /// The offline half of the go-live check: print the effective configuration (secrets
+    /// masked) and refuse what `serve` would refuse; `--online` also tests each token.
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
-        /// Do not call Pinterest.
+        /// Also test each conversion token with a ?test=true call (`pincapi status` checks
+        /// everything live).
         #[arg(long)]
+        online: bool,
+        /// Settings only (the default; kept for scripts that pass it).
+        #[arg(long, hide = true, conflicts_with = "online")]
         offline: bool,
     },
     /// The go-live check, live: store, tokens, Shopify credentials and webhooks, browser
@@ -308,7 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             country,
             show_normalized,
         } => Ok(hash(&field, &value, country.as_deref(), show_normalized)),
-        Command::CheckConfig { config, offline } => check_config(config, offline).await,
+        Command::CheckConfig { config, online, .. } => check_config(config, !online).await,
         Command::Deadletter { config, action } => deadletter(config, action).await,
         Command::Backup { config, to } => {
             pincapi::commands::backup::backup(config.config.as_deref(), &to)

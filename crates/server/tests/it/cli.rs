@@ -80,7 +80,7 @@ async fn check_config_masks_secrets_and_tests_the_token_against_pinterest() {
     };
     let run = |e: Vec<(&'static str, String)>| {
         let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        pincapi(&["check-config"], &e)
+        pincapi(&["check-config", "--online"], &e)
     };
     let ok = tokio::task::spawn_blocking(move || run(env("right-token")))
         .await
@@ -96,7 +96,7 @@ async fn check_config_masks_secrets_and_tests_the_token_against_pinterest() {
     let base = sandbox.base();
     let bad = tokio::task::spawn_blocking(move || {
         pincapi(
-            &["check-config"],
+            &["check-config", "--online"],
             &[
                 ("PINCAPI_PINTEREST_API_BASE", &base),
                 ("PINCAPI_AD_ACCOUNT_ID", ACCOUNT),
