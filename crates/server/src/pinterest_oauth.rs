@@ -409,32 +409,22 @@ impl OAuthTokens {
         let (Some(store), Some(key)) = (&self.store, &self.key) else {
             return Ok(None);
         };
-        let Some(sealed) = store
-            .credential(OAUTH_CREDENTIAL)
+        crate::sealed::load_json(store.as_ref(), key, OAUTH_CREDENTIAL)
             .await
-            .map_err(|e| OAuthError::Stored(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let plain = key
-            .open(OAUTH_CREDENTIAL, &sealed)
-            .map_err(|e| OAuthError::Stored(e.to_string()))?;
-        serde_json::from_slice(&plain)
-            .map(Some)
-            .map_err(|e| OAuthError::Stored(e.to_string()))
+            .map_err(OAuthError::Stored)
     }
 
     async fn save(&self, token: &Token) -> Result<(), OAuthError> {
         let (store, key) = self.sealer()?;
-        let plain = serde_json::to_vec(token).map_err(|e| OAuthError::Stored(e.to_string()))?;
-        store
-            .save_credential(
-                OAUTH_CREDENTIAL,
-                key.seal(OAUTH_CREDENTIAL, &plain),
-                self.clock.now_ms(),
-            )
-            .await
-            .map_err(|e| OAuthError::Stored(e.to_string()))
+        crate::sealed::save_json(
+            store.as_ref(),
+            key,
+            OAUTH_CREDENTIAL,
+            token,
+            self.clock.now_ms(),
+        )
+        .await
+        .map_err(OAuthError::Stored)
     }
 }
 

@@ -91,6 +91,37 @@ impl SecretKey {
     }
 }
 
+/// The value stored sealed under `name`, opened and read as JSON; `None` when none is stored.
+/// Errors are in words (a store failure, a wrong key, a damaged row).
+pub async fn load_json<T: serde::de::DeserializeOwned>(
+    store: &dyn crate::store::CredentialStore,
+    key: &SecretKey,
+    name: &str,
+) -> Result<Option<T>, String> {
+    let Some(sealed) = store.credential(name).await.map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let plain = key.open(name, &sealed).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&plain)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Stores `value` as JSON, sealed under `name`.
+pub async fn save_json<T: serde::Serialize>(
+    store: &dyn crate::store::CredentialStore,
+    key: &SecretKey,
+    name: &str,
+    value: &T,
+    now_ms: i64,
+) -> Result<(), String> {
+    let plain = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+    store
+        .save_credential(name, key.seal(name, &plain), now_ms)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),

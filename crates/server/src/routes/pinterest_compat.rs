@@ -18,6 +18,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pincapi_core::ingest::FieldIssue;
+use pincapi_core::pinterest::{ApiResponse, EventResult, EventStatus};
 use serde::Serialize;
 
 use super::ingest::{Verdict, authenticated_body, process};
@@ -30,26 +31,11 @@ const PARTIAL_FAILURE: (i64, &str) = (
     "The action could not be processed properly due to some or all data provided being invalid.",
 );
 
-/// `ConversionApiResponse`.
-#[derive(Debug, Serialize)]
-struct ConversionApiResponse {
-    num_events_received: usize,
-    num_events_processed: usize,
-    events: Vec<EventResult>,
-}
-
-#[derive(Debug, Serialize)]
-struct EventResult {
-    status: &'static str,
-    error_message: Option<String>,
-    warning_message: Option<String>,
-}
-
 #[derive(Debug, Serialize)]
 struct DetailedError {
     code: i64,
     message: &'static str,
-    details: ConversionApiResponse,
+    details: ApiResponse,
 }
 
 /// Pinterest's `Error`: `{code, message}`.
@@ -131,21 +117,24 @@ async fn handle(
         .iter()
         .map(|v| match v {
             Verdict::Accepted(w) | Verdict::Duplicate(w) => EventResult {
-                status: "processed",
+                status: EventStatus::Processed,
                 error_message: None,
                 warning_message: words(w),
             },
             Verdict::Rejected(e) => EventResult {
-                status: "failed",
+                status: EventStatus::Failed,
                 error_message: words(e),
                 warning_message: None,
             },
         })
         .collect();
-    let processed = events.iter().filter(|e| e.status == "processed").count();
-    let answer = ConversionApiResponse {
-        num_events_received: events.len(),
-        num_events_processed: processed,
+    let processed = events
+        .iter()
+        .filter(|e| e.status == EventStatus::Processed)
+        .count();
+    let answer = ApiResponse {
+        num_events_received: events.len() as i64,
+        num_events_processed: processed as i64,
         events,
     };
     if answer.num_events_processed == answer.num_events_received {

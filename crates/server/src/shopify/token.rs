@@ -328,20 +328,12 @@ impl AdminTokens {
         let (Some(store), Some(key)) = (&self.store, &self.key) else {
             return Ok(None);
         };
-        let name = credential_name(&self.shop.domain);
-        let Some(sealed) = store.credential(&name).await? else {
-            return Ok(None);
-        };
-        let stored = |reason: String| TokenError::Stored {
-            shop: self.shop.domain.clone(),
-            reason,
-        };
-        let plain = key
-            .open(&name, &sealed)
-            .map_err(|e| stored(e.to_string()))?;
-        serde_json::from_slice(&plain)
-            .map_err(|e| stored(e.to_string()))
-            .map(Some)
+        crate::sealed::load_json(store.as_ref(), key, &credential_name(&self.shop.domain))
+            .await
+            .map_err(|reason| TokenError::Stored {
+                shop: self.shop.domain.clone(),
+                reason,
+            })
     }
 
     async fn save(&self, token: &Token) -> Result<(), TokenError> {
@@ -349,14 +341,12 @@ impl AdminTokens {
             return Ok(());
         };
         let name = credential_name(&self.shop.domain);
-        let plain = serde_json::to_vec(token).map_err(|e| TokenError::Stored {
-            shop: self.shop.domain.clone(),
-            reason: e.to_string(),
-        })?;
-        store
-            .save_credential(&name, key.seal(&name, &plain), self.clock.now_ms())
-            .await?;
-        Ok(())
+        crate::sealed::save_json(store.as_ref(), key, &name, token, self.clock.now_ms())
+            .await
+            .map_err(|reason| TokenError::Stored {
+                shop: self.shop.domain.clone(),
+                reason,
+            })
     }
 }
 
