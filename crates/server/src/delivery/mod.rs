@@ -730,11 +730,54 @@ impl Delivery {
             return Ok(());
         }
         let wanted = settlements.len();
-        let applied = self.store.settle(lease_until, settlements).await?;
+        let applied = self
+            .settle_until_recorded(account, lease_until, settlements)
+            .await?;
         if applied < wanted {
             tracing::warn!(ad_account_id = %account.id, wanted, applied, "Some outcomes were not recorded: their lease had ended and another worker owns them");
         }
         Ok(())
+    }
+
+    /// Records outcomes, trying again while the store is away. Pinterest has already answered
+    /// for these events: an outcome dropped here would leave them leased until the lease ends
+    /// and then send them a second time, so the answer is kept and written as soon as the
+    /// store takes it (under the same lease, so a worker that took the events over after the
+    /// lease ended wins). Gives up only when the gateway stops (or, outside the worker loops, at once).
+    async fn settle_until_recorded(
+        &self,
+        account: &Account,
+        lease_until: i64,
+        settlements: Vec<Settlement>,
+    ) -> Result<usize, StoreError> {
+        let mut stop = self.stop.lock().ok().and_then(|s| s.clone());
+        let mut wait = Duration::from_millis(50);
+        let mut failures = 0u32;
+        loop {
+            match self.store.settle(lease_until, settlements.clone()).await {
+                Ok(applied) => {
+                    if failures > 0 {
+                        tracing::info!(ad_account_id = %account.id, failures, "Outcomes recorded after the store came back");
+                    }
+                    return Ok(applied);
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(ad_account_id = %account.id, events = settlements.len(), error = %e, "Cannot record Pinterest's answer; keeping it and trying again");
+                    }
+                    // Outside the worker loops (no stop signal) the caller gets the error.
+                    let Some(s) = stop.as_mut().filter(|s| !*s.borrow()) else {
+                        return Err(e);
+                    };
+                    tokio::select! {
+                        _ = s.changed() => {}
+                        _ = self.clock.sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
     }
 
     /// Waits for a call slot of the account's budget and takes it; returns when it was taken
