@@ -10,7 +10,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::assemble::{Shared, assemble, resolve_accounts};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::delivery::Delivery;
@@ -55,28 +57,9 @@ impl App {
         let opened = open_store(&config, Opener::Gateway).await?;
         let store = opened.store.clone();
         let schema_version = opened.schema_version;
-        crate::shopify::access::check_key(&config, store.as_ref())
+        resolve_accounts(&mut config, &store)
             .await
             .map_err(AppError::Credentials)?;
-        // Ad accounts connected with `pincapi pinterest connect --ad-account` join the
-        // configured ones.
-        let connected = crate::pinterest_oauth::connected_accounts(&config, &store)
-            .await
-            .map_err(AppError::Credentials)?;
-        for a in connected {
-            if !config.all_accounts().iter().any(|c| c.id == a.id) {
-                tracing::info!(ad_account_id = %a.id, "Sending to an ad account connected through Pinterest's OAuth");
-                config.accounts.push(a);
-            }
-        }
-        if config.all_accounts().is_empty() {
-            return Err(AppError::Credentials(
-                "ad_account_id: no Pinterest ad account is configured or connected; set \
-                 PINCAPI_AD_ACCOUNT_ID and PINCAPI_PINTEREST_TOKEN, or run `pincapi pinterest \
-                 connect --ad-account ID`"
-                    .to_owned(),
-            ));
-        }
         let mut released_at_start = 0;
         if opened.single_owner {
             // We are the only owner: anything still leased belongs to a process that is gone.
@@ -112,51 +95,25 @@ impl App {
             config.ingest.max_event_age_secs,
             &accounts,
         ));
-        let shopify = Arc::new(
-            crate::shopify::access::ShopAccess::new(
-                &config,
-                Some(store.clone()),
-                Arc::clone(&clock),
-            )
-            .map_err(|e| AppError::Credentials(e.to_string()))?,
-        );
-        let pinterest = crate::pinterest_oauth::OAuthTokens::new(
-            &config,
-            Some(store.clone()),
-            Arc::clone(&clock),
-            Some(Arc::clone(&metrics)),
-        );
+        let backpressure = Arc::new(crate::backpressure::Backpressure::new(
+            config.ingest.max_queue_depth,
+            config.ingest.shed_retry_after_secs,
+        ));
+        let shared = Shared {
+            store,
+            clock,
+            metrics,
+            delivery,
+            backpressure,
+            sign_ins: Arc::default(),
+            schema_version,
+        };
         if !config.pinterest_oauth_token.is_empty() && config.pinterest_app_id.is_none() {
             tracing::warn!(
                 "pinterest_oauth_token is a static token: nothing renews it, and audiences and the Event Quality Score stop when it expires (about 30 days); run `pincapi pinterest connect` to have it refreshed"
             );
         }
-        let census = Arc::new(crate::quality::census::CensusCache::new(
-            &config,
-            &shopify,
-            crate::quality::census::CACHE_TTL,
-        ));
-        let backpressure = Arc::new(crate::backpressure::Backpressure::new(
-            config.ingest.max_queue_depth,
-            config.ingest.shed_retry_after_secs,
-        ));
-        let state = AppState {
-            backpressure,
-            census,
-            default_account: accounts.first().map(|a| a.id.clone()),
-            config: Arc::new(config),
-            store,
-            clock,
-            metrics,
-            delivery,
-            sign_ins: Arc::default(),
-            shopify,
-            pinterest,
-            schema_version,
-            setup: Arc::new(crate::setup::SetupCache::new(
-                std::time::Duration::from_secs(300),
-            )),
-        };
+        let state = assemble(config, shared).map_err(AppError::Credentials)?;
         Ok(App {
             state,
             _owner_lock: lock,
@@ -168,42 +125,9 @@ impl App {
         &self.state
     }
 
-    /// Every route.
+    /// Every route, on the app's state.
     pub fn router(&self) -> Router {
-        let max_body = self.state.config.ingest.max_body_bytes;
-        Router::new()
-            .route("/v1/events", post(routes::ingest::post_default))
-            .route(
-                "/v1/ad_accounts/{ad_account_id}/events",
-                post(routes::ingest::post_account),
-            )
-            .route(
-                "/v5/ad_accounts/{ad_account_id}/events",
-                post(routes::pinterest_compat::post_events),
-            )
-            .route(
-                "/pinterest/callback",
-                get(crate::pinterest_connect::callback),
-            )
-            .route("/admin/dead-letters", get(routes::admin::list_dead))
-            .route("/admin/dead-letters/retry", post(routes::admin::retry_dead))
-            .route("/admin/dead-letters/drop", post(routes::admin::drop_dead))
-            .route("/healthz", get(routes::health::healthz))
-            .route("/readyz", get(routes::health::readyz))
-            .route("/metrics", get(routes::health::metrics))
-            .merge(
-                Router::new()
-                    .route("/api/quality", get(routes::quality::get_report))
-                    .route("/api/status", get(routes::quality::get_status))
-                    .route("/dashboard", get(routes::dashboard::page))
-                    .route("/dashboard/login", post(routes::dashboard::login))
-                    .route("/dashboard/logout", post(routes::dashboard::logout))
-                    .layer(axum::middleware::map_response(routes::dashboard::protect)),
-            )
-            .merge(crate::shopify::routes())
-            .merge(crate::browser::routes())
-            .layer(DefaultBodyLimit::max(max_body))
-            .with_state(self.state.clone())
+        router(&self.state)
     }
 
     /// Serves HTTP on `listener` and runs delivery until `shutdown` completes; then stops
@@ -213,55 +137,79 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        self.run_reloading(listener, shutdown, None).await
+    }
+
+    /// [`App::run`], taking a new configuration at each of `reloads`' requests (see
+    /// [`crate::reload`]).
+    pub async fn run_reloading(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        mut reloads: Option<crate::reload::Reloads>,
+    ) -> Result<(), AppError> {
         let (stop, stopped) = watch::channel(false);
         let mut workers = self.state.delivery.spawn(stopped.clone());
-        workers.extend(crate::shopify::spawn_background(
-            &self.state,
-            stopped.clone(),
-        ));
-        workers.extend(crate::quality::spawn_background(
-            &self.state,
-            stopped.clone(),
-        ));
-        workers.extend(crate::audiences::spawn_background(
-            &self.state,
-            stopped.clone(),
-        ));
         workers.push(tokio::spawn(crate::backpressure::run(
             Arc::clone(&self.state.backpressure),
             self.state.store.clone(),
             Arc::clone(&self.state.metrics),
             stopped.clone(),
         )));
-        workers.push(tokio::spawn(routes::health::run_refresh(
-            self.state.clone(),
-            stopped.clone(),
-        )));
-        workers.push(tokio::spawn(crate::pinterest_oauth::watch_connected(
-            self.state.clone(),
-            stopped.clone(),
-        )));
-        workers.push(tokio::spawn(crate::retention::run(
-            self.state.clone(),
-            stopped,
-        )));
-        let router = self.router();
+        let mut state = self.state.clone();
+        let (mut generation, tasks) = Generation::start(&state);
+        workers.extend(tasks);
+        let (routers, routed) = watch::channel(router(&state));
         let addr = listener.local_addr().map_err(AppError::Serve)?;
-        tracing::info!(%addr, accounts = self.state.delivery.account_ids().len(), "pincapi is listening");
-        let server = &self.state.config.server;
+        tracing::info!(%addr, accounts = state.delivery.account_ids().len(), "pincapi is listening");
+        let server = &state.config.server;
         let limits = crate::serve::Limits {
             max_connections: server.max_connections,
             header_timeout: std::time::Duration::from_secs(server.header_timeout_secs),
-            grace: std::time::Duration::from_secs(self.state.config.shutdown_grace_secs),
+            grace: std::time::Duration::from_secs(state.config.shutdown_grace_secs),
         };
-        crate::serve::serve(
+        let serving = crate::serve::serve(
             listener,
-            router,
+            routed,
             limits,
-            Arc::clone(&self.state.metrics),
+            Arc::clone(&state.metrics),
             shutdown,
-        )
-        .await;
+        );
+        let mut serving = std::pin::pin!(serving);
+        loop {
+            let request = async {
+                match reloads.as_mut() {
+                    Some(r) => r.requests.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut serving => break,
+                got = request => {
+                    let Some(r) = reloads.as_ref().filter(|_| got.is_some()) else {
+                        reloads = None;
+                        continue;
+                    };
+                    let outcome = match (r.load)() {
+                        Ok(config) => crate::reload::apply(&state, config).await,
+                        Err(e) => Err(e),
+                    };
+                    let outcome = outcome.map(|(new, applied)| {
+                        // The new background tasks start before the old ones are told to
+                        // stop; the old finish what they are doing (a poll holds its shop's
+                        // lock) and end.
+                        let (next, tasks) = Generation::start(&new);
+                        workers.extend(tasks);
+                        std::mem::replace(&mut generation, next).retire();
+                        drop(routers.send_replace(router(&new)));
+                        state = new;
+                        applied
+                    });
+                    crate::reload::report(&state, &outcome);
+                }
+            }
+        }
+        generation.retire();
         let _ = stop.send(true);
         for w in workers {
             let _ = w.await;
@@ -269,4 +217,73 @@ impl App {
         tracing::info!("pincapi stopped");
         Ok(())
     }
+}
+
+/// The background tasks of one configuration: the Shopify poller and webhook checks, quality
+/// polls, audience sync, the metrics refresh, the watch for connected accounts, retention.
+struct Generation {
+    stop: watch::Sender<bool>,
+}
+
+impl Generation {
+    /// Starts the tasks of `state`; they end when retired (the gateway retires the last
+    /// generation when it stops).
+    fn start(state: &AppState) -> (Generation, Vec<JoinHandle<()>>) {
+        let (stop, done) = watch::channel(false);
+        let mut tasks = crate::shopify::spawn_background(state, done.clone());
+        tasks.extend(crate::quality::spawn_background(state, done.clone()));
+        tasks.extend(crate::audiences::spawn_background(state, done.clone()));
+        tasks.push(tokio::spawn(routes::health::run_refresh(
+            state.clone(),
+            done.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::pinterest_oauth::watch_connected(
+            state.clone(),
+            done.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::retention::run(state.clone(), done)));
+        (Generation { stop }, tasks)
+    }
+
+    fn retire(self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Every route, on `state`.
+pub fn router(state: &AppState) -> Router {
+    let max_body = state.config.ingest.max_body_bytes;
+    Router::new()
+        .route("/v1/events", post(routes::ingest::post_default))
+        .route(
+            "/v1/ad_accounts/{ad_account_id}/events",
+            post(routes::ingest::post_account),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/events",
+            post(routes::pinterest_compat::post_events),
+        )
+        .route(
+            "/pinterest/callback",
+            get(crate::pinterest_connect::callback),
+        )
+        .route("/admin/dead-letters", get(routes::admin::list_dead))
+        .route("/admin/dead-letters/retry", post(routes::admin::retry_dead))
+        .route("/admin/dead-letters/drop", post(routes::admin::drop_dead))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .merge(
+            Router::new()
+                .route("/api/quality", get(routes::quality::get_report))
+                .route("/api/status", get(routes::quality::get_status))
+                .route("/dashboard", get(routes::dashboard::page))
+                .route("/dashboard/login", post(routes::dashboard::login))
+                .route("/dashboard/logout", post(routes::dashboard::logout))
+                .layer(axum::middleware::map_response(routes::dashboard::protect)),
+        )
+        .merge(crate::shopify::routes())
+        .merge(crate::browser::routes())
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state.clone())
 }

@@ -3,6 +3,7 @@
 
 pub mod api_error;
 pub mod app;
+pub mod assemble;
 pub mod audiences;
 pub mod backpressure;
 pub mod browser;
@@ -15,6 +16,7 @@ pub mod pinterest_client;
 pub mod pinterest_connect;
 pub mod pinterest_oauth;
 pub mod quality;
+pub mod reload;
 pub mod retention;
 pub mod routes;
 pub mod sandbox;

@@ -253,7 +253,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(c) => {
-            let config = config::load(c.config.as_deref())?;
+            // Registered first: a SIGHUP during start is taken once serving, not fatal.
+            let requests = reload_requests();
+            let path = c.config.clone();
+            let config = config::load(path.as_deref())?;
             init_tracing(&config);
             config.validate(true)?;
             if let Some(w) = config.public_url_warning() {
@@ -266,9 +269,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let app = pincapi::app::App::build(config).await?;
             // Registered before the address is announced: a test or script may signal at once.
             let shutdown = shutdown_signal();
+            let reloads = pincapi::reload::Reloads {
+                requests,
+                load: Box::new(move || {
+                    let config = config::load(path.as_deref()).map_err(|e| e.to_string())?;
+                    config.validate(true).map_err(|e| e.to_string())?;
+                    Ok(config)
+                }),
+            };
             // One plain line on stdout so scripts and tests that bind port 0 learn the address.
             println!("pincapi listening on http://{addr}");
-            app.run(listener, shutdown).await?;
+            app.run_reloading(listener, shutdown, Some(reloads)).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sandbox {
@@ -552,6 +563,32 @@ fn init_tracing(config: &Config) {
     } else {
         builder.try_init()
     };
+}
+
+/// One message per SIGHUP (registered when called); none where there are no such signals.
+fn reload_requests() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        if tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for SIGHUP; the configuration is read only at start")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Registers for SIGINT and SIGTERM when called (not when first polled), so a signal that

@@ -72,6 +72,11 @@ const FAMILIES: &[Family] = &[
         help: "Events claimed again after an earlier claim's lease ended unsettled (an instance died or stalled mid-batch): each may reach Pinterest twice, which de-duplicates by event_id.",
     },
     Family {
+        name: "pincapi_config_reloads_total",
+        kind: "counter",
+        help: "Configuration reloads (SIGHUP), by result: applied, or refused (the running configuration kept).",
+    },
+    Family {
         name: "pincapi_events_released_at_start",
         kind: "gauge",
         help: "Events an embedded store's previous process had claimed and not settled, released at start: each may reach Pinterest twice, which de-duplicates by event_id.",

@@ -17,9 +17,8 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
 use crate::metrics::Metrics;
@@ -32,11 +31,13 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops accepting and lets
-/// the requests in flight finish for `limits.grace` at most.
+/// Serves the latest router of `routers` on `listener` until `shutdown` completes, then stops
+/// accepting and lets the requests in flight finish for `limits.grace` at most. Each request
+/// takes the router current when it arrives (a kept-alive connection sees a reload at its
+/// next request; a request in flight finishes on the router it started with).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    routers: watch::Receiver<Router>,
     limits: Limits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -63,14 +64,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let service = TowerToHyperService::new(router.map_request(
-            move |mut req: hyper::Request<Incoming>| {
-                // With the peer address, so the browser collector knows the client's IP.
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req.map(axum::body::Body::new)
-            },
-        ));
+        let routers = routers.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // With the peer address, so the browser collector knows the client's IP.
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let router = routers.borrow().clone();
+            router.oneshot(req.map(axum::body::Body::new))
+        });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)

@@ -13,23 +13,25 @@
 //! - 400 → the batch is split in halves until the offending event is alone, which is
 //!   dead-lettered with Pinterest's message; the others are delivered.
 
+mod accounts;
 mod answer;
 mod budget;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pincapi_core::pinterest::{self, BatchAnswer};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use self::accounts::Account;
+pub use self::accounts::AccountChanges;
 pub use self::answer::RetryPolicy;
 use self::answer::retry_all;
-use self::budget::CallBudget;
 use crate::clock::SharedClock;
-use crate::config::{AccountConfig, DeliveryConfig, Secret};
+use crate::config::{AccountConfig, DeliveryConfig};
 use crate::metrics::Metrics;
 use crate::pinterest_client::PinterestClient;
 use crate::store::{ClaimedEvent, DeadReason, Queue, Settlement, StoreError};
@@ -60,40 +62,6 @@ struct Claim<'a> {
     slot: &'a mut Option<i64>,
 }
 
-impl Account {
-    fn new(a: &AccountConfig, config: &DeliveryConfig) -> Account {
-        let limit = a
-            .max_calls_per_minute
-            .unwrap_or(config.max_calls_per_minute);
-        Account {
-            id: a.id.clone(),
-            token: a.token.clone(),
-            test: a.test,
-            budget: Mutex::new(CallBudget::new(limit as usize)),
-            paused_until: AtomicI64::new(0),
-            blocked: Mutex::new(None),
-            unreadable: Mutex::new(None),
-            wake: Notify::new(),
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Account {
-    id: String,
-    token: Secret,
-    test: bool,
-    budget: Mutex<CallBudget>,
-    /// Unix ms before which the account sends nothing (a stop or Retry-After).
-    paused_until: AtomicI64,
-    /// Why the account is stopped (401/403, or a request Pinterest refuses as such).
-    blocked: Mutex<Option<String>>,
-    /// The last answer that was not Pinterest's (see `BatchAnswer::Unreadable`), until
-    /// Pinterest's own per-event results come again.
-    unreadable: Mutex<Option<String>>,
-    wake: Notify,
-}
-
 /// The delivery engine for all configured accounts.
 #[derive(Debug)]
 pub struct Delivery {
@@ -120,10 +88,7 @@ impl Delivery {
         max_event_age_secs: i64,
         accounts: &[AccountConfig],
     ) -> Delivery {
-        let accounts = accounts
-            .iter()
-            .map(|a| (a.id.clone(), Arc::new(Account::new(a, &config))))
-            .collect();
+        let accounts = Delivery::account_table(accounts, &config);
         Delivery {
             store,
             clock,
@@ -134,73 +99,6 @@ impl Delivery {
             accounts: std::sync::RwLock::new(accounts),
             stop: Mutex::new(None),
         }
-    }
-
-    fn account(&self, ad_account_id: &str) -> Option<Arc<Account>> {
-        self.accounts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(ad_account_id)
-            .cloned()
-    }
-
-    /// Whether events for `ad_account_id` are delivered.
-    pub fn has_account(&self, ad_account_id: &str) -> bool {
-        self.account(ad_account_id).is_some()
-    }
-
-    /// The ad accounts delivered to, sorted.
-    pub fn account_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .accounts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    /// Adds an ad account while the loops run (one connected through Pinterest's OAuth):
-    /// its loops start at once. An account delivered to already is left as it is.
-    pub fn add_account(self: &Arc<Self>, account: &AccountConfig) -> Vec<JoinHandle<()>> {
-        let added = {
-            let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
-            if accounts.contains_key(&account.id) {
-                return Vec::new();
-            }
-            let a = Arc::new(Account::new(account, &self.config));
-            accounts.insert(account.id.clone(), Arc::clone(&a));
-            a
-        };
-        let stop = self.stop.lock().ok().and_then(|s| s.clone());
-        match stop {
-            Some(stop) => self.spawn_account(&added, &stop),
-            None => Vec::new(),
-        }
-    }
-
-    /// Tells the account's workers that events are waiting.
-    pub fn wake(&self, ad_account_id: &str) {
-        if let Some(a) = self.account(ad_account_id) {
-            a.wake.notify_one();
-        }
-    }
-
-    /// Why the account is stopped, if it is (a 401/403, or requests Pinterest refuses as
-    /// such); `None` while it delivers.
-    pub fn blocked_reason(&self, ad_account_id: &str) -> Option<String> {
-        self.account(ad_account_id)
-            .and_then(|a| a.blocked.lock().ok().and_then(|b| b.clone()))
-    }
-
-    /// The last answer to the account's requests that was not Pinterest's (garbage, an HTML
-    /// page, the wrong number of results, a redirect), naming the base URL; `None` once
-    /// Pinterest's own results come again.
-    pub fn unreadable_reason(&self, ad_account_id: &str) -> Option<String> {
-        self.account(ad_account_id)
-            .and_then(|a| a.unreadable.lock().ok().and_then(|u| u.clone()))
     }
 
     /// Starts the worker loops; they end when `shutdown` turns true.
@@ -239,8 +137,9 @@ impl Delivery {
     }
 
     async fn run_account(&self, account: Arc<Account>, mut stop: watch::Receiver<bool>) {
+        let mut retired = account.retired.subscribe();
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() || *retired.borrow() {
                 return;
             }
             let wait = match self.round(&account).await {
@@ -256,6 +155,7 @@ impl Delivery {
                     // claim takes a fuller batch instead of one or two events per call.
                     tokio::select! {
                         _ = stop.changed() => {}
+                        _ = retired.changed() => {}
                         _ = self.clock.sleep(Duration::from_millis(self.config.linger_ms)) => {}
                     }
                     continue;
@@ -272,6 +172,7 @@ impl Delivery {
             }
             tokio::select! {
                 _ = stop.changed() => {}
+                _ = retired.changed() => {}
                 _ = account.wake.notified() => {}
                 _ = self.clock.sleep(wait) => {}
             }

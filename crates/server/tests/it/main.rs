@@ -18,6 +18,7 @@ mod pg_outage;
 mod pinterest_compat;
 mod pinterest_oauth;
 mod quality;
+mod reload;
 mod restart;
 mod sandbox;
 mod shopify;

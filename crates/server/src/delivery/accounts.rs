@@ -1,0 +1,210 @@
+//! The ad accounts the engine delivers to: each with its token, call budget and stop state,
+//! and the changes made while the loops run (an account connected through OAuth joins; a
+//! reloaded configuration adds, changes and removes accounts).
+
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use super::Delivery;
+use super::budget::CallBudget;
+use crate::config::{AccountConfig, DeliveryConfig, Secret};
+
+#[derive(Debug)]
+pub(super) struct Account {
+    pub(super) id: String,
+    pub(super) token: Secret,
+    pub(super) test: bool,
+    /// The calls per minute it was configured with (to tell a changed account).
+    max_calls_per_minute: u32,
+    pub(super) budget: Mutex<CallBudget>,
+    /// Unix ms before which the account sends nothing (a stop or Retry-After).
+    pub(super) paused_until: AtomicI64,
+    /// Why the account is stopped (401/403, or a request Pinterest refuses as such).
+    pub(super) blocked: Mutex<Option<String>>,
+    /// The last answer that was not Pinterest's (see `BatchAnswer::Unreadable`), until
+    /// Pinterest's own per-event results come again.
+    pub(super) unreadable: Mutex<Option<String>>,
+    pub(super) wake: Notify,
+    /// Turns true when a reloaded configuration removes or replaces the account: its loops
+    /// finish the round they are in (so every answer is recorded) and end.
+    pub(super) retired: watch::Sender<bool>,
+}
+
+impl Account {
+    fn new(a: &AccountConfig, config: &DeliveryConfig) -> Account {
+        let limit = a
+            .max_calls_per_minute
+            .unwrap_or(config.max_calls_per_minute);
+        Account {
+            id: a.id.clone(),
+            token: a.token.clone(),
+            test: a.test,
+            max_calls_per_minute: limit,
+            budget: Mutex::new(CallBudget::new(limit as usize)),
+            paused_until: AtomicI64::new(0),
+            blocked: Mutex::new(None),
+            unreadable: Mutex::new(None),
+            wake: Notify::new(),
+            retired: watch::channel(false).0,
+        }
+    }
+
+    /// Whether `a` describes this account as it is.
+    fn is(&self, a: &AccountConfig, config: &DeliveryConfig) -> bool {
+        self.id == a.id
+            && self.token.expose() == a.token.expose()
+            && self.test == a.test
+            && self.max_calls_per_minute
+                == a.max_calls_per_minute
+                    .unwrap_or(config.max_calls_per_minute)
+    }
+}
+
+/// What [`Delivery::reconcile`] changed, by ad account id.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AccountChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl AccountChanges {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+impl Delivery {
+    /// Builds the account table of a new engine.
+    pub(super) fn account_table(
+        accounts: &[AccountConfig],
+        config: &DeliveryConfig,
+    ) -> std::collections::HashMap<String, Arc<Account>> {
+        accounts
+            .iter()
+            .map(|a| (a.id.clone(), Arc::new(Account::new(a, config))))
+            .collect()
+    }
+
+    pub(super) fn account(&self, ad_account_id: &str) -> Option<Arc<Account>> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ad_account_id)
+            .cloned()
+    }
+
+    /// Whether events for `ad_account_id` are delivered.
+    pub fn has_account(&self, ad_account_id: &str) -> bool {
+        self.account(ad_account_id).is_some()
+    }
+
+    /// The ad accounts delivered to, sorted.
+    pub fn account_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .accounts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Adds an ad account while the loops run (one connected through Pinterest's OAuth):
+    /// its loops start at once. An account delivered to already is left as it is.
+    pub fn add_account(self: &Arc<Self>, account: &AccountConfig) -> Vec<JoinHandle<()>> {
+        let added = {
+            let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+            if accounts.contains_key(&account.id) {
+                return Vec::new();
+            }
+            let a = Arc::new(Account::new(account, &self.config));
+            accounts.insert(account.id.clone(), Arc::clone(&a));
+            a
+        };
+        let stop = self.stop.lock().ok().and_then(|s| s.clone());
+        match stop {
+            Some(stop) => self.spawn_account(&added, &stop),
+            None => Vec::new(),
+        }
+    }
+
+    /// Tells the account's workers that events are waiting.
+    pub fn wake(&self, ad_account_id: &str) {
+        if let Some(a) = self.account(ad_account_id) {
+            a.wake.notify_one();
+        }
+    }
+
+    /// Why the account is stopped, if it is (a 401/403, or requests Pinterest refuses as
+    /// such); `None` while it delivers.
+    pub fn blocked_reason(&self, ad_account_id: &str) -> Option<String> {
+        self.account(ad_account_id)
+            .and_then(|a| a.blocked.lock().ok().and_then(|b| b.clone()))
+    }
+
+    /// The last answer to the account's requests that was not Pinterest's (garbage, an HTML
+    /// page, the wrong number of results, a redirect), naming the base URL; `None` once
+    /// Pinterest's own results come again.
+    pub fn unreadable_reason(&self, ad_account_id: &str) -> Option<String> {
+        self.account(ad_account_id)
+            .and_then(|a| a.unreadable.lock().ok().and_then(|u| u.clone()))
+    }
+
+    /// Makes the delivered accounts `wanted`, while the loops run: a new account starts its
+    /// loops; a changed one (token, test mode, call budget) is replaced, its old loops ending
+    /// after the round they are in; a removed one stops, its queued events kept in the store
+    /// for when it is configured again. Nothing claimed is dropped: a retired loop settles
+    /// what it sent, and a replacement claims only what is due.
+    pub fn reconcile(self: &Arc<Self>, wanted: &[AccountConfig]) -> AccountChanges {
+        let mut changes = AccountChanges::default();
+        let mut start = Vec::new();
+        {
+            let mut accounts = self.accounts.write().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<String> = accounts
+                .keys()
+                .filter(|id| !wanted.iter().any(|a| &a.id == *id))
+                .cloned()
+                .collect();
+            for id in gone {
+                if let Some(old) = accounts.remove(&id) {
+                    old.retired.send_replace(true);
+                }
+                changes.removed.push(id);
+            }
+            for a in wanted {
+                match accounts.get(&a.id) {
+                    Some(old) if old.is(a, &self.config) => continue,
+                    Some(old) => {
+                        old.retired.send_replace(true);
+                        changes.changed.push(a.id.clone());
+                    }
+                    None => changes.added.push(a.id.clone()),
+                }
+                let new = Arc::new(Account::new(a, &self.config));
+                accounts.insert(a.id.clone(), Arc::clone(&new));
+                start.push(new);
+            }
+        }
+        let stop = self.stop.lock().ok().and_then(|s| s.clone());
+        if let Some(stop) = stop {
+            for a in &start {
+                // Detached: they end with the gateway's stop or their retirement.
+                drop(self.spawn_account(a, &stop));
+            }
+        }
+        for list in [
+            &mut changes.added,
+            &mut changes.changed,
+            &mut changes.removed,
+        ] {
+            list.sort();
+        }
+        changes
+    }
+}
