@@ -54,6 +54,10 @@ pub async fn healthcheck(
     url: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let url = match url {
+        // A bare address means the gateway's readiness route.
+        Some(u) if u.trim_end_matches('/').matches('/').count() <= 2 => {
+            format!("{}/readyz", u.trim_end_matches('/'))
+        }
         Some(u) => u,
         None => {
             let config = config::load(config_path)?;
