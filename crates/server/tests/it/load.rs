@@ -366,14 +366,23 @@ async fn a_storm_of_429s_errors_and_slow_replies_under_load_is_exactly_accounted
         },
     )
     .await;
-    let (_, metrics) = app.get("/metrics", None).await;
-    let total = |name: &str| -> f64 {
+    fn sum(metrics: &str, name: &str) -> f64 {
         metrics
             .lines()
             .filter(|l| l.starts_with(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
-    };
+    }
+    // A round counts its events after it has settled them: the last count may trail the
+    // states for a moment.
+    let a = &app;
+    wait_for("the last round counted", || async {
+        let (_, m) = a.get("/metrics", None).await;
+        sum(&m, "pincapi_events_delivered_total{") >= 2000.0
+    })
+    .await;
+    let (_, metrics) = app.get("/metrics", None).await;
+    let total = |name: &str| sum(&metrics, name);
     assert_eq!(
         total("pincapi_events_delivered_total{"),
         2000.0,

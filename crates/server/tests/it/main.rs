@@ -11,6 +11,7 @@ mod faults;
 mod gateway;
 mod graphql_documents;
 mod helpers;
+mod https;
 mod image;
 mod load;
 mod multi_instance;
