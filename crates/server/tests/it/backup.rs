@@ -168,3 +168,128 @@ async fn a_backup_under_load_restored_into_a_fresh_gateway_holds_every_acknowled
     );
     assert!(sent.is_disjoint(&delivered_then));
 }
+
+/// `event_id`s in a PostgreSQL store, of one state or all.
+async fn pg_ids(url: &str, state: Option<&str>) -> HashSet<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT event_id FROM events WHERE $1::text IS NULL OR state = $1",
+            &[&state],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+fn tool(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The README's PostgreSQL procedure (`pg_dump --format=custom` while `serve` runs,
+/// `pg_restore` into an empty database) keeps the same promise as `pincapi backup`.
+#[tokio::test]
+async fn a_pg_dump_under_load_restored_into_a_fresh_database_holds_every_acknowledged_event_and_resends_nothing_delivered()
+ {
+    let old_db = crate::pg::TestDatabase::create().await;
+    let old_url = old_db.url.clone();
+    let app = spawn_app_with(SandboxOptions::default(), move |c| {
+        c.store = old_url;
+        c.delivery.lease_secs = 2 * c.delivery.request_timeout_secs + 5;
+    })
+    .await;
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (acked, stop, http, url) = (
+            Arc::clone(&acked),
+            Arc::clone(&stop),
+            app.http.clone(),
+            app.url("/v1/events"),
+        );
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("pgbk-{i}");
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(API_KEY)
+                    .json(&checkout(&id))
+                    .send()
+                    .await
+                    .unwrap();
+                if resp.status().as_u16() == 202 {
+                    acked.lock().unwrap().push(id);
+                }
+                i += 1;
+            }
+        })
+    };
+    wait_for("some load", || async { acked.lock().unwrap().len() >= 200 }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("pincapi.dump");
+    let before: Vec<String> = acked.lock().unwrap().clone();
+    tokio::task::spawn_blocking({
+        let (dump, url) = (dump.clone(), old_db.url.clone());
+        move || {
+            tool(
+                "pg_dump",
+                &["--format=custom", "--file", dump.to_str().unwrap(), &url],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+    let _ = app.stop().await;
+
+    let new_db = crate::pg::TestDatabase::create().await;
+    tool(
+        "pg_restore",
+        &[
+            "--no-owner",
+            "--dbname",
+            &new_db.url,
+            dump.to_str().unwrap(),
+        ],
+    );
+    let in_backup = pg_ids(&new_db.url, None).await;
+    for id in &before {
+        assert!(
+            in_backup.contains(id),
+            "{id} was acknowledged before the dump"
+        );
+    }
+    let delivered_then = pg_ids(&new_db.url, Some("delivered")).await;
+    let pending_then = pg_ids(&new_db.url, Some("pending")).await;
+
+    let new_url = new_db.url.clone();
+    let restored = spawn_app_with(SandboxOptions::default(), move |c| {
+        c.store = new_url;
+        c.delivery.lease_secs = 2 * c.delivery.request_timeout_secs + 5;
+    })
+    .await;
+    restored.wait_delivered(pending_then.len()).await;
+    let sandbox = restored.stop().await;
+    let sent: HashSet<String> = sandbox
+        .events()
+        .iter()
+        .map(|e| e.event["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        sent, pending_then,
+        "what was pending is sent, and only that"
+    );
+    assert!(sent.is_disjoint(&delivered_then));
+}
