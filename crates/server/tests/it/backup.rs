@@ -32,10 +32,16 @@ fn ids(db: &std::path::Path, state: Option<&str>) -> HashSet<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_backup_under_load_restored_into_a_fresh_gateway_holds_every_acknowledged_event_and_resends_nothing_delivered()
- {
-    let app = spawn_app().await;
+/// Checkouts posted one after another until `stop`, named `{prefix}-N`; the acknowledged ones
+/// are listed in order.
+fn load(
+    app: &TestApp,
+    prefix: &'static str,
+) -> (
+    Arc<Mutex<Vec<String>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<()>,
+) {
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
@@ -48,7 +54,7 @@ async fn a_backup_under_load_restored_into_a_fresh_gateway_holds_every_acknowled
         tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let id = format!("bk-{i}");
+                let id = format!("{prefix}-{i}");
                 let resp = http
                     .post(&url)
                     .bearer_auth(API_KEY)
@@ -63,6 +69,14 @@ async fn a_backup_under_load_restored_into_a_fresh_gateway_holds_every_acknowled
             }
         })
     };
+    (acked, stop, load)
+}
+
+#[tokio::test]
+async fn a_backup_under_load_restored_into_a_fresh_gateway_holds_every_acknowledged_event_and_resends_nothing_delivered()
+ {
+    let app = spawn_app().await;
+    let (acked, stop, load) = load(&app, "bk");
     wait_for("some load", || async { acked.lock().unwrap().len() >= 200 }).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("old.toml");
@@ -208,33 +222,7 @@ async fn a_pg_dump_under_load_restored_into_a_fresh_database_holds_every_acknowl
         c.delivery.lease_secs = 2 * c.delivery.request_timeout_secs + 5;
     })
     .await;
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (acked, stop, http, url) = (
-            Arc::clone(&acked),
-            Arc::clone(&stop),
-            app.http.clone(),
-            app.url("/v1/events"),
-        );
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let id = format!("pgbk-{i}");
-                let resp = http
-                    .post(&url)
-                    .bearer_auth(API_KEY)
-                    .json(&checkout(&id))
-                    .send()
-                    .await
-                    .unwrap();
-                if resp.status().as_u16() == 202 {
-                    acked.lock().unwrap().push(id);
-                }
-                i += 1;
-            }
-        })
-    };
+    let (acked, stop, load) = load(&app, "pgbk");
     wait_for("some load", || async { acked.lock().unwrap().len() >= 200 }).await;
     let dir = tempfile::tempdir().unwrap();
     let dump = dir.path().join("pincapi.dump");
