@@ -11,6 +11,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod delivery;
+pub mod egress;
 pub mod metrics;
 pub mod pinterest_client;
 pub mod pinterest_connect;

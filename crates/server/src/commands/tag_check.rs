@@ -13,12 +13,11 @@
 //! address checked, so a public name cannot be pointed at the internal network.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::Context;
 use reqwest::Url;
 use serde::Serialize;
 use serde_json::Value;
@@ -26,12 +25,9 @@ use serde_json::Value;
 use super::webdriver::{BrowserOptions, Chromedriver, Session};
 use crate::browser::scan::{Call, Scan, scan_html};
 use crate::browser::script::MARKER;
-use crate::config::browser::canonical;
-
-/// Largest page or script read, bytes.
-const MAX_FETCH_BYTES: usize = 5 * 1024 * 1024;
-/// Redirects followed per fetch.
-const MAX_REDIRECTS: usize = 5;
+use crate::config::browser::Cidr;
+use crate::egress::proxy::FilteringProxy;
+use crate::egress::{AddressPolicy, Fetcher};
 
 /// `pincapi tag ...`.
 #[derive(Debug, clap::Args)]
@@ -60,6 +56,10 @@ pub struct CheckArgs {
     /// Allow private, loopback and link-local addresses (a staging shop, the demo).
     #[arg(long)]
     pub allow_private: bool,
+    /// Allow this private network only (an address or CIDR; repeatable), everything else
+    /// private stays refused: a staging shop on 10.0.0.5 without opening the rest.
+    #[arg(long = "allow-address", value_name = "CIDR")]
+    pub allow_address: Vec<Cidr>,
     /// The Tag id the pages must use (default: tag_id from the configuration, PINCAPI_TAG_ID).
     #[arg(long)]
     pub tag_id: Option<String>,
@@ -109,6 +109,10 @@ pub struct Observed {
     pub pintrk_calls: Vec<Value>,
     /// Requests to a `/collect` endpoint: `{url, transport, event_name, event_id, source}`.
     pub beacons: Vec<Value>,
+    /// Requests the browser made that the address rule refused (`URL: why`): a frame, a
+    /// script, a redirect or a fetch to a private, loopback or link-local address.
+    #[serde(default)]
+    pub refused: Vec<String>,
 }
 
 /// The verdict on one page.
@@ -123,6 +127,16 @@ pub struct PageReport {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub browser: Option<Observed>,
+}
+
+impl CheckArgs {
+    /// The address rule of this run.
+    pub fn policy(&self) -> AddressPolicy {
+        AddressPolicy {
+            allow_private: self.allow_private,
+            allowed: self.allow_address.clone(),
+        }
+    }
 }
 
 /// Runs `pincapi tag check`.
@@ -152,18 +166,23 @@ pub async fn check_pages(
     args: &CheckArgs,
     expected: Option<&str>,
 ) -> anyhow::Result<Vec<PageReport>> {
+    let policy = args.policy();
     let fetcher = Fetcher {
-        allow_private: args.allow_private,
+        policy: policy.clone(),
     };
+    // The browser reaches the network only through the filtering proxy: every request,
+    // redirect, frame and sub-resource is checked as the pages themselves were.
     let browser = if args.browser {
+        let proxy = FilteringProxy::start(policy).await?;
         let options = BrowserOptions {
             chromium: args.chromium.clone(),
             chromedriver: args.chromedriver.clone(),
+            proxy: Some(proxy.addr()),
         };
         let driver = Chromedriver::start(&options).await?;
         let session = driver.session().await?;
         session.add_init_script(RECORDER).await?;
-        Some((driver, session))
+        Some((driver, session, proxy))
     } else {
         None
     };
@@ -174,9 +193,13 @@ pub async fn check_pages(
             Ok(r) => (r, true),
             Err(e) => (failed(url, format!("{e:#}")), false),
         };
-        if let (true, Some((_, session))) = (fetched, &browser) {
+        if let (true, Some((_, session, proxy))) = (fetched, &browser) {
+            proxy.take_refused();
             match observe(session, url).await {
-                Ok(seen) => judge_observed(&mut report, &seen, expected),
+                Ok(mut seen) => {
+                    seen.refused = proxy.take_refused();
+                    judge_observed(&mut report, &seen, expected);
+                }
                 Err(e) => report
                     .errors
                     .push(format!("the browser could not load the page: {e:#}")),
@@ -185,9 +208,10 @@ pub async fn check_pages(
         report.ok = report.errors.is_empty();
         reports.push(report);
     }
-    if let Some((driver, session)) = browser {
+    if let Some((driver, session, proxy)) = browser {
         session.quit().await;
         driver.stop().await;
+        drop(proxy);
     }
     Ok(reports)
 }
@@ -319,6 +343,13 @@ pub fn judge_static(
 
 /// Adds what the browser saw to a report.
 pub fn judge_observed(report: &mut PageReport, seen: &Observed, expected: Option<&str>) {
+    if !seen.refused.is_empty() {
+        report.errors.push(format!(
+            "in the browser: the page reached for {} address(es) the check may not load, refused: {}",
+            seen.refused.len(),
+            seen.refused.join("; ")
+        ));
+    }
     let method = |c: &Value| c[0].as_str().map(str::to_owned);
     let loads: Vec<&Value> = seen
         .pintrk_calls
@@ -431,6 +462,7 @@ async fn observe(session: &Session, url: &str) -> anyhow::Result<Observed> {
     Ok(Observed {
         pintrk_calls,
         beacons: v["beacons"].as_array().cloned().unwrap_or_default(),
+        refused: Vec::new(),
     })
 }
 
@@ -626,168 +658,9 @@ pub fn render(r: &PageReport) -> String {
     out
 }
 
-/// Fetches pages with the address rules of this command.
-struct Fetcher {
-    allow_private: bool,
-}
-
-impl Fetcher {
-    /// GETs `url`, following redirects, each hop checked; returns the final URL and text.
-    async fn get(&self, mut url: Url) -> anyhow::Result<(Url, String)> {
-        for _ in 0..=MAX_REDIRECTS {
-            let addr = self.resolve(&url).await?;
-            let host = url.host_str().unwrap_or_default().to_owned();
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(Duration::from_secs(20))
-                .user_agent(concat!("pincapi-tag-check/", env!("CARGO_PKG_VERSION")))
-                // Connect to the address just checked, whatever DNS says a moment later.
-                .resolve(&host, addr)
-                .build()?;
-            let mut resp = client
-                .get(url.clone())
-                .send()
-                .await
-                .map_err(|e| anyhow!("could not fetch {url}: {e}"))?;
-            if resp.status().is_redirection() {
-                let location = resp
-                    .headers()
-                    .get(reqwest::header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| anyhow!("could not fetch {url}: a redirect without Location"))?;
-                url = url
-                    .join(location)
-                    .map_err(|e| anyhow!("could not fetch {url}: bad redirect: {e}"))?;
-                continue;
-            }
-            if !resp.status().is_success() {
-                bail!("could not fetch {url}: HTTP {}", resp.status());
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_FETCH_BYTES {
-                    bail!("could not fetch {url}: larger than {MAX_FETCH_BYTES} bytes");
-                }
-            }
-            return Ok((url, String::from_utf8_lossy(&body).into_owned()));
-        }
-        bail!("could not fetch: more than {MAX_REDIRECTS} redirects")
-    }
-
-    /// Resolves the URL's host and checks every address it has.
-    async fn resolve(&self, url: &Url) -> anyhow::Result<SocketAddr> {
-        if !matches!(url.scheme(), "http" | "https") {
-            bail!("refused {url}: only http and https pages can be checked");
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| anyhow!("refused {url}: no host"))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => tokio::net::lookup_host((bare, port))
-                .await
-                .map_err(|e| anyhow!("could not fetch {url}: cannot resolve {host}: {e}"))?
-                .collect(),
-        };
-        let first = *addrs
-            .first()
-            .ok_or_else(|| anyhow!("could not fetch {url}: {host} has no address"))?;
-        if !self.allow_private
-            && let Some(bad) = addrs.iter().find(|a| is_private(a.ip()))
-        {
-            let what = if bare == bad.ip().to_string() {
-                bare.to_owned()
-            } else {
-                format!("{host} ({})", bad.ip())
-            };
-            bail!(
-                "refused {url}: {what} is a private, loopback or link-local address; \
-                 pass --allow-private to check it anyway"
-            );
-        }
-        Ok(first)
-    }
-}
-
-/// Addresses a storefront check must not reach without `--allow-private`: private, loopback,
-/// link-local (cloud metadata lives there), unique-local and site-local, shared (CGNAT),
-/// unspecified, broadcast and multicast; and an IPv6 address that carries such an IPv4
-/// address (IPv4-mapped, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4
-/// `2002::/16`), since it reaches the same host.
-pub fn is_private(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_private()
-                || a.is_loopback()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.is_multicast()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(a) => {
-            let s = a.segments();
-            let carried = |hi: u16, lo: u16| {
-                let [a, b] = hi.to_be_bytes();
-                let [c, d] = lo.to_be_bytes();
-                is_private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
-            };
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || (s[0] & 0xffc0) == 0xfec0
-                || (s[..6] == [0; 6] && carried(s[6], s[7]))
-                || (s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && carried(s[6], s[7]))
-                || (s[0] == 0x2002 && carried(s[1], s[2]))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_and_link_local_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "::127.0.0.1",
-            "64:ff9b::7f00:1",
-            "64:ff9b::a9fe:a9fe",
-            "2002:7f00:1::1",
-            "2002:a00:1::1",
-            "fec0::1",
-        ] {
-            assert!(is_private(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in [
-            "203.0.113.9",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "100.128.0.1",
-            "64:ff9b::808:808",
-            "2002:808:808::1",
-        ] {
-            assert!(!is_private(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     fn report(html: &str, pincapi: Vec<Install>, expected: Option<&str>) -> PageReport {
         judge_static("https://shop.example/", &scan_html(html), pincapi, expected)
@@ -862,6 +735,7 @@ mod tests {
                 serde_json::json!(["track", "pagevisit", {"event_id": "e1"}]),
             ],
             beacons: vec![],
+            refused: vec![],
         };
         judge_observed(&mut r, &seen, Some("2612345678901"));
         assert!(!r.ok);

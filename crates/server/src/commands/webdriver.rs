@@ -7,6 +7,7 @@
 //! go through chromedriver's `goog/cdp/execute` endpoint.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -22,6 +23,8 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 pub struct BrowserOptions {
     pub chromium: Option<PathBuf>,
     pub chromedriver: Option<PathBuf>,
+    /// Send every request, loopback included, through this HTTP proxy.
+    pub proxy: Option<SocketAddr>,
 }
 
 /// A running chromedriver. Killed when dropped.
@@ -32,6 +35,7 @@ pub struct Chromedriver {
     url: String,
     http: reqwest::Client,
     chromium: PathBuf,
+    proxy: Option<SocketAddr>,
 }
 
 impl Chromedriver {
@@ -101,6 +105,7 @@ impl Chromedriver {
             url: format!("http://127.0.0.1:{port}"),
             http,
             chromium,
+            proxy: options.proxy,
         })
     }
 
@@ -113,7 +118,7 @@ impl Chromedriver {
         ));
         std::fs::create_dir_all(&profile)
             .with_context(|| format!("while creating {}", profile.display()))?;
-        let args = [
+        let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
             "--disable-gpu".to_owned(),
@@ -126,6 +131,13 @@ impl Chromedriver {
             "--window-size=1280,900".to_owned(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        if let Some(proxy) = self.proxy {
+            // `<-loopback>` takes away Chromium's implicit bypass for localhost, and WebRTC
+            // may use no UDP the proxy does not carry.
+            args.push(format!("--proxy-server=http://{proxy}"));
+            args.push("--proxy-bypass-list=<-loopback>".to_owned());
+            args.push("--force-webrtc-ip-handling-policy=disable_non_proxied_udp".to_owned());
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "pageLoadStrategy": "normal",

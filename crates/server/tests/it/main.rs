@@ -28,3 +28,4 @@ mod shopify_app;
 mod shopify_pixel;
 mod status;
 mod store;
+mod tag_check_proxy;
