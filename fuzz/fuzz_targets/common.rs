@@ -6,15 +6,19 @@ use pincapi_core::event::ConversionEvent;
 
 pub fn round_trips(event: &ConversionEvent) {
     let json = serde_json::to_string(event).expect("an accepted event serialises");
-    let back: ConversionEvent =
-        serde_json::from_str(&json).expect("a serialised event reads back");
-    assert_eq!(&back, event, "the event changed on the way through JSON: {json}");
+    let back: ConversionEvent = serde_json::from_str(&json).expect("a serialised event reads back");
+    assert_eq!(
+        &back, event,
+        "the event changed on the way through JSON: {json}"
+    );
     for hashes in [&event.user_data.em, &event.user_data.ph] {
         for h in hashes {
             let s = serde_json::to_value(h).expect("a hash serialises");
             let s = s.as_str().expect("a hash is a string");
             assert!(
-                s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                s.len() == 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
                 "not a SHA-256 hex digest: {s}"
             );
         }

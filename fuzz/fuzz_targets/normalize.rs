@@ -16,7 +16,14 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let field = HashedField::ALL[usize::from(which) % HashedField::ALL.len()];
-    for country in [None, Some("US"), Some("GB"), Some("DE"), Some("FR"), Some("CA")] {
+    for country in [
+        None,
+        Some("US"),
+        Some("GB"),
+        Some("DE"),
+        Some("FR"),
+        Some("CA"),
+    ] {
         if let Ok(once) = normalize(field, raw, country) {
             let again = if field == HashedField::Ph {
                 format!("+{once}")

@@ -20,7 +20,11 @@ fuzz_target!(|input: &[u8]| {
     }
     match classify(status, retry, body, sent) {
         BatchAnswer::PerEvent(outcomes) => {
-            assert_eq!(outcomes.len(), sent, "status {status}: results for other events");
+            assert_eq!(
+                outcomes.len(),
+                sent,
+                "status {status}: results for other events"
+            );
             assert!(
                 (200..300).contains(&status) || (400..500).contains(&status),
                 "per-event results from status {status}"

@@ -11,7 +11,6 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod delivery;
-pub mod egress;
 pub mod metrics;
 pub mod pinterest_client;
 pub mod pinterest_connect;

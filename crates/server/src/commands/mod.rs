@@ -6,6 +6,7 @@ pub mod backup;
 pub mod bench;
 
 pub mod demo;
+pub mod egress;
 pub mod pinterest;
 pub mod shopify;
 pub mod shopify_connect;

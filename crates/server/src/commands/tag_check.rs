@@ -26,8 +26,8 @@ use super::webdriver::{BrowserOptions, Chromedriver, Session};
 use crate::browser::scan::{Call, Scan, scan_html};
 use crate::browser::script::MARKER;
 use crate::config::browser::Cidr;
-use crate::egress::proxy::FilteringProxy;
-use crate::egress::{AddressPolicy, Fetcher};
+use crate::commands::egress::proxy::FilteringProxy;
+use crate::commands::egress::{AddressPolicy, Fetcher};
 
 /// `pincapi tag ...`.
 #[derive(Debug, clap::Args)]
