@@ -163,6 +163,9 @@ enum Command {
     },
     /// Pinterest Tag tools: `pincapi tag check URL...` checks storefront pages for the Tag.
     Tag(pincapi::commands::tag_check::TagArgs),
+    /// A tracking audit of a shop: the storefront's Tag, Shopify's orders and match keys, what
+    /// Pinterest reports; writes one HTML file (and JSON) with a score and the fixes.
+    Audit(pincapi::commands::audit::AuditArgs),
     /// Pinterest's OAuth: `connect` (tokens refreshed for ever, conversion tokens minted),
     /// `accounts`.
     Pinterest {
@@ -355,6 +358,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Purge { config, dry_run } => purge(config, dry_run).await,
         Command::Tag(args) => pincapi::commands::tag_check::run(args).await,
+        Command::Audit(args) => pincapi::commands::audit::run(args).await,
         Command::Status { config, json } => {
             pincapi::commands::status::run(config.config.as_deref(), json).await
         }

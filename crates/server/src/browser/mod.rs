@@ -10,6 +10,7 @@
 pub mod collector;
 pub mod scan;
 pub mod script;
+pub mod sitemap;
 pub mod storefront;
 
 use std::sync::Arc;

@@ -43,13 +43,19 @@ pub struct Scan {
     pub script_srcs: Vec<String>,
     /// Inline copies of the base code's loader (the snippet that adds core.js).
     pub loaders: usize,
+    /// Google Tag Manager's container is loaded (`googletagmanager.com/gtm.js`): a Tag inside
+    /// it is invisible to a scan.
+    pub gtm: bool,
 }
 
 /// Scans a page. HTML comments are skipped, so a commented-out snippet does not count.
 pub fn scan_html(html: &str) -> Scan {
     let html = strip_html_comments(html);
     let lower = html.to_ascii_lowercase();
-    let mut scan = Scan::default();
+    let mut scan = Scan {
+        gtm: lower.contains("googletagmanager.com/gtm.js"),
+        ..Scan::default()
+    };
     let mut at = 0;
     while let Some(start) = lower[at..].find("<script").map(|i| at + i) {
         let Some(tag_end) = lower[start..].find('>').map(|i| start + i) else {

@@ -5,7 +5,11 @@
 //! theme would carry, installed through `/tag.js`. `?tag=` renders a page with another Tag
 //! installation, so `pincapi tag check` has real pages to judge: `pincapi` (the default),
 //! `base` (Pinterest's own base code), `duplicate` (a theme's base code plus tag.js),
-//! `wrong-id` (base code with another Tag id) and `missing`.
+//! `wrong-id` (base code with another Tag id), `missing`, `pinterest-app` (the Tag of
+//! Pinterest's Shopify app, `np: 'shopify'`, beside tag.js) and `gtm` (tag.js with a Google Tag
+//! Manager container). `/demo/shop/sitemap.xml` lists the pages the way Shopify's sitemap
+//! does; with `?planted=1` it lists pages with each of these problems, for audits
+//! (`sitemap.rs`).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -100,6 +104,10 @@ pub enum Variant {
     WrongId,
     /// No Tag at all.
     Missing,
+    /// Pinterest's Shopify app's Tag beside tag.js.
+    PinterestApp,
+    /// tag.js, and a Google Tag Manager container that could hold another Tag.
+    Gtm,
 }
 
 impl Variant {
@@ -110,6 +118,8 @@ impl Variant {
             Variant::Duplicate => "duplicate (theme base code and tag.js)",
             Variant::WrongId => "base code with a wrong tag id",
             Variant::Missing => "missing",
+            Variant::PinterestApp => "Pinterest's Shopify app's Tag beside tag.js",
+            Variant::Gtm => "tag.js and a Google Tag Manager container",
         }
     }
 }
@@ -139,6 +149,7 @@ pub fn routes() -> Router<AppState> {
         .route("/demo/shop/shop.js", get(shop_js))
         .route("/demo/shop/shop.css", get(shop_css))
         .route(CORE_STUB_PATH, get(core_stub))
+        .merge(super::sitemap::routes())
 }
 
 async fn home(State(s): State<AppState>, Query(q): Query<PageQuery>) -> Response {
@@ -224,7 +235,10 @@ impl Event {
     /// The event code for a page with the `variant` installation: `pincapi(...)` calls where
     /// tag.js is present, the Tag's own `pintrk(...)` calls otherwise.
     fn code(&self, variant: Variant) -> String {
-        let pincapi = matches!(variant, Variant::Pincapi | Variant::Duplicate);
+        let pincapi = matches!(
+            variant,
+            Variant::Pincapi | Variant::Duplicate | Variant::PinterestApp | Variant::Gtm
+        );
         let mut out = String::new();
         if variant == Variant::Duplicate {
             // What the theme's own snippet fires next to the app: a second page visit,
@@ -296,6 +310,15 @@ fn page(state: &AppState, q: &PageQuery, title: &str, main: &str, event: &Event)
         ),
         Variant::WrongId => base_code(core_js, wrong_id),
         Variant::Missing => String::new(),
+        Variant::PinterestApp => format!(
+            "{}\n{}",
+            base_code(core_js, tag_id).replace(
+                &format!("pintrk('load', '{}');", js_str(tag_id)),
+                &format!("pintrk('load', '{}', {{np: 'shopify'}});", js_str(tag_id))
+            ),
+            pincapi_snippet(q.denied())
+        ),
+        Variant::Gtm => format!("{}\n{GTM_SNIPPET}", pincapi_snippet(q.denied())),
     };
     let events = if variant == Variant::Missing {
         String::new()
@@ -333,6 +356,13 @@ fn pincapi_snippet(denied: bool) -> String {
     )
 }
 
+/// Google Tag Manager's container snippet as GTM hands it out (a placeholder container id).
+const GTM_SNIPPET: &str = "<script>(function(w,d,s,l,i){w[l]=w[l]||[];w[l].push({'gtm.start':\
+new Date().getTime(),event:'gtm.js'});var f=d.getElementsByTagName(s)[0],\
+j=d.createElement(s),dl=l!='dataLayer'?'&l='+l:'';j.async=true;j.src=\
+'https://www.googletagmanager.com/gtm.js?id='+i+dl;f.parentNode.insertBefore(j,f);\
+})(window,document,'script','dataLayer','GTM-DEMO000');</script>";
+
 /// Pinterest's base code as its Ads Manager hands it out, loading `core_js`.
 fn base_code(core_js: &str, tag_id: &str) -> String {
     format!(
@@ -362,7 +392,7 @@ fn asset(state: &AppState, body: &'static str, content_type: &'static str) -> Re
     resp
 }
 
-fn not_found() -> Response {
+pub(super) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found").into_response()
 }
 

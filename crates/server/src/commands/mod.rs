@@ -2,6 +2,7 @@
 //! `anyhow`, print, and exit. `main.rs` parses the arguments and dispatches here.
 
 pub mod audiences;
+pub mod audit;
 pub mod backup;
 pub mod bench;
 

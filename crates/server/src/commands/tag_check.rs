@@ -25,9 +25,9 @@ use serde_json::Value;
 use super::webdriver::{BrowserOptions, Chromedriver, Session};
 use crate::browser::scan::{Call, Scan, scan_html};
 use crate::browser::script::MARKER;
-use crate::config::browser::Cidr;
 use crate::commands::egress::proxy::FilteringProxy;
 use crate::commands::egress::{AddressPolicy, Fetcher};
+use crate::config::browser::Cidr;
 
 /// `pincapi tag ...`.
 #[derive(Debug, clap::Args)]
@@ -80,7 +80,8 @@ pub struct CheckArgs {
 /// One Tag installation found on a page.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Install {
-    /// `base_code` (Pinterest's snippet, `pintrk('load', ...)`) or `pincapi` (tag.js).
+    /// `base_code` (Pinterest's snippet, `pintrk('load', ...)`), `pinterest_app` (the same
+    /// snippet from Pinterest's Shopify app, `np: 'shopify'`) or `pincapi` (tag.js).
     pub kind: &'static str,
     /// Where: the script URL for tag.js.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +116,19 @@ pub struct Observed {
     pub refused: Vec<String>,
 }
 
+/// One problem on a page, named by its check (the audit lists them with their fix).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// `tag_missing`, `tag_duplicate`, `tag_wrong_id`, `tag_id_not_literal`,
+    /// `pinterest_app_tag`, `tag_manager`, `no_enhanced_match`, `event_without_event_id`,
+    /// `page_unreachable`, `browser_no_load`, `browser_double_load`, `browser_wrong_id`,
+    /// `browser_event_twice`, `browser_beacon_missing`, `browser_private_address`.
+    pub check: &'static str,
+    /// `error` or `warning`.
+    pub severity: &'static str,
+    pub message: String,
+}
+
 /// The verdict on one page.
 #[derive(Debug, Clone, Serialize)]
 pub struct PageReport {
@@ -125,8 +139,30 @@ pub struct PageReport {
     pub events: Vec<FoundEvent>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// The errors and warnings again, each with the check that found it.
+    pub problems: Vec<Problem>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub browser: Option<Observed>,
+}
+
+impl PageReport {
+    fn error(&mut self, check: &'static str, message: String) {
+        self.errors.push(message.clone());
+        self.problems.push(Problem {
+            check,
+            severity: "error",
+            message,
+        });
+    }
+
+    fn warning(&mut self, check: &'static str, message: String) {
+        self.warnings.push(message.clone());
+        self.problems.push(Problem {
+            check,
+            severity: "warning",
+            message,
+        });
+    }
 }
 
 impl CheckArgs {
@@ -200,9 +236,10 @@ pub async fn check_pages(
                     seen.refused = proxy.take_refused();
                     judge_observed(&mut report, &seen, expected);
                 }
-                Err(e) => report
-                    .errors
-                    .push(format!("the browser could not load the page: {e:#}")),
+                Err(e) => report.error(
+                    "page_unreachable",
+                    format!("the browser could not load the page: {e:#}"),
+                ),
             }
         }
         report.ok = report.errors.is_empty();
@@ -261,7 +298,14 @@ pub fn judge_static(
         .iter()
         .filter(|c| c.function == "pintrk" && c.str_arg(0).as_deref() == Some("load"))
         .map(|c| Install {
-            kind: "base_code",
+            // Pinterest's Shopify app marks its Tag as the named partner `np: 'shopify'`.
+            kind: if c.args.get(2).is_some_and(|a| {
+                c.arg_has_key(2, "np") && (a.contains("'shopify'") || a.contains("\"shopify\""))
+            }) {
+                "pinterest_app"
+            } else {
+                "base_code"
+            },
             src: None,
             tag_id: c.str_arg(1),
             enhanced_match: c.arg_has_key(2, "em"),
@@ -283,72 +327,119 @@ pub fn judge_static(
         .filter_map(event_of)
         .collect();
 
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
+    let enhanced_match = installs.iter().any(|i| i.enhanced_match);
+    let mut report = PageReport {
+        url: url.to_owned(),
+        ok: false,
+        installs: Vec::new(),
+        enhanced_match,
+        events: Vec::new(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        problems: Vec::new(),
+        browser: None,
+    };
     match installs.len() {
-        0 if scan.loaders > 0 => errors.push(
+        0 if scan.loaders > 0 => report.error(
+            "tag_missing",
             "the base code loads Pinterest's core.js but never calls pintrk('load', TAG_ID)"
                 .to_owned(),
         ),
-        0 => errors
-            .push("no Pinterest Tag on this page (no base code, no pincapi tag.js)".to_owned()),
+        0 => report.error(
+            "tag_missing",
+            "no Pinterest Tag on this page (no base code, no pincapi tag.js)".to_owned(),
+        ),
         1 => {}
-        n => errors.push(format!(
-            "the Pinterest base code is on this page {n} times ({}): every event is counted {n} \
-             times; keep one (remove the theme snippet or the other app)",
-            installs.iter().map(describe).collect::<Vec<_>>().join(", ")
-        )),
+        n => report.error(
+            "tag_duplicate",
+            format!(
+                "the Pinterest base code is on this page {n} times ({}): every event is counted \
+                 {n} times; keep one (remove the theme snippet or the other app)",
+                installs.iter().map(describe).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+    }
+    if installs.iter().any(|i| i.kind == "pinterest_app") {
+        let beside = if installs.len() > 1 {
+            "beside another Tag: every event is counted twice, "
+        } else {
+            ""
+        };
+        report.warning(
+            "pinterest_app_tag",
+            format!(
+                "Pinterest's Shopify app installs its own Tag here (np: 'shopify'); {beside}its \
+                 checkout carries no event_id pincapi knows, so Pinterest cannot de-duplicate it \
+                 against pincapi's order-<id> purchase: run one of them for the Tag (see \
+                 README, \"Beside Pinterest's Shopify app\")"
+            ),
+        );
     }
     for i in &installs {
         match (&i.tag_id, expected) {
-            (Some(id), Some(want)) if id != want => errors.push(format!(
-                "wrong tag id {id} in {}: this shop's Tag is {want}",
-                describe(i)
-            )),
-            (Some(id), None) => warnings.push(format!(
-                "found tag id {id}; no tag id is configured to compare with (--tag-id or PINCAPI_TAG_ID)"
-            )),
-            (None, _) => warnings.push(format!(
-                "the tag id in {} is not written literally (a template variable?); it cannot be checked here, try --browser",
-                describe(i)
-            )),
+            (Some(id), Some(want)) if id != want => report.error(
+                "tag_wrong_id",
+                format!("wrong tag id {id} in {}: this shop's Tag is {want}", describe(i)),
+            ),
+            (Some(id), None) => report.warning(
+                "tag_id_unchecked",
+                format!(
+                    "found tag id {id}; no tag id is configured to compare with (--tag-id or PINCAPI_TAG_ID)"
+                ),
+            ),
+            (None, _) => report.warning(
+                "tag_id_not_literal",
+                format!(
+                    "the tag id in {} is not written literally (a template variable?); it cannot be checked here, try --browser",
+                    describe(i)
+                ),
+            ),
             _ => {}
         }
     }
-    let enhanced_match = installs.iter().any(|i| i.enhanced_match);
+    if scan.gtm {
+        report.warning(
+            "tag_manager",
+            "Google Tag Manager is loaded on this page: a Pinterest Tag inside its container \
+             cannot be seen in the HTML and would be a second Tag; check the container, or run \
+             with --browser to see what fires"
+                .to_owned(),
+        );
+    }
     if !installs.is_empty() && !enhanced_match {
-        warnings.push(
+        report.warning(
+            "no_enhanced_match",
             "no enhanced match: pass the buyer's email when it is known (pincapi('load', {em}) or \
              pintrk('load', TAG_ID, {em}))"
                 .to_owned(),
         );
     }
     for e in events.iter().filter(|e| !e.event_id) {
-        warnings.push(format!(
-            "{}('track', '{}') has no event_id: Pinterest cannot de-duplicate it against the server's copy",
-            e.via, e.event
-        ));
+        report.warning(
+            "event_without_event_id",
+            format!(
+                "{}('track', '{}') has no event_id: Pinterest cannot de-duplicate it against the server's copy",
+                e.via, e.event
+            ),
+        );
     }
-    PageReport {
-        url: url.to_owned(),
-        ok: errors.is_empty(),
-        installs,
-        enhanced_match,
-        events,
-        errors,
-        warnings,
-        browser: None,
-    }
+    report.installs = installs;
+    report.events = events;
+    report.ok = report.errors.is_empty();
+    report
 }
 
 /// Adds what the browser saw to a report.
 pub fn judge_observed(report: &mut PageReport, seen: &Observed, expected: Option<&str>) {
     if !seen.refused.is_empty() {
-        report.errors.push(format!(
-            "in the browser: the page reached for {} address(es) the check may not load, refused: {}",
-            seen.refused.len(),
-            seen.refused.join("; ")
-        ));
+        report.error(
+            "browser_private_address",
+            format!(
+                "in the browser: the page reached for {} address(es) the check may not load, refused: {}",
+                seen.refused.len(),
+                seen.refused.join("; ")
+            ),
+        );
     }
     let method = |c: &Value| c[0].as_str().map(str::to_owned);
     let loads: Vec<&Value> = seen
@@ -357,21 +448,24 @@ pub fn judge_observed(report: &mut PageReport, seen: &Observed, expected: Option
         .filter(|c| method(c).as_deref() == Some("load"))
         .collect();
     match loads.len() {
-        0 => report.errors.push(
+        0 => report.error(
+            "browser_no_load",
             "in the browser: the Pinterest Tag was never loaded (no pintrk('load'))".to_owned(),
         ),
         1 => {}
-        n => report.errors.push(format!(
-            "in the browser: pintrk('load') ran {n} times: two Tags on one page"
-        )),
+        n => report.error(
+            "browser_double_load",
+            format!("in the browser: pintrk('load') ran {n} times: two Tags on one page"),
+        ),
     }
     for l in &loads {
         if let (Some(id), Some(want)) = (l[1].as_str(), expected)
             && id != want
         {
-            report.errors.push(format!(
-                "in the browser: the Tag loaded with tag id {id}, not {want}"
-            ));
+            report.error(
+                "browser_wrong_id",
+                format!("in the browser: the Tag loaded with tag id {id}, not {want}"),
+            );
         }
     }
     if loads.iter().any(|l| l[2]["em"].is_string()) {
@@ -386,25 +480,32 @@ pub fn judge_observed(report: &mut PageReport, seen: &Observed, expected: Option
         let name = c[1].as_str().unwrap_or("?").to_ascii_lowercase();
         *fired.entry(name.clone()).or_default() += 1;
         match c[2]["event_id"].as_str() {
-            None => report.warnings.push(format!(
-                "in the browser: pintrk('track', '{name}') ran without an event_id"
-            )),
+            None => report.warning(
+                "event_without_event_id",
+                format!("in the browser: pintrk('track', '{name}') ran without an event_id"),
+            ),
             Some(id) => {
                 let mirrored = seen.beacons.iter().any(|b| b["event_id"] == id);
                 let pincapi_page = report.installs.iter().any(|i| i.kind == "pincapi");
                 if pincapi_page && !mirrored {
-                    report.warnings.push(format!(
-                        "in the browser: {name} {id} reached the Tag but not the collector"
-                    ));
+                    report.warning(
+                        "browser_beacon_missing",
+                        format!(
+                            "in the browser: {name} {id} reached the Tag but not the collector"
+                        ),
+                    );
                 }
             }
         }
     }
     for (name, n) in fired {
         if n > 1 {
-            report.errors.push(format!(
-                "in the browser: {name} fired {n} times on one page load: it is counted {n} times"
-            ));
+            report.error(
+                "browser_event_twice",
+                format!(
+                    "in the browser: {name} fired {n} times on one page load: it is counted {n} times"
+                ),
+            );
         }
     }
     report.browser = Some(seen.clone());
@@ -536,6 +637,7 @@ fn describe(i: &Install) -> String {
     match (i.kind, &i.src) {
         ("pincapi", Some(src)) => format!("pincapi tag.js {src}"),
         ("pincapi", None) => "pincapi tag.js".to_owned(),
+        ("pinterest_app", _) => "the Tag of Pinterest's Shopify app".to_owned(),
         _ => "Pinterest base code".to_owned(),
     }
 }
@@ -547,8 +649,13 @@ fn failed(url: &str, error: String) -> PageReport {
         installs: Vec::new(),
         enhanced_match: false,
         events: Vec::new(),
-        errors: vec![error],
+        errors: vec![error.clone()],
         warnings: Vec::new(),
+        problems: vec![Problem {
+            check: "page_unreachable",
+            severity: "error",
+            message: error,
+        }],
         browser: None,
     }
 }

@@ -28,6 +28,7 @@
 //! error bodies and `api::ad_account_id` for the path parameter.
 
 mod ads;
+mod analytics;
 mod api;
 mod audiences;
 mod customer_lists;
@@ -87,6 +88,13 @@ pub struct SandboxOptions {
     /// API takes only access tokens it issued and not yet expired, and the events endpoint
     /// only conversion tokens it minted (or `token`).
     pub oauth_app: Option<oauth::OAuthApp>,
+    /// Ad spend the analytics endpoint reports for every day an ad account sent events,
+    /// micro-dollars (`analytics.rs`).
+    pub daily_spend_micro: i64,
+    /// The conversion tag `conversion_tags` lists for every ad account: its id and whether
+    /// automatic enhanced match is on.
+    pub conversion_tag_id: String,
+    pub conversion_tag_aem: bool,
 }
 
 /// An OAuth access token the sandbox knows, with its scopes (`ads:read`, `ads:write`, ...).
@@ -130,6 +138,9 @@ impl Default for SandboxOptions {
             rate_limit_per_minute: Some(5_000),
             oauth_tokens: Vec::new(),
             oauth_app: None,
+            daily_spend_micro: 25_000_000,
+            conversion_tag_id: crate::browser::storefront::DEMO_TAG_ID.to_owned(),
+            conversion_tag_aem: true,
         }
     }
 }
@@ -306,6 +317,27 @@ impl Sandbox {
     /// The options this sandbox was created with.
     pub fn options(&self) -> &SandboxOptions {
         &self.inner.options
+    }
+
+    /// Unix seconds now (the sandbox reads the system clock, as Pinterest does).
+    pub fn now_secs(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    /// Spend per active day, micro-dollars.
+    pub fn daily_spend_micro(&self) -> i64 {
+        self.inner.options.daily_spend_micro
+    }
+
+    /// The conversion tag's id and whether automatic enhanced match is on.
+    pub fn conversion_tag(&self) -> (String, bool) {
+        (
+            self.inner.options.conversion_tag_id.clone(),
+            self.inner.options.conversion_tag_aem,
+        )
     }
 
     /// Every route: `/v5/...` (the Pinterest stand-in) and `/sandbox/...` (control).
@@ -501,6 +533,19 @@ fn oauth_v5_routes() -> Router<Sandbox> {
         .route(
             "/v5/ad_accounts/{ad_account_id}/conversion_eqs",
             get(eqs::list),
+        )
+        // --- Reporting ---
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/analytics",
+            get(analytics::analytics),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/conversion_tags",
+            get(analytics::list_tags),
+        )
+        .route(
+            "/v5/ad_accounts/{ad_account_id}/conversion_tags/{conversion_tag_id}",
+            get(analytics::get_tag),
         )
         // --- Audiences ---
         .route(

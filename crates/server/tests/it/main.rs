@@ -1,6 +1,7 @@
 //! One black-box test binary: every test talks to real servers on loopback.
 
 mod audiences;
+mod audit;
 mod backup;
 mod browser;
 mod cli;
