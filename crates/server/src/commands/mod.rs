@@ -8,6 +8,7 @@ pub mod bench;
 
 pub mod demo;
 pub mod egress;
+pub mod export_missed;
 pub mod pinterest;
 pub mod shopify;
 pub mod shopify_connect;

@@ -62,6 +62,9 @@ pub enum ShopifyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the orders Pinterest never received that are 7–30 days old (too old for the
+    /// API) as Pinterest's conversion upload CSV, for Ads Manager → Conversions → Upload file.
+    ExportMissed(super::export_missed::ExportMissedArgs),
     /// Set up the shops' webhook subscriptions: exactly one per needed topic, pointing at
     /// {public_url}/webhooks/shopify; names missing access scopes. Works before `serve` ran.
     Connect(super::shopify_connect::ConnectArgs),
@@ -159,6 +162,7 @@ pub async fn run(
             shop,
             json,
         } => backfill(config.as_deref(), &since, shop.as_deref(), json).await,
+        ShopifyCommand::ExportMissed(args) => super::export_missed::run(args).await,
         ShopifyCommand::Connect(args) => super::shopify_connect::connect(args).await,
         ShopifyCommand::InstallUrl { config, shop } => {
             super::shopify_connect::install_url(config.as_deref(), &shop)

@@ -251,7 +251,7 @@ async fn the_audits_figures_equal_what_the_shop_and_the_sandbox_were_given() {
         &config,
         format!(
             "ad_account_id = \"{ACCOUNT}\"\npinterest_token = \"{TOKEN}\"\n\
-             pinterest_api_base = \"{}\"\nstore = \"{}\"\n\
+             pinterest_api_base = \"{}\"\nstore = \"sqlite://{}\"\n\
              [[shopify.shops]]\ndomain = \"{SHOP}\"\nsecrets = [\"shpss_audit\"]\n\
              access_token = \"{SHOPIFY_ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
             app.sandbox.base(),
@@ -353,5 +353,131 @@ async fn the_audits_figures_equal_what_the_shop_and_the_sandbox_were_given() {
     );
     assert!(has(&report, "webhooks_missing", SHOP), "{report:#}");
     assert!(html.contains("<svg"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn export_missed_writes_exactly_the_orders_pinterest_never_got_that_are_too_old_for_the_api()
+{
+    // The gateway delivered order B's purchase back when it was fresh (Pinterest's window is
+    // widened here only to let the test deliver a 10-day-old purchase).
+    let day = 86_400;
+    let app = spawn_app_with(
+        SandboxOptions {
+            max_event_age_secs: 40 * day,
+            ..SandboxOptions::default()
+        },
+        |c| {
+            c.ingest.max_event_age_secs = 40 * day;
+            c.retention.delivered_days = 0;
+        },
+    )
+    .await;
+    let id = |n: u64| 7_700_000_000_000 + n;
+    let mut delivered = checkout(&format!("order-{}", id(2)));
+    delivered["event_time"] = json!(now() - 600 - 10 * day);
+    let (status, body) = app.post_events(&delivered).await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_delivered(1).await;
+
+    // A: 3 days old (the API's, not the file's); B: received; C, D: never received; E: no
+    // email; F: older than the upload window; G: a test order.
+    let standin = Standin::start().await;
+    let specs = [
+        (1, 3, true, false),
+        (2, 10, true, false),
+        (3, 12, true, false),
+        (4, 20, true, false),
+        (5, 25, false, false),
+        (6, 40, true, false),
+        (7, 15, true, true),
+    ];
+    for (n, days_ago, email, test) in specs {
+        let mut o = order(
+            id(n),
+            days_ago,
+            &format!("{n}0.00"),
+            email,
+            Some("203.0.113.9"),
+        );
+        o["test"] = json!(test);
+        standin.add(&o);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pincapi.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "ad_account_id = \"{ACCOUNT}\"\npinterest_token = \"{TOKEN}\"\nstore = \"sqlite://{}\"\n\
+             [[shopify.shops]]\ndomain = \"{SHOP}\"\nsecrets = [\"shpss_audit\"]\n\
+             access_token = \"{SHOPIFY_ADMIN_TOKEN}\"\nadmin_api_base = \"{}\"\n",
+            app.db.display(),
+            standin.base()
+        ),
+    )
+    .unwrap();
+    let csv_path = dir.path().join("missed.csv");
+    let since = OffsetDateTime::from_unix_timestamp(now() - 45 * day)
+        .unwrap()
+        .date()
+        .to_string();
+    let args = vec![
+        "shopify".to_owned(),
+        "export-missed".to_owned(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--since".to_owned(),
+        since,
+        "--out".to_owned(),
+        csv_path.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pincapi"))
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let text = std::fs::read_to_string(&csv_path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("email,madid,event_time,event_type,source_type,value,currency,order_id")
+    );
+    // jon@example.com, the fixture's buyer, normalised and hashed as Pinterest wants.
+    let email = pincapi_core::normalize::Sha256Hex::of("jon@example.com");
+    let expected: Vec<String> = [(4, 20), (3, 12)]
+        .iter()
+        .map(|(n, days_ago)| {
+            let created = now() - 600 - days_ago * day;
+            (n, created)
+        })
+        .map(|(n, created)| {
+            format!(
+                "{},,{created},checkout,web,{n}0.00,USD,{}",
+                email.as_str(),
+                id(*n)
+            )
+        })
+        .collect();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "{text}\n{stderr}");
+    // event_time comes from the order's creation, which the test set to within a second.
+    for (row, want) in rows.iter().zip(&expected) {
+        let (r, w): (Vec<&str>, Vec<&str>) = (row.split(',').collect(), want.split(',').collect());
+        assert_eq!(r.len(), 8, "{row}");
+        for i in [0, 1, 3, 4, 5, 6, 7] {
+            assert_eq!(r[i], w[i], "column {i} of {row}");
+        }
+        let (t, wt): (i64, i64) = (r[2].parse().unwrap(), w[2].parse().unwrap());
+        assert!((t - wt).abs() <= 2, "{row}");
+    }
+    assert!(stderr.contains("1 already received"), "{stderr}");
+    assert!(stderr.contains("1 without an email"), "{stderr}");
     app.stop().await;
 }
