@@ -84,6 +84,13 @@ pub async fn run(
         browser: crate::browser::storefront::demo_browser_config(),
         ..Config::default()
     };
+    let mut config = config;
+    // The demo's shop: its orders come by signed webhook. A browser report waits this long
+    // for its order's webhook before it is sent alone (60 s in production).
+    let mut shop = crate::config::shopify::ShopConfig::new(super::demo_shop::DEMO_SHOP);
+    shop.secrets = vec![Secret::new(super::demo_shop::DEMO_WEBHOOK_SECRET)];
+    config.shopify.shops = vec![shop];
+    config.ingest.merge_window_secs = 5;
     config.validate(true)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -114,7 +121,10 @@ pub async fn run(
         crate::browser::storefront::SHOP_PATH
     );
 
-    let events = sample_traffic(args.visitors, now_secs());
+    let now = now_secs();
+    // Purchases come from the shop below (webhook and browser), not from the API.
+    let mut events = sample_traffic(args.visitors, now);
+    events.retain(|e| e["event_name"] != "checkout");
     let client = reqwest::Client::new();
     let mut accepted = 0usize;
     for chunk in events.chunks(100) {
@@ -131,9 +141,16 @@ pub async fn run(
             .context("while reading the gateway's answer")?;
         accepted += body["accepted"].as_u64().unwrap_or(0) as usize;
     }
+    let orders = super::demo_shop::orders(args.visitors, now, rand::random());
+    let (sent_orders, reported) =
+        super::demo_shop::send(&client, &format!("http://{addr}"), &orders).await?;
+    accepted += sent_orders;
     println!(
-        "Sent {} sample events ({accepted} accepted); waiting for delivery...",
-        events.len()
+        "Sent {} sample events ({} accepted) and {sent_orders} Shopify orders by signed webhook; \
+         the browser reported {reported} of them (the Tag was blocked for the others). Waiting \
+         for delivery...",
+        events.len(),
+        accepted - sent_orders
     );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -158,6 +175,60 @@ pub async fn run(
         if stats.requests == 1 { "" } else { "s" },
         stats.events_failed
     );
+    // Pinterest's Event Quality Score of what was delivered, as `serve` polls it hourly.
+    if let Ok(client) = crate::pinterest_client::PinterestClient::new(
+        &state.config.pinterest_api_base,
+        state.config.request_timeout(),
+    ) {
+        let poller = crate::quality::eqs::EqsPoller {
+            store: state.store.clone(),
+            client,
+            oauth: state.pinterest.clone(),
+            metrics: state.metrics.clone(),
+            accounts: vec![DEMO_AD_ACCOUNT.to_owned()],
+            interval: Duration::from_secs(3600),
+        };
+        poller.poll_once().await;
+    }
+    let since = now - 6 * 86_400;
+    if let Ok(report) =
+        crate::quality::report::build(state.store.as_ref(), since, now * 1000, true).await
+    {
+        let h = &report.headline;
+        println!(
+            "Orders {} → purchases delivered {}; the Tag alone lost {:.0} %, the server side \
+             recovered {:.0} %.",
+            h.orders, h.delivered_purchases, h.browser_loss_percent, h.recovered_percent
+        );
+    }
+    // The tracking audit of the demo shop, as an agency would hand it to the merchant.
+    let audit_args = super::audit::AuditArgs {
+        site: format!("http://{addr}{}", crate::browser::storefront::SHOP_PATH),
+        sitemap: None,
+        pages: 20,
+        shop: None,
+        ad_account: Some(DEMO_AD_ACCOUNT.to_owned()),
+        days: 7,
+        out: args.store.with_file_name("pincapi-demo-audit.html"),
+        json: Some(args.store.with_file_name("pincapi-demo-audit.json")),
+        browser: false,
+        allow_private: true,
+        allow_address: Vec::new(),
+        tag_id: state.config.tag_id.clone(),
+        pinterest_token: Some("demo-oauth-token".to_owned()),
+        config: None,
+    };
+    match super::audit::build_with(&audit_args, &state.config).await {
+        Ok(audit) => match super::audit::write(&audit_args, &audit) {
+            Ok(()) => println!(
+                "Audit: score {}/100, written to {}",
+                audit.score,
+                audit_args.out.display()
+            ),
+            Err(e) => println!("The audit could not be written: {e:#}"),
+        },
+        Err(e) => println!("The audit failed: {e:#}"),
+    }
     // One audience sync over what was delivered, as `serve` runs on its schedule
     // (`audiences.enabled`): the default segments become customer lists at the sandbox.
     match crate::audiences::run_once(

@@ -7,6 +7,7 @@ pub mod backup;
 pub mod bench;
 
 pub mod demo;
+pub mod demo_shop;
 pub mod egress;
 pub mod export_missed;
 pub mod pinterest;

@@ -181,15 +181,30 @@ fn the_demo_delivers_its_sample_traffic_into_the_sandbox() {
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    // 25 visitors: 25 page visits, 15 add-to-carts, 5 checkouts.
+    // 25 visitors: 25 page visits and 15 add-to-carts through the API; 5 orders by signed
+    // webhook, of which the browser reported 4 (the fifth buyer's Tag was blocked).
     assert!(
-        stdout.contains("Sent 45 sample events (45 accepted)"),
+        stdout.contains(
+            "Sent 40 sample events (40 accepted) and 5 Shopify orders by signed webhook; the \
+             browser reported 4 of them"
+        ),
         "{stdout}"
     );
     assert!(
         stdout.contains("the sandbox processed 45 events"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("Orders 5 → purchases delivered 5; the Tag alone lost 20 %, the server side recovered 20 %"),
+        "{stdout}"
+    );
+    // The audit it wrote: the sandbox's own figures for the 5 purchases.
+    let audit: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("pincapi-demo-audit.json")).unwrap())
+            .unwrap();
+    assert_eq!(audit["pinterest"]["checkouts"], 5, "{audit:#}");
+    assert_eq!(audit["gateway"]["delivered_purchases"], 5);
+    assert!(dir.path().join("pincapi-demo-audit.html").exists());
 }
 
 #[tokio::test]

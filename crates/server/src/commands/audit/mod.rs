@@ -280,13 +280,7 @@ fn round3(v: f64) -> f64 {
 /// Runs `pincapi audit`.
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let audit = build(&args).await?;
-    let html = html::render(&audit);
-    std::fs::write(&args.out, html)
-        .with_context(|| format!("while writing {}", args.out.display()))?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&audit)?)
-            .with_context(|| format!("while writing {}", path.display()))?;
-    }
+    write(&args, &audit)?;
     println!(
         "Tracking audit of {}: score {}/100",
         audit.site, audit.score
@@ -304,9 +298,26 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds the audit.
+/// Builds the audit with the configuration `--config` names.
 pub async fn build(args: &AuditArgs) -> anyhow::Result<Audit> {
     let config = crate::config::load(args.config.as_deref())?;
+    build_with(args, &config).await
+}
+
+/// Writes the audit's HTML (and JSON, if asked) where `args` say.
+pub fn write(args: &AuditArgs, audit: &Audit) -> anyhow::Result<()> {
+    std::fs::write(&args.out, html::render(audit))
+        .with_context(|| format!("while writing {}", args.out.display()))?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(audit)?)
+            .with_context(|| format!("while writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds the audit with `config` (the demo passes its own).
+pub async fn build_with(args: &AuditArgs, config: &crate::config::Config) -> anyhow::Result<Audit> {
+    let config = config.clone();
     let now = crate::clock::system_now_ms() / 1000;
     let today = now.div_euclid(86_400) * 86_400;
     let days = args.days.clamp(1, 90);
