@@ -89,9 +89,14 @@ pub fn assemble(config: Config, shared: Shared) -> Result<AppState, String> {
         &shopify,
         crate::quality::census::CACHE_TTL,
     ));
+    let results = Arc::new(crate::quality::results::ResultsCache::new(
+        &config,
+        Arc::clone(&pinterest),
+    ));
     Ok(AppState {
         backpressure,
         census,
+        results,
         default_account: config.all_accounts().first().map(|a| a.id.clone()),
         config: Arc::new(config),
         store,

@@ -511,6 +511,7 @@ async fn report(
             census,
             max_event_age_secs: config.ingest.max_event_age_secs,
         }),
+        None,
     )
     .await?;
     match format {

@@ -26,6 +26,8 @@ pub struct AppState {
     pub default_account: Option<String>,
     /// The quality report's Shopify order census, kept a few minutes.
     pub census: Arc<CensusCache>,
+    /// Pinterest's reported results (analytics) per ad account, kept an hour.
+    pub results: Arc<crate::quality::results::ResultsCache>,
     /// The queue's depth and whether ingest sheds load.
     pub backpressure: Arc<Backpressure>,
     /// Dashboard sessions signed out and wrong keys counted.

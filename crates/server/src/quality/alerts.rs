@@ -294,7 +294,7 @@ impl Alerter {
         let until = now - c.purchase_grace_secs as i64;
         let mut truth = self
             .store
-            .shopify_truth(now - 86_400, until, 100_000)
+            .shopify_truth(now - 86_400, until, 100_000, None)
             .await?;
         if let Some((cache, max_age)) = &self.census
             && let Some(census) = cache.get(now - 86_400, now_ms).await

@@ -39,10 +39,15 @@ pub fn render(report: &Report, setup: &[crate::setup::Check]) -> String {
          <form class=\"logout\" method=\"post\" action=\"/dashboard/logout\">\
          <button type=\"submit\">Sign out</button></form>\
          <h1>Does Pinterest see every order, once, with strong match keys?</h1>\
-         <p class=\"sub\">Since {} (UTC). Figures per day of receipt; percentiles are bucket bounds.</p>\
-         <section class=\"tiles\">",
+         <p class=\"sub\">Since {} (UTC). Figures per day of receipt; percentiles are bucket bounds.</p>",
         day_label(report.since)
     );
+    // Links keep the period: the number of days it covers.
+    let days = (report.generated_at_ms / 1000 - report.since).div_euclid(86_400) + 1;
+    let mut nav = String::new();
+    super::dashboard_results::selector(&mut nav, report, &format!("{days}d"));
+    out.push_str(&nav);
+    out.push_str("<section class=\"tiles\">");
     let lag = h.p95_lag_secs.map_or("–".to_owned(), duration_label);
     let problems_class = if h.open_problems > 0 { "bad" } else { "good" };
     tile(
@@ -96,6 +101,7 @@ pub fn render(report: &Report, setup: &[crate::setup::Check]) -> String {
         let _ = write!(out, "<li><b>order census</b>: {}</li>", escape(p));
     }
     out.push_str("</ul></div></section>");
+    super::dashboard_results::panel(&mut out, report);
 
     // Per day over every event name.
     let mut per_day: BTreeMap<&str, DayTotals> = BTreeMap::new();
@@ -145,7 +151,7 @@ pub fn render(report: &Report, setup: &[crate::setup::Check]) -> String {
             t.match_quality
                 .coverage
                 .keys()
-                .map(|k| format!("<th>{k}</th>"))
+                .map(|k| format!("<th title=\"{k}\">{}</th>", key_label(k)))
                 .collect()
         })
         .unwrap_or_default();
@@ -285,7 +291,7 @@ pub fn render(report: &Report, setup: &[crate::setup::Check]) -> String {
 
     let _ = write!(
         out,
-        "<section><h2>Pinterest's Event Quality Score</h2><p id=\"eqs-note\">{}</p><table>",
+        "<section><h2>Pinterest's Event Quality Score</h2><p id=\"eqs-note\">{}</p><table id=\"eqs-scores\">",
         escape(&report.eqs.note)
     );
     for e in &report.eqs.scores {
@@ -356,6 +362,31 @@ const COLOURS: [&str; 6] = [
     "#3465a4", "#e9b96e", "#75507b", "#4e9a06", "#cc0000", "#888a85",
 ];
 
+/// A series' colour, fixed by its name (the sources in their fixed order), so a chart's
+/// legend keeps its colours whichever series a period happens to have.
+fn colour_of(name: &str) -> &'static str {
+    let i = Source::ALL
+        .iter()
+        .position(|s| s.as_str() == name)
+        .unwrap_or(Source::ALL.len());
+    COLOURS[i % COLOURS.len()]
+}
+
+/// The words for a match key's name in `coverage` (the JSON keeps the short names).
+fn key_label(key: &str) -> &str {
+    match key {
+        "em" => "email",
+        "ph" => "phone",
+        "external_id" => "customer id",
+        "click_id" => "click id (epik)",
+        "ip_ua" => "IP + user agent",
+        "name" => "name",
+        "address" => "address",
+        "hashed_maids" => "mobile ad id",
+        other => other,
+    }
+}
+
 /// A stacked bar chart, one bar per label, as inline SVG with a legend.
 fn stacked_bars(
     out: &mut String,
@@ -381,7 +412,7 @@ fn stacked_bars(
     for (i, label) in labels.iter().enumerate() {
         let x = pad + (w - pad) / n * i as f64;
         let mut y = h;
-        for (k, (name, values)) in series.iter().enumerate() {
+        for (name, values) in series {
             let bh = values[i] / max * (h - 20.0);
             if bh > 0.0 {
                 y -= bh;
@@ -389,7 +420,7 @@ fn stacked_bars(
                     out,
                     "<rect x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" fill=\"{}\">\
                      <title>{label} {name}: {}</title></rect>",
-                    COLOURS[k % COLOURS.len()],
+                    colour_of(name),
                     fmt_num(values[i])
                 );
             }
@@ -402,11 +433,11 @@ fn stacked_bars(
         );
     }
     out.push_str("</svg><p class=\"legend\">");
-    for (k, (name, _)) in series.iter().enumerate() {
+    for (name, _) in series {
         let _ = write!(
             out,
             "<span><i style=\"background:{}\"></i>{name}</span> ",
-            COLOURS[k % COLOURS.len()]
+            colour_of(name)
         );
     }
     out.push_str("</p>");

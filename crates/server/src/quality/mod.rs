@@ -6,8 +6,10 @@
 pub mod alerts;
 pub mod census;
 pub mod dashboard;
+pub mod dashboard_results;
 pub mod eqs;
 pub mod report;
+pub mod results;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +120,10 @@ pub async fn update_metrics(state: &AppState) -> Result<(), crate::store::StoreE
     m.replace_gauge("pincapi_quality_send_lag_p95_seconds", p95s);
     m.replace_gauge("pincapi_quality_late_percent", lates);
 
-    let truth = state.store.shopify_truth(now - 86_400, i64::MAX, 0).await?;
+    let truth = state
+        .store
+        .shopify_truth(now - 86_400, i64::MAX, 0, None)
+        .await?;
     let (mut o, mut d, mut b, mut r) = (0, 0, 0, 0);
     for t in &truth.days {
         (o, d, b, r) = (

@@ -24,6 +24,13 @@ pub const MISSING_LIMIT: usize = 200;
 pub struct Report {
     /// Unix seconds of the first UTC day covered.
     pub since: i64,
+    /// The ad account the report is narrowed to (`?account=`); `None`: every account.
+    pub ad_account_id: Option<String>,
+    /// Every ad account with figures in the period, for choosing one.
+    pub accounts: Vec<String>,
+    /// Per ad account: what Pinterest reports against the shop's orders and the deliveries
+    /// (filled in by `quality::results` when Pinterest's analytics can be read).
+    pub results: Vec<crate::quality::results::AccountResults>,
     /// Unix ms when it was built.
     pub generated_at_ms: i64,
     pub headline: Headline,
@@ -192,7 +199,7 @@ pub async fn build(
     now_ms: i64,
     eqs_enabled: bool,
 ) -> Result<Report, StoreError> {
-    build_with_census(store, since, now_ms, eqs_enabled, None).await
+    build_with_census(store, since, now_ms, eqs_enabled, None, None).await
 }
 
 /// The order census a report counts with, and Pinterest's window for what can still be sent.
@@ -210,15 +217,32 @@ pub async fn build_with_census(
     now_ms: i64,
     eqs_enabled: bool,
     census: Option<CensusInput<'_>>,
+    account: Option<&str>,
 ) -> Result<Report, StoreError> {
     let since = day_start(since);
-    let hours = store.quality_hours(since).await?;
-    let mut truth = store.shopify_truth(since, i64::MAX, MISSING_LIMIT).await?;
+    let mut hours = store.quality_hours(since).await?;
+    let mut accounts: Vec<String> = hours.iter().map(|h| h.ad_account_id.clone()).collect();
+    accounts.sort();
+    accounts.dedup();
+    let mine = |id: &str| account.is_none_or(|a| a == id);
+    hours.retain(|h| mine(&h.ad_account_id));
+    let mut truth = store
+        .shopify_truth(since, i64::MAX, MISSING_LIMIT, account.map(str::to_owned))
+        .await?;
     let census = match census {
         Some(c) => Some(
             census::compare(
                 store,
-                c.census,
+                &Census {
+                    shops: c
+                        .census
+                        .shops
+                        .iter()
+                        .filter(|s| mine(&s.ad_account_id))
+                        .cloned()
+                        .collect(),
+                    ..c.census.clone()
+                },
                 since,
                 i64::MAX,
                 now_ms / 1000,
@@ -231,14 +255,22 @@ pub async fn build_with_census(
     if let Some(c) = &census {
         add_census(&mut truth, c, MISSING_LIMIT);
     }
-    let messages = store.quality_messages(since).await?;
+    let mut messages = store.quality_messages(since).await?;
+    messages.retain(|m| mine(&m.ad_account_id));
     let alerts: Vec<AlertState> = store
         .alert_states()
         .await?
         .into_iter()
-        .filter(|a| a.active)
+        .filter(|a| a.active && (a.ad_account_id.is_empty() || mine(&a.ad_account_id)))
         .collect();
-    let scores = store.eqs_scores().await?;
+    let mut scores = store.eqs_scores().await?;
+    for sc in &scores {
+        if !accounts.contains(&sc.ad_account_id) {
+            accounts.push(sc.ad_account_id.clone());
+        }
+    }
+    accounts.sort();
+    scores.retain(|sc| mine(&sc.ad_account_id));
 
     let mut per_day: BTreeMap<(i64, String), QualityCounts> = BTreeMap::new();
     let mut per_name: BTreeMap<String, QualityCounts> = BTreeMap::new();
@@ -343,8 +375,8 @@ pub async fn build_with_census(
              token with ads:read) to see it here"
                 .to_owned()
         } else if scores.is_empty() {
-            "Pinterest's Event Quality Score has not been polled yet, or Pinterest has no score \
-             for these accounts"
+            "Pinterest has returned no Event Quality Score for these accounts yet: it scores an \
+             account once it has enough recent events, and pincapi asks again every hour"
                 .to_owned()
         } else {
             "As last polled from Pinterest (GET /ad_accounts/{id}/conversion_eqs)".to_owned()
@@ -353,6 +385,9 @@ pub async fn build_with_census(
     };
     Ok(Report {
         since,
+        ad_account_id: account.map(str::to_owned),
+        accounts,
+        results: Vec::new(),
         generated_at_ms: now_ms,
         headline,
         days,

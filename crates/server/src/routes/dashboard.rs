@@ -52,8 +52,8 @@ pub struct Login {
     pub key: String,
 }
 
-/// `GET /dashboard[?since=...]`: the page (the last 30 days by default), or the sign-in form
-/// with 401.
+/// `GET /dashboard[?since=...][&account=...]`: the page (the last 7 days by default, as
+/// `/api/quality`), or the sign-in form with 401.
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -62,8 +62,8 @@ pub async fn page(
     if !authorized(&state, &headers) {
         return (StatusCode::UNAUTHORIZED, Html(dashboard::login_page(None))).into_response();
     }
-    // A month by default: the charts are about trends.
-    match super::quality::build(&state, Some(q.since.as_deref().unwrap_or("30d"))).await {
+    // The same default period as `/api/quality` and `pincapi report`, so the figures agree.
+    match super::quality::build(&state, q.since.as_deref(), q.account.as_deref()).await {
         Ok(report) => {
             let setup = state
                 .setup

@@ -13,10 +13,11 @@ use crate::state::AppState;
 /// How far back a report looks by default.
 pub const DEFAULT_SINCE: &str = "7d";
 
-/// `?since=`.
+/// `?since=` and `?account=` (one ad account's figures).
 #[derive(Debug, Deserialize)]
 pub struct ReportQuery {
     pub since: Option<String>,
+    pub account: Option<String>,
 }
 
 /// `GET /api/quality`.
@@ -28,7 +29,7 @@ pub async fn get_report(
     if !super::session::authorized(&state, &headers) {
         return Err(ApiError::unauthorized());
     }
-    let report = build(&state, q.since.as_deref()).await?;
+    let report = build(&state, q.since.as_deref(), q.account.as_deref()).await?;
     Ok(Json(report))
 }
 
@@ -48,15 +49,29 @@ pub async fn get_status(
     ))
 }
 
-/// The report from `since` (default [`DEFAULT_SINCE`]).
-pub async fn build(state: &AppState, since: Option<&str>) -> Result<Report, ApiError> {
+/// The report from `since` (default [`DEFAULT_SINCE`]), for `account` or every account, with
+/// Pinterest's reported results.
+pub async fn build(
+    state: &AppState,
+    since: Option<&str>,
+    account: Option<&str>,
+) -> Result<Report, ApiError> {
+    let account = account.filter(|a| !a.is_empty());
+    if let Some(a) = account
+        && !state.config.all_accounts().iter().any(|c| c.id == a)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_account",
+            format!("account: {a} is not a configured ad account"),
+        ));
+    }
     let now = state.clock.now_ms();
     let since = report::parse_since(since.unwrap_or(DEFAULT_SINCE), now / 1000)
         .map_err(|e| ApiError::bad_request("invalid_since", e))?;
     let since = report::day_start(since);
     // The order census, kept a few minutes so views do not call the Admin API each time.
     let census = state.census.get(since, now).await;
-    report::build_with_census(
+    let mut built = report::build_with_census(
         state.store.as_ref(),
         since,
         now,
@@ -65,7 +80,24 @@ pub async fn build(state: &AppState, since: Option<&str>) -> Result<Report, ApiE
             census,
             max_event_age_secs: state.config.ingest.max_event_age_secs,
         }),
+        account,
     )
     .await
-    .map_err(|e| ApiError::unavailable(e.to_string()))
+    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let configured: Vec<String> = state
+        .config
+        .all_accounts()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    crate::quality::results::fill(
+        &mut built,
+        state.store.as_ref(),
+        &state.results,
+        &configured,
+        now,
+    )
+    .await
+    .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(built)
 }

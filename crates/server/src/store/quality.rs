@@ -23,12 +23,14 @@ pub trait QualityStore: Send + Sync + fmt::Debug {
     /// The Shopify order ledger against what was delivered and what the browser saw, per day
     /// of order creation, for orders created in `since..until` (Unix seconds) that are not
     /// test orders and are conversions (not `ignored`); with up to `missing_limit` of those
-    /// orders that have no delivered purchase, oldest first.
+    /// orders that have no delivered purchase, oldest first. With `ad_account_id`, only the
+    /// orders of shops that send to that ad account.
     async fn shopify_truth(
         &self,
         since: i64,
         until: i64,
         missing_limit: usize,
+        ad_account_id: Option<String>,
     ) -> Result<ShopifyTruth, StoreError>;
 
     /// Every alert's persisted state.

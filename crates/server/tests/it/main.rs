@@ -1,11 +1,13 @@
 //! One black-box test binary: every test talks to real servers on loopback.
 
+mod account_view;
 mod audiences;
 mod audit;
 mod backup;
 mod browser;
 mod cli;
 mod contract;
+mod demo_dashboard;
 mod deploy;
 mod edge;
 mod faults;

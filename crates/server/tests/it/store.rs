@@ -871,7 +871,7 @@ async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered
     assert_eq!(settle.len(), 2);
     o.settle(claimed[0].lease_until, settle).await.unwrap();
 
-    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
+    let truth = o.shopify_truth(day, i64::MAX, 10, None).await.unwrap();
     assert_eq!(truth.days.len(), 2, "{truth:?}");
     let d = &truth.days[0];
     assert_eq!(d.day, day);
@@ -889,7 +889,7 @@ async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered
     assert_eq!(missing, ["3", "5"]);
     assert_eq!(truth.missing[0].outcome, "skipped");
     assert_eq!(
-        o.shopify_truth(day, i64::MAX, 1)
+        o.shopify_truth(day, i64::MAX, 1, None)
             .await
             .unwrap()
             .missing
@@ -897,10 +897,13 @@ async fn the_shopify_truth_counts_orders_the_browser_saw_and_purchases_delivered
         1,
         "the list of missing orders is bounded"
     );
-    let next_day = o.shopify_truth(day + 86_400, i64::MAX, 10).await.unwrap();
+    let next_day = o
+        .shopify_truth(day + 86_400, i64::MAX, 10, None)
+        .await
+        .unwrap();
     assert_eq!(next_day.days.len(), 1);
     // Orders created before `until` only.
-    let early = o.shopify_truth(day, day + 25, 10).await.unwrap();
+    let early = o.shopify_truth(day, day + 25, 10, None).await.unwrap();
     assert_eq!(early.days[0].orders, 2);
     assert!(early.missing.is_empty());
 }
@@ -1525,7 +1528,7 @@ async fn upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_events() {
     .unwrap();
     drop(conn);
     let o = SqliteStore::open(&path, Synchronous::Normal).unwrap();
-    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
+    let truth = o.shopify_truth(day, i64::MAX, 10, None).await.unwrap();
     let d = &truth.days[0];
     assert_eq!(
         (d.orders, d.delivered, d.browser_seen, d.recovered),
@@ -1568,7 +1571,7 @@ async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_e
         .unwrap();
     // Upgraded through 3 (quality), 4 (audiences) and 5 (quality shards) again.
     assert_eq!(o.schema_version(), 6);
-    let truth = o.shopify_truth(day, i64::MAX, 10).await.unwrap();
+    let truth = o.shopify_truth(day, i64::MAX, 10, None).await.unwrap();
     let d = &truth.days[0];
     assert_eq!(
         (d.orders, d.delivered, d.browser_seen, d.recovered),

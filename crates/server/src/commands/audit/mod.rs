@@ -26,7 +26,8 @@ use serde::Serialize;
 use super::egress::AddressPolicy;
 use crate::config::browser::Cidr;
 
-pub use pinterest::{PinterestDay, PinterestSection};
+pub use crate::quality::results::PinterestDay;
+pub use pinterest::PinterestSection;
 pub use shopify::{KeyShares, ShopifyDay, ShopifySection};
 pub use storefront::StorefrontSection;
 

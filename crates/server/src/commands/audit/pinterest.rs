@@ -14,23 +14,8 @@ use super::{AuditArgs, Finding};
 use crate::clock::SystemClock;
 use crate::config::{Config, Secret};
 use crate::pinterest_client::PinterestClient;
-use crate::quality::report::day_label;
+use crate::quality::results::{CLICK_WINDOW_DAYS, PinterestDay, VIEW_WINDOW_DAYS, fetch_days};
 use crate::store::SharedStore;
-
-/// The attribution windows the audit asks for (Pinterest's defaults for click and view).
-pub const CLICK_WINDOW_DAYS: i64 = 30;
-pub const VIEW_WINDOW_DAYS: i64 = 1;
-const COLUMNS: &str = "TOTAL_CHECKOUT,TOTAL_CHECKOUT_VALUE_IN_MICRO_DOLLAR,SPEND_IN_MICRO_DOLLAR";
-
-/// One UTC day as Pinterest reports it.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct PinterestDay {
-    pub day: String,
-    pub checkouts: i64,
-    /// Checkout value and spend in the account's currency (Pinterest's micro units / 10⁶).
-    pub value: f64,
-    pub spend: f64,
-}
 
 /// One conversion tag of the account.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -120,25 +105,8 @@ pub async fn audit(
             return None;
         }
     };
-    let analytics = format!(
-        "/ad_accounts/{account}/analytics?start_date={}&end_date={}&columns={COLUMNS}&granularity=DAY\
-         &click_window_days={CLICK_WINDOW_DAYS}&view_window_days={VIEW_WINDOW_DAYS}\
-         &conversion_report_time=TIME_OF_AD_ACTION",
-        day_label(since),
-        day_label(today)
-    );
-    let rows = match get(&client, &token, &analytics).await {
-        Ok(Value::Array(rows)) => rows,
-        Ok(other) => {
-            findings.push(Finding::new(
-                "pinterest_not_read",
-                "warning",
-                &subject,
-                format!("the analytics answer is not a list: {other}"),
-                "",
-            ));
-            return None;
-        }
+    let days = match fetch_days(&client, &token, account, since, today).await {
+        Ok(days) => days,
         Err(e) => {
             findings.push(Finding::new(
                 "pinterest_not_read",
@@ -150,17 +118,6 @@ pub async fn audit(
             return None;
         }
     };
-    let micro = |v: &Value| v.as_f64().unwrap_or(0.0) / 1e6;
-    let mut days: Vec<PinterestDay> = rows
-        .iter()
-        .map(|r| PinterestDay {
-            day: r["DATE"].as_str().unwrap_or("").to_owned(),
-            checkouts: r["TOTAL_CHECKOUT"].as_f64().unwrap_or(0.0) as i64,
-            value: micro(&r["TOTAL_CHECKOUT_VALUE_IN_MICRO_DOLLAR"]),
-            spend: micro(&r["SPEND_IN_MICRO_DOLLAR"]),
-        })
-        .collect();
-    days.sort_by(|a, b| a.day.cmp(&b.day));
     let checkouts = days.iter().map(|d| d.checkouts).sum::<i64>();
     let value = (days.iter().map(|d| d.value).sum::<f64>() * 100.0).round() / 100.0;
     let spend = (days.iter().map(|d| d.spend).sum::<f64>() * 100.0).round() / 100.0;

@@ -190,6 +190,7 @@ pub(super) async fn shopify_truth<C: GenericClient + Sync>(
     since: i64,
     until: i64,
     missing_limit: usize,
+    account: &str,
 ) -> Result<ShopifyTruth, PgError> {
     // `count(*) FILTER` is a BIGINT, where `sum()` of a flag would need casts.
     let rows = query(
@@ -200,8 +201,9 @@ pub(super) async fn shopify_truth<C: GenericClient + Sync>(
                 count(*) FILTER (WHERE delivered AND NOT browser_seen)
          FROM shopify_orders
          WHERE NOT test AND outcome <> 'ignored' AND created_at >= $1 AND created_at < $2
+             AND ($3 = '' OR ad_account_id = $3)
          GROUP BY 1 ORDER BY 1",
-        &[&since, &until],
+        &[&since, &until, &account],
     )
     .await?;
     let mut days: Vec<TruthDay> = rows
@@ -220,8 +222,9 @@ pub(super) async fn shopify_truth<C: GenericClient + Sync>(
         "SELECT (created_at / 86400) * 86400 AS day, coalesce(reason, ''), count(*)
          FROM shopify_orders
          WHERE NOT test AND outcome = 'skipped' AND created_at >= $1 AND created_at < $2
+             AND ($3 = '' OR ad_account_id = $3)
          GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2",
-        &[&since, &until],
+        &[&since, &until, &account],
     )
     .await?;
     for r in &rows {
@@ -236,8 +239,9 @@ pub(super) async fn shopify_truth<C: GenericClient + Sync>(
          FROM shopify_orders
          WHERE NOT test AND outcome <> 'ignored' AND NOT delivered
              AND created_at >= $1 AND created_at < $2
+             AND ($4 = '' OR ad_account_id = $4)
          ORDER BY created_at, order_id LIMIT $3",
-        &[&since, &until, &(missing_limit as i64)],
+        &[&since, &until, &(missing_limit as i64), &account],
     )
     .await?;
     let missing = rows
@@ -392,9 +396,11 @@ impl QualityStore for PostgresStore {
         since: i64,
         until: i64,
         missing_limit: usize,
+        ad_account_id: Option<String>,
     ) -> Result<ShopifyTruth, StoreError> {
         let client = self.client().await?;
-        shopify_truth(&client, since, until, missing_limit)
+        let account = ad_account_id.unwrap_or_default();
+        shopify_truth(&client, since, until, missing_limit, &account)
             .await
             .map_err(PgError::into_store)
     }

@@ -66,7 +66,9 @@ impl QualityStore for SqliteStore {
         since: i64,
         until: i64,
         missing_limit: usize,
+        ad_account_id: Option<String>,
     ) -> Result<ShopifyTruth, StoreError> {
+        let account = ad_account_id.unwrap_or_default();
         self.read(move |conn| {
             let mut days: Vec<TruthDay> = conn
                 .prepare_cached(
@@ -75,9 +77,10 @@ impl QualityStore for SqliteStore {
                             sum(CASE WHEN delivered = 1 AND browser_seen = 0 THEN 1 ELSE 0 END)
                      FROM shopify_orders
                      WHERE test = 0 AND outcome <> 'ignored' AND created_at >= ?1 AND created_at < ?2
+                         AND (?3 = '' OR ad_account_id = ?3)
                      GROUP BY (created_at / 86400) * 86400 ORDER BY day",
                 )?
-                .query_map(params![since, until], |r| {
+                .query_map(params![since, until, account], |r| {
                     Ok(TruthDay {
                         day: r.get(0)?,
                         orders: r.get(1)?,
@@ -92,9 +95,10 @@ impl QualityStore for SqliteStore {
                 "SELECT (created_at / 86400) * 86400 AS day, coalesce(reason, ''), count(*)
                  FROM shopify_orders
                  WHERE test = 0 AND outcome = 'skipped' AND created_at >= ?1 AND created_at < ?2
+                     AND (?3 = '' OR ad_account_id = ?3)
                  GROUP BY (created_at / 86400) * 86400, coalesce(reason, '') ORDER BY 1, 3 DESC",
             )?;
-            let skipped = stmt.query_map(params![since, until], |r| {
+            let skipped = stmt.query_map(params![since, until, account], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -113,9 +117,10 @@ impl QualityStore for SqliteStore {
                      FROM shopify_orders
                      WHERE test = 0 AND outcome <> 'ignored' AND delivered = 0
                          AND created_at >= ?1 AND created_at < ?2
+                         AND (?4 = '' OR ad_account_id = ?4)
                      ORDER BY created_at, order_id LIMIT ?3",
                 )?
-                .query_map(params![since, until, missing_limit as i64], |r| {
+                .query_map(params![since, until, missing_limit as i64, account], |r| {
                     Ok(MissingOrder {
                         shop: r.get(0)?,
                         order_id: r.get(1)?,
