@@ -481,3 +481,34 @@ async fn export_missed_writes_exactly_the_orders_pinterest_never_got_that_are_to
     assert!(stderr.contains("1 without an email"), "{stderr}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_audit_refuses_private_addresses_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, _) =
+        audit(dir.path(), &["--site".into(), "http://127.0.0.1:9/".into()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = findings_about(&report, "http://127.0.0.1:9/");
+    assert!(
+        f.iter().any(|f| f["check"] == "page_unreachable"
+            && f["message"]
+                .as_str()
+                .unwrap()
+                .contains("private, loopback or link-local")),
+        "{report:#}"
+    );
+    // The sitemap beside it was refused too, before any connection.
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "sitemap_unreadable"
+                && f["message"].as_str().unwrap().contains("refused")),
+        "{report:#}"
+    );
+}
