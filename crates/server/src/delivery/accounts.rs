@@ -17,8 +17,9 @@ pub(super) struct Account {
     pub(super) id: String,
     pub(super) token: Secret,
     pub(super) test: bool,
-    /// The calls per minute it was configured with (to tell a changed account).
-    max_calls_per_minute: u32,
+    /// The calls per minute it was configured with (to tell a changed account, and the
+    /// limit of the budget the store shares between instances).
+    pub(super) max_calls_per_minute: u32,
     pub(super) budget: Mutex<CallBudget>,
     /// Unix ms before which the account sends nothing (a stop or Retry-After).
     pub(super) paused_until: AtomicI64,

@@ -59,7 +59,7 @@ struct Retry<'a> {
 /// it (for the first request; `None` once used).
 struct Claim<'a> {
     lease_until: i64,
-    slot: &'a mut Option<i64>,
+    slot: &'a mut Option<Slot>,
 }
 
 /// The delivery engine for all configured accounts.
@@ -214,6 +214,10 @@ impl Delivery {
         // after the claim, a slot would carry whatever small batch was due before the wait, and
         // a busy account would stall at its call limit with small requests.)
         let mut slot = self.wait_for_budget(account).await;
+        if slot.is_none() && self.stopping(account) {
+            // Stopped while waiting for a call: nothing is claimed, so nothing waits.
+            return Ok(round);
+        }
         let now = self.clock.now_ms();
         let lease = self.config.lease_secs as i64 * 1000;
         let claimed = match self
@@ -223,7 +227,7 @@ impl Delivery {
         {
             Ok(claimed) => claimed,
             Err(e) => {
-                self.give_back(account, slot);
+                self.give_back(account, slot).await;
                 return Err(e);
             }
         };
@@ -237,7 +241,7 @@ impl Delivery {
             );
         }
         let Some(lease_until) = claimed.first().map(|c| c.lease_until) else {
-            self.give_back(account, slot);
+            self.give_back(account, slot).await;
             return Ok(round);
         };
         let mut metrics_batch = RoundMetrics::default();
@@ -281,7 +285,7 @@ impl Delivery {
                 .await?;
             }
         }
-        self.give_back(account, slot);
+        self.give_back(account, slot).await;
         metrics_batch.flush(&self.metrics, &account.id);
         Ok(round)
     }
@@ -330,8 +334,20 @@ impl Delivery {
                 return Ok(());
             }
             // The round's first request uses the slot taken before the claim.
-            if slot.take().is_none() {
-                self.wait_for_budget(account).await;
+            if slot.take().is_none()
+                && self.wait_for_budget(account).await.is_none()
+                && self.stopping(account)
+            {
+                // Stopped while waiting for the next call: what is left goes back to the
+                // queue, sent by whoever runs next.
+                let rest: Vec<ClaimedEvent> = std::iter::once(batch)
+                    .chain(work.drain(..).map(|(b, _)| b))
+                    .flatten()
+                    .collect();
+                let back = retry_all(&rest, self.clock.now_ms(), "stopped before its call");
+                round.retried += rest.len();
+                self.settle(account, lease_until, back).await?;
+                return Ok(());
             }
             let body = pinterest::batch_body(batch.iter().map(|e| e.payload.as_str()));
             round.requests += 1;
@@ -681,28 +697,90 @@ impl Delivery {
         }
     }
 
-    /// Waits for a call slot of the account's budget and takes it; returns when it was taken
-    /// (to give it back unused), or `None` if the budget cannot be read.
-    async fn wait_for_budget(&self, account: &Account) -> Option<i64> {
+    /// Waits for a call slot of the account's budget and takes it; returns the slot (to give
+    /// it back unused), or `None` if the budget cannot be read. With a store that shares the
+    /// budgets (PostgreSQL), the slot is taken from the one budget every instance draws on;
+    /// while the store cannot be reached, from this instance's own, so delivery goes on
+    /// within the account's limit as one instance counts it.
+    async fn wait_for_budget(&self, account: &Account) -> Option<Slot> {
+        let mut stop = self.stop.lock().ok().and_then(|s| s.clone());
+        let mut retired = account.retired.subscribe();
         loop {
             let now = self.clock.now_ms();
-            let next = match account.budget.lock() {
-                Ok(mut b) => b.take(now),
-                Err(_) => return None,
+            let shared = if self.store.shares_call_budgets() {
+                match self
+                    .store
+                    .take_call(&account.id, account.max_calls_per_minute, now)
+                    .await
+                {
+                    Ok(Ok(id)) => return Some(Slot::Shared(id)),
+                    Ok(Err(at)) => Some(at),
+                    Err(e) => {
+                        tracing::warn!(ad_account_id = %account.id, error = %e, "The shared call budget cannot be read; counting calls in this instance");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let next = match shared {
+                Some(at) => Err(at),
+                None => match account.budget.lock() {
+                    Ok(mut b) => b.take(now),
+                    Err(_) => return None,
+                },
             };
             match next {
-                Ok(()) => return Some(now),
-                Err(at) => self.clock.sleep_until(at.max(now + 1)).await,
+                Ok(()) => return Some(Slot::Local(now)),
+                // A stop ends the wait: a minute is too long for a shutdown to wait.
+                Err(_) if self.stopping(account) => return None,
+                Err(at) => match stop.as_mut() {
+                    Some(s) => tokio::select! {
+                        _ = s.changed() => {}
+                        _ = retired.changed() => {}
+                        _ = self.clock.sleep_until(at.max(now + 1)) => {}
+                    },
+                    None => self.clock.sleep_until(at.max(now + 1)).await,
+                },
             }
         }
     }
 
-    /// Returns a call slot the round did not use.
-    fn give_back(&self, account: &Account, slot: Option<i64>) {
-        if let (Some(at), Ok(mut b)) = (slot, account.budget.lock()) {
-            b.give_back(at);
+    /// Whether the engine is stopping or the account was retired.
+    fn stopping(&self, account: &Account) -> bool {
+        let stopped = self
+            .stop
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|r| *r.borrow()))
+            .unwrap_or(false);
+        stopped || *account.retired.borrow()
+    }
+
+    /// Returns a call slot the round did not use, to the budget it came from.
+    async fn give_back(&self, account: &Account, slot: Option<Slot>) {
+        match slot {
+            Some(Slot::Shared(id)) => {
+                if let Err(e) = self.store.give_back_call(&account.id, id).await {
+                    tracing::debug!(ad_account_id = %account.id, error = %e, "An unused call slot stays taken until its minute is over");
+                }
+            }
+            Some(Slot::Local(at)) => {
+                if let Ok(mut b) = account.budget.lock() {
+                    b.give_back(at);
+                }
+            }
+            None => {}
         }
     }
+}
+
+/// A call slot taken: from the account's budget in this process (when it was taken), or
+/// from the one the store shares between instances (its id there).
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Local(i64),
+    Shared(i64),
 }
 
 /// Metric updates of one round, applied at its end with one lock each instead of several per

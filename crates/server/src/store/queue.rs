@@ -53,6 +53,33 @@ pub trait Queue: Send + Sync + fmt::Debug {
     /// How many events are pending across every ad account (due, held, leased or waiting for
     /// a retry). Back-pressure polls it about once a second, so it must stay cheap.
     async fn pending_count(&self) -> Result<u64, StoreError>;
+
+    /// Whether the store holds the ad accounts' call budgets for every process that uses it
+    /// (PostgreSQL). An embedded store has one process, which counts its calls itself.
+    fn shares_call_budgets(&self) -> bool {
+        false
+    }
+
+    /// Takes one call of `ad_account_id`'s budget, at most `limit` calls in any 60 seconds
+    /// over every process: `Ok(slot)` (to give back unused), or `Err(ms)`, when the next one
+    /// frees up. Only for a store that [`Queue::shares_call_budgets`].
+    async fn take_call(
+        &self,
+        ad_account_id: &str,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<Result<i64, i64>, StoreError> {
+        let _ = (ad_account_id, limit, now_ms);
+        Err(StoreError::Unavailable(
+            "this store does not share call budgets".into(),
+        ))
+    }
+
+    /// Returns a call slot [`Queue::take_call`] gave and the round did not use.
+    async fn give_back_call(&self, ad_account_id: &str, slot: i64) -> Result<(), StoreError> {
+        let _ = (ad_account_id, slot);
+        Ok(())
+    }
 }
 
 /// An event ready to be stored: already strict, hashed and serialised.

@@ -26,6 +26,7 @@ mod quality;
 mod reload;
 mod restart;
 mod sandbox;
+mod shared_budget;
 mod shopify;
 mod shopify_app;
 mod shopify_pixel;

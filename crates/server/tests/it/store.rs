@@ -1570,7 +1570,7 @@ async fn postgres_upgrading_to_schema_3_fills_the_ledger_flags_from_the_stored_e
         .await
         .unwrap();
     // Upgraded through 3 (quality), 4 (audiences) and 5 (quality shards) again.
-    assert_eq!(o.schema_version(), 6);
+    assert_eq!(o.schema_version(), 7);
     let truth = o.shopify_truth(day, i64::MAX, 10, None).await.unwrap();
     let d = &truth.days[0];
     assert_eq!(

@@ -312,6 +312,19 @@ CREATE TABLE IF NOT EXISTS shopify_data_requests (
 );
 ",
     },
+    Migration {
+        version: 7,
+        name: "shared call budgets",
+        // Every instance takes its calls to Pinterest from one budget per ad account.
+        sql: "
+CREATE TABLE IF NOT EXISTS call_slots (
+    id              BIGSERIAL PRIMARY KEY,
+    ad_account_id   TEXT      NOT NULL,
+    taken_at_ms     BIGINT    NOT NULL        -- Unix ms, the taking instance's clock
+);
+CREATE INDEX IF NOT EXISTS call_slots_account ON call_slots (ad_account_id, taken_at_ms);
+",
+    },
 ];
 
 /// The newest version this build knows.

@@ -111,6 +111,7 @@ macro_rules! in_transaction {
 
 // After the macro, which they use.
 mod audiences;
+mod budget;
 mod compliance;
 mod credentials;
 mod dead_letters;

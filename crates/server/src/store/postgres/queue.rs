@@ -233,6 +233,32 @@ impl Queue for PostgresStore {
             .collect())
     }
 
+    fn shares_call_budgets(&self) -> bool {
+        true
+    }
+
+    async fn take_call(
+        &self,
+        ad_account_id: &str,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<Result<i64, i64>, StoreError> {
+        in_transaction!(self, |tx| super::budget::take(
+            &tx,
+            ad_account_id,
+            limit,
+            now_ms
+        )
+        .await?)
+    }
+
+    async fn give_back_call(&self, ad_account_id: &str, slot: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        super::budget::give_back(&client, ad_account_id, slot)
+            .await
+            .map_err(PgError::into_store)
+    }
+
     async fn pending_count(&self) -> Result<u64, StoreError> {
         // Answered from the partial index `events_due`, which holds only pending events.
         let rows = self
