@@ -21,8 +21,15 @@ pub(super) struct Account {
     /// limit of the budget the store shares between instances).
     pub(super) max_calls_per_minute: u32,
     pub(super) budget: Mutex<CallBudget>,
-    /// Unix ms before which the account sends nothing (a stop or Retry-After).
+    /// Unix ms before which the account sends nothing (a stop, a Retry-After, or the back-off
+    /// after failed calls).
     pub(super) paused_until: AtomicI64,
+    /// Calls in a row Pinterest did not take (no answer, 5xx, 429 without Retry-After, an
+    /// answer not Pinterest's); Pinterest's per-event results reset it.
+    pub(super) failures: std::sync::atomic::AtomicU32,
+    /// A loop is making the one call that tells whether Pinterest takes calls again; the
+    /// account's other loops wait for it instead of each making one.
+    pub(super) probing: std::sync::atomic::AtomicBool,
     /// Why the account is stopped (401/403, or a request Pinterest refuses as such).
     pub(super) blocked: Mutex<Option<String>>,
     /// The last answer that was not Pinterest's (see `BatchAnswer::Unreadable`), until
@@ -46,6 +53,8 @@ impl Account {
             max_calls_per_minute: limit,
             budget: Mutex::new(CallBudget::new(limit as usize)),
             paused_until: AtomicI64::new(0),
+            failures: std::sync::atomic::AtomicU32::new(0),
+            probing: std::sync::atomic::AtomicBool::new(false),
             blocked: Mutex::new(None),
             unreadable: Mutex::new(None),
             wake: Notify::new(),

@@ -44,6 +44,21 @@ pub struct Round {
     pub failed: usize,
     pub retried: usize,
     pub requests: usize,
+    /// Another loop of the account was probing a failing Pinterest: this one did nothing.
+    pub deferred: bool,
+}
+
+/// Holds an account's probe while a round runs; gives it up (and wakes the account's other
+/// loops) when the round ends, however it ends.
+struct Probe<'a>(Option<&'a Account>);
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.0 {
+            a.probing.store(false, Ordering::Release);
+            a.wake.notify_waiters();
+        }
+    }
 }
 
 /// A batch to try again: Pinterest's wait, the reason recorded on each event, whether it
@@ -143,6 +158,8 @@ impl Delivery {
                 return;
             }
             let wait = match self.round(&account).await {
+                // Woken by the probe's end (or the poll interval, at the latest).
+                Ok(r) if r.deferred => Duration::from_millis(self.config.poll_interval_ms),
                 Ok(r) if r.claimed >= self.config.batch_size => {
                     // More may be waiting: let a sibling loop start on it while this one
                     // goes round again at once.
@@ -209,6 +226,19 @@ impl Delivery {
         if account.paused_until.load(Ordering::Relaxed) > now {
             return Ok(round);
         }
+        // After failed calls one loop at a time asks Pinterest again; the others wait for its
+        // answer rather than each claiming and sending a batch that is likely to fail too.
+        let probing = account.failures.load(Ordering::Relaxed) > 0;
+        if probing
+            && account
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            round.deferred = true;
+            return Ok(round);
+        }
+        let _probe = Probe(probing.then_some(account));
         // The call slot is taken before the claim: when the budget runs short, the loop waits
         // here while events pile up, and the claim after the wait takes a fuller batch. (Taken
         // after the claim, a slot would carry whatever small batch was due before the wait, and
@@ -358,10 +388,11 @@ impl Delivery {
             ) {
                 self.unblock(account);
             }
-            if matches!(reply, BatchAnswer::PerEvent(_))
-                && let Ok(mut u) = account.unreadable.lock()
-            {
-                *u = None;
+            if matches!(reply, BatchAnswer::PerEvent(_)) {
+                account.failures.store(0, Ordering::Relaxed);
+                if let Ok(mut u) = account.unreadable.lock() {
+                    *u = None;
+                }
             }
             let mut settlements = Vec::with_capacity(batch.len());
             match reply {
@@ -410,6 +441,7 @@ impl Delivery {
                         label,
                     };
                     settlements = self.retry(account, &batch, retry, round, metrics_batch);
+                    settlements.extend(self.back_off(account, &mut work, round));
                 }
                 BatchAnswer::Unreadable { status, reason } => {
                     let reason = self.unreadable(account, status, &reason, batch.len());
@@ -420,6 +452,7 @@ impl Delivery {
                         label: "unreadable",
                     };
                     settlements = self.retry(account, &batch, retry, round, metrics_batch);
+                    settlements.extend(self.back_off(account, &mut work, round));
                 }
                 BatchAnswer::AuthFailed { status, message } => {
                     let why = format!(
@@ -511,6 +544,28 @@ impl Delivery {
                 }
             }
         }
+    }
+
+    /// After a call Pinterest did not take, the account waits before its next one (1 s,
+    /// doubling to a minute, scaled by `retry_scale`; a Retry-After may say longer) and the
+    /// rest of the round goes back to the queue untouched, due when the wait ends. While
+    /// Pinterest is down an account thus makes one call per wait, whatever its queue holds:
+    /// its other events are not claimed, sent or rescheduled meanwhile.
+    fn back_off(
+        &self,
+        account: &Account,
+        work: &mut VecDeque<(Vec<ClaimedEvent>, u32)>,
+        round: &mut Round,
+    ) -> Vec<Settlement> {
+        let n = account.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let wait_ms = (1_000f64 * 2f64.powi(n.saturating_sub(1).min(6) as i32)).min(60_000.0)
+            * self.config.retry_scale;
+        let until = self.clock.now_ms() + wait_ms as i64;
+        account.paused_until.fetch_max(until, Ordering::Relaxed);
+        let until = account.paused_until.load(Ordering::Relaxed);
+        let rest: Vec<ClaimedEvent> = work.drain(..).flat_map(|(b, _)| b).collect();
+        round.retried += rest.len();
+        retry_all(&rest, until, "waiting for Pinterest to take calls again")
     }
 
     /// An answer that is not Pinterest's: counted, logged with the base URL and kept for the

@@ -10,6 +10,7 @@ mod contract;
 mod demo_dashboard;
 mod deploy;
 mod edge;
+mod failing_account;
 mod faults;
 mod gateway;
 mod graphql_documents;
