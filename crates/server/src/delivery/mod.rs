@@ -17,6 +17,8 @@ mod accounts;
 mod answer;
 mod budget;
 
+use budget::Slot;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -157,6 +159,9 @@ impl Delivery {
             if *stop.borrow() || *retired.borrow() {
                 return;
             }
+            // When to look again, as a time: a wait computed from an earlier reading of the
+            // clock and slept from a later one would oversleep by the difference.
+            let now = self.clock.now_ms();
             let wait = match self.round(&account).await {
                 // Woken by the probe's end (or the poll interval, at the latest).
                 Ok(r) if r.deferred => Duration::from_millis(self.config.poll_interval_ms),
@@ -177,7 +182,17 @@ impl Delivery {
                     }
                     continue;
                 }
-                Ok(_) => self.idle_wait(&account).await,
+                Ok(_) => {
+                    let (until, wait) = self.idle_wait(&account).await;
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = retired.changed() => {}
+                        _ = account.wake.notified() => {}
+                        _ = self.clock.sleep_until(until), if !wait.is_zero() => {}
+                        _ = tokio::task::yield_now(), if wait.is_zero() => {}
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(ad_account_id = %account.id, error = %e, "Delivery round failed on the store");
                     Duration::from_secs(1)
@@ -191,14 +206,14 @@ impl Delivery {
                 _ = stop.changed() => {}
                 _ = retired.changed() => {}
                 _ = account.wake.notified() => {}
-                _ = self.clock.sleep(wait) => {}
+                _ = self.clock.sleep_until(now + wait.as_millis() as i64) => {}
             }
         }
     }
 
     /// How long an idle loop may sleep: until the next scheduled retry or pause end, bounded
     /// by the poll interval.
-    async fn idle_wait(&self, account: &Account) -> Duration {
+    async fn idle_wait(&self, account: &Account) -> (i64, Duration) {
         let now = self.clock.now_ms();
         let poll = self.config.poll_interval_ms as i64;
         let mut until = now + poll;
@@ -209,7 +224,8 @@ impl Delivery {
         if let Ok(Some(next)) = self.store.next_due(&account.id).await {
             until = until.min(next.max(paused));
         }
-        Duration::from_millis((until - now).clamp(0, poll) as u64)
+        let wait = (until - now).clamp(0, poll);
+        (now + wait, Duration::from_millis(wait as u64))
     }
 
     /// One round for one account: claim up to a batch, send, settle. Returns what happened.
@@ -751,91 +767,6 @@ impl Delivery {
             }
         }
     }
-
-    /// Waits for a call slot of the account's budget and takes it; returns the slot (to give
-    /// it back unused), or `None` if the budget cannot be read. With a store that shares the
-    /// budgets (PostgreSQL), the slot is taken from the one budget every instance draws on;
-    /// while the store cannot be reached, from this instance's own, so delivery goes on
-    /// within the account's limit as one instance counts it.
-    async fn wait_for_budget(&self, account: &Account) -> Option<Slot> {
-        let mut stop = self.stop.lock().ok().and_then(|s| s.clone());
-        let mut retired = account.retired.subscribe();
-        loop {
-            let now = self.clock.now_ms();
-            let shared = if self.store.shares_call_budgets() {
-                match self
-                    .store
-                    .take_call(&account.id, account.max_calls_per_minute, now)
-                    .await
-                {
-                    Ok(Ok(id)) => return Some(Slot::Shared(id)),
-                    Ok(Err(at)) => Some(at),
-                    Err(e) => {
-                        tracing::warn!(ad_account_id = %account.id, error = %e, "The shared call budget cannot be read; counting calls in this instance");
-                        None
-                    }
-                }
-            } else {
-                None
-            };
-            let next = match shared {
-                Some(at) => Err(at),
-                None => match account.budget.lock() {
-                    Ok(mut b) => b.take(now),
-                    Err(_) => return None,
-                },
-            };
-            match next {
-                Ok(()) => return Some(Slot::Local(now)),
-                // A stop ends the wait: a minute is too long for a shutdown to wait.
-                Err(_) if self.stopping(account) => return None,
-                Err(at) => match stop.as_mut() {
-                    Some(s) => tokio::select! {
-                        _ = s.changed() => {}
-                        _ = retired.changed() => {}
-                        _ = self.clock.sleep_until(at.max(now + 1)) => {}
-                    },
-                    None => self.clock.sleep_until(at.max(now + 1)).await,
-                },
-            }
-        }
-    }
-
-    /// Whether the engine is stopping or the account was retired.
-    fn stopping(&self, account: &Account) -> bool {
-        let stopped = self
-            .stop
-            .lock()
-            .ok()
-            .and_then(|s| s.as_ref().map(|r| *r.borrow()))
-            .unwrap_or(false);
-        stopped || *account.retired.borrow()
-    }
-
-    /// Returns a call slot the round did not use, to the budget it came from.
-    async fn give_back(&self, account: &Account, slot: Option<Slot>) {
-        match slot {
-            Some(Slot::Shared(id)) => {
-                if let Err(e) = self.store.give_back_call(&account.id, id).await {
-                    tracing::debug!(ad_account_id = %account.id, error = %e, "An unused call slot stays taken until its minute is over");
-                }
-            }
-            Some(Slot::Local(at)) => {
-                if let Ok(mut b) = account.budget.lock() {
-                    b.give_back(at);
-                }
-            }
-            None => {}
-        }
-    }
-}
-
-/// A call slot taken: from the account's budget in this process (when it was taken), or
-/// from the one the store shares between instances (its id there).
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Local(i64),
-    Shared(i64),
 }
 
 /// Metric updates of one round, applied at its end with one lock each instead of several per
