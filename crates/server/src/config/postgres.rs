@@ -15,6 +15,10 @@ pub struct PostgresConfig {
     pub pool_size: usize,
     /// Seconds to wait for a connection to PostgreSQL before the store counts as unavailable.
     pub connect_timeout_secs: u64,
+    /// One call budget per ad account for every instance on the database (`call_slots`),
+    /// instead of each instance counting `max_calls_per_minute` on its own. It costs one
+    /// short transaction under a per-account lock for each delivery round. Off by default.
+    pub shared_call_budget: bool,
 }
 
 impl Default for PostgresConfig {
@@ -22,6 +26,7 @@ impl Default for PostgresConfig {
         PostgresConfig {
             pool_size: 16,
             connect_timeout_secs: 10,
+            shared_call_budget: false,
         }
     }
 }

@@ -37,6 +37,7 @@ async fn three_instances_share_one_call_budget_and_one_alone_uses_all_of_it() {
         apps.push(
             spawn_app_on(clock.clone(), SandboxOptions::default(), move |c| {
                 c.store = url;
+                c.postgres.shared_call_budget = true;
                 c.delivery.max_calls_per_minute = BUDGET as u32;
                 // One event a call, so every event needs a call of its own.
                 c.delivery.batch_size = 1;

@@ -1,7 +1,7 @@
 //! The ad accounts' call budgets, shared by every instance on the database: one row per call
 //! taken in the last minute (`call_slots`), counted and added under a per-account advisory
 //! lock, so N instances together never take more than the budget in any 60 seconds and one
-//! instance alone may take all of it. A call is one transaction of three short statements;
+//! instance alone may take all of it. On with `postgres.shared_call_budget`. A call is one transaction of three short statements;
 //! it carries up to a whole batch of events.
 
 use deadpool_postgres::GenericClient;
@@ -18,7 +18,9 @@ pub(super) async fn take<C: GenericClient + Sync>(
     now_ms: i64,
 ) -> Result<Result<i64, i64>, PgError> {
     c.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        // The schema is part of the key: gateways on other schemas of one database (tests,
+        // or a staging beside production) never wait for each other.
+        "SELECT pg_advisory_xact_lock($1, hashtext(current_schema() || '/' || $2))",
         &[&BUDGET_LOCK, &ad_account_id],
     )
     .await?;

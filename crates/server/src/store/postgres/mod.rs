@@ -130,6 +130,8 @@ pub struct PostgresStore {
     version: i32,
     /// Enqueues go through the group-commit writers (see [`GroupWriter`]).
     enqueues: mpsc::UnboundedSender<EnqueueJob>,
+    /// `postgres.shared_call_budget`.
+    shared_call_budget: bool,
 }
 
 /// One `enqueue` call waiting for its group's commit.
@@ -282,6 +284,7 @@ impl PostgresStore {
             display,
             version: 0,
             enqueues,
+            shared_call_budget: settings.shared_call_budget,
         };
         let mut client = store.client().await?;
         store.version = migrations::migrate(&mut client, crate::clock::system_now_ms()).await?;

@@ -234,7 +234,7 @@ impl Queue for PostgresStore {
     }
 
     fn shares_call_budgets(&self) -> bool {
-        true
+        self.shared_call_budget
     }
 
     async fn take_call(
