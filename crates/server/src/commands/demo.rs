@@ -212,8 +212,10 @@ pub async fn run(
         out: args.store.with_file_name("pincapi-demo-audit.html"),
         json: Some(args.store.with_file_name("pincapi-demo-audit.json")),
         browser: false,
-        allow_private: true,
-        allow_address: Vec::new(),
+        addresses: super::egress::AddressArgs {
+            allow_private: true,
+            allow_address: Vec::new(),
+        },
         tag_id: state.config.tag_id.clone(),
         pinterest_token: Some("demo-oauth-token".to_owned()),
         config: None,

@@ -26,8 +26,7 @@ use super::webdriver::{BrowserOptions, Chromedriver, Session};
 use crate::browser::scan::{Call, Scan, scan_html};
 use crate::browser::script::MARKER;
 use crate::commands::egress::proxy::FilteringProxy;
-use crate::commands::egress::{AddressPolicy, Fetcher};
-use crate::config::browser::Cidr;
+use crate::commands::egress::{AddressArgs, Fetcher};
 
 /// `pincapi tag ...`.
 #[derive(Debug, clap::Args)]
@@ -53,13 +52,8 @@ pub struct CheckArgs {
     /// Also load each page in headless Chromium and report what actually fired.
     #[arg(long)]
     pub browser: bool,
-    /// Allow private, loopback and link-local addresses (a staging shop, the demo).
-    #[arg(long)]
-    pub allow_private: bool,
-    /// Allow this private network only (an address or CIDR; repeatable), everything else
-    /// private stays refused: a staging shop on 10.0.0.5 without opening the rest.
-    #[arg(long = "allow-address", value_name = "CIDR")]
-    pub allow_address: Vec<Cidr>,
+    #[command(flatten)]
+    pub addresses: AddressArgs,
     /// The Tag id the pages must use (default: tag_id from the configuration, PINCAPI_TAG_ID).
     #[arg(long)]
     pub tag_id: Option<String>,
@@ -165,16 +159,6 @@ impl PageReport {
     }
 }
 
-impl CheckArgs {
-    /// The address rule of this run.
-    pub fn policy(&self) -> AddressPolicy {
-        AddressPolicy {
-            allow_private: self.allow_private,
-            allowed: self.allow_address.clone(),
-        }
-    }
-}
-
 /// Runs `pincapi tag check`.
 pub async fn run(args: TagArgs) -> anyhow::Result<ExitCode> {
     let TagCommand::Check(args) = args.command;
@@ -202,7 +186,7 @@ pub async fn check_pages(
     args: &CheckArgs,
     expected: Option<&str>,
 ) -> anyhow::Result<Vec<PageReport>> {
-    let policy = args.policy();
+    let policy = args.addresses.policy();
     let fetcher = Fetcher {
         policy: policy.clone(),
     };

@@ -44,6 +44,27 @@ pub struct PinterestDay {
     pub spend: f64,
 }
 
+/// `GET {base}{path}` of Pinterest's Ads API as JSON; a status other than 2xx, or a body that
+/// is not JSON, is an error in words.
+pub async fn get_json(
+    client: &PinterestClient,
+    token: &Secret,
+    path: &str,
+) -> Result<Value, String> {
+    let answer = client
+        .get(path, token)
+        .await
+        .map_err(|e| format!("{}: {}", e.kind, e.detail))?;
+    if !(200..300).contains(&answer.status) {
+        let snippet: String = String::from_utf8_lossy(&answer.body)
+            .chars()
+            .take(200)
+            .collect();
+        return Err(format!("HTTP {}: {snippet}", answer.status));
+    }
+    serde_json::from_slice(&answer.body).map_err(|e| format!("not Pinterest's answer: {e}"))
+}
+
 /// `GET /ad_accounts/{account}/analytics` for the days `since..=today` (Unix seconds of UTC
 /// midnights), one [`PinterestDay`] per day Pinterest has figures for, oldest first.
 pub async fn fetch_days(
@@ -60,18 +81,7 @@ pub async fn fetch_days(
         day_label(since),
         day_label(today)
     );
-    let answer = client
-        .get(&path, token)
-        .await
-        .map_err(|e| format!("{}: {}", e.kind, e.detail))?;
-    if !(200..300).contains(&answer.status) {
-        let snippet: String = String::from_utf8_lossy(&answer.body)
-            .chars()
-            .take(200)
-            .collect();
-        return Err(format!("HTTP {}: {snippet}", answer.status));
-    }
-    let rows: Vec<Value> = serde_json::from_slice(&answer.body)
+    let rows: Vec<Value> = serde_json::from_value(get_json(client, token, &path).await?)
         .map_err(|e| format!("not Pinterest's analytics answer: {e}"))?;
     let micro = |v: &Value| v.as_f64().unwrap_or(0.0) / 1e6;
     let mut days: Vec<PinterestDay> = rows
@@ -138,6 +148,9 @@ pub struct ResultsCache {
     oauth: Arc<OAuthTokens>,
     enabled: bool,
     kept: Mutex<Kept>,
+    /// Go-live days found: once an account has delivered, its first day does not change, so
+    /// views do not read 90 days of counts again for it.
+    go_live: Mutex<BTreeMap<String, i64>>,
 }
 
 impl std::fmt::Debug for ResultsCache {
@@ -156,6 +169,7 @@ impl ResultsCache {
             oauth,
             enabled: !config.pinterest_oauth_token.is_empty() || config.pinterest_app_id.is_some(),
             kept: Mutex::new(BTreeMap::new()),
+            go_live: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -183,8 +197,27 @@ impl ResultsCache {
         }
         let token = self.oauth.token().await.map_err(|e| e.to_string())?;
         let days = fetch_days(client, &token, account, since, today).await;
+        // Readings of other periods or days go stale too: drop them rather than keep them.
+        kept.retain(|_, (at, _)| now_ms - *at < CACHE_TTL.as_millis() as i64);
         kept.insert(key, (now_ms, days.clone()));
         days
+    }
+
+    /// The account's go-live day ([`go_live_day`]), remembered once found.
+    pub async fn go_live(
+        &self,
+        store: &dyn QualityStore,
+        account: &str,
+        now: i64,
+    ) -> Result<Option<i64>, crate::store::StoreError> {
+        if let Some(day) = self.go_live.lock().await.get(account) {
+            return Ok(Some(*day));
+        }
+        let day = go_live_day(store, account, now).await?;
+        if let Some(d) = day {
+            self.go_live.lock().await.insert(account.to_owned(), d);
+        }
+        Ok(day)
     }
 }
 
@@ -223,7 +256,7 @@ pub async fn fill(
     // The shop's orders are per account only when the report is.
     let one = accounts.len() == 1;
     for account in accounts {
-        let go_live = go_live_day(store, &account, now).await?;
+        let go_live = cache.go_live(store, &account, now).await?;
         let (pinterest, error) = match cache.days(&account, since, today, now_ms).await {
             Ok(d) => (d, None),
             Err(e) => (

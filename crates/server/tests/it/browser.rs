@@ -6,7 +6,6 @@
 //! `PINCAPI_SKIP_BROWSER_TESTS=1` to skip them on a machine without.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use pincapi::browser::storefront::CORE_STUB_PATH;
@@ -653,22 +652,6 @@ async fn page_urls_are_stored_without_access_keys_or_email_addresses() {
 }
 
 // --- pincapi tag check ---
-
-async fn tag_check(args: Vec<String>) -> (Output, Value) {
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pincapi"))
-            .args(["tag", "check", "--json"])
-            .args(&args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let reports = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out, reports)
-}
 
 fn report_for<'a>(reports: &'a Value, url: &str) -> &'a Value {
     reports

@@ -384,3 +384,21 @@ pub fn announced_address(child: &mut std::process::Child) -> String {
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
         .to_owned()
 }
+
+/// Runs `pincapi tag check --json ARGS` with nothing of the environment but `PATH`; returns the
+/// process output and the reports it printed (`null` when it printed none).
+pub async fn tag_check(args: Vec<String>) -> (std::process::Output, Value) {
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pincapi"))
+            .args(["tag", "check", "--json"])
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let reports = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out, reports)
+}

@@ -5,14 +5,14 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver`, like the other browser tests.
 
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
 use axum::response::{Html, Redirect};
 use axum::routing::get;
-use serde_json::Value;
+
+use crate::helpers::tag_check;
 
 const TAG_ID: &str = "2612345678901";
 
@@ -34,22 +34,6 @@ async fn counting_server(ip: &str, hits: Arc<AtomicUsize>) -> u16 {
         }
     });
     serve_on(ip, router).await
-}
-
-async fn tag_check(args: Vec<String>) -> (Output, Value) {
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_pincapi"))
-            .args(["tag", "check", "--json", "--browser"])
-            .args(&args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let reports = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out, reports)
 }
 
 #[tokio::test]
@@ -102,6 +86,7 @@ async fn a_checked_page_cannot_make_the_browser_reach_other_private_addresses() 
     let clean_url = format!("http://127.0.0.1:{p1}/clean");
 
     let (out, reports) = tag_check(vec![
+        "--browser".into(),
         "--allow-address".into(),
         "127.0.0.1".into(),
         "--tag-id".into(),

@@ -23,8 +23,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::egress::AddressPolicy;
-use crate::config::browser::Cidr;
+use super::egress::AddressArgs;
 
 pub use crate::quality::results::PinterestDay;
 pub use pinterest::PinterestSection;
@@ -62,12 +61,8 @@ pub struct AuditArgs {
     /// Also load each page in headless Chromium, through pincapi's filtering proxy.
     #[arg(long)]
     pub browser: bool,
-    /// Allow private, loopback and link-local addresses (a staging shop, the demo).
-    #[arg(long)]
-    pub allow_private: bool,
-    /// Allow this private network only (an address or CIDR; repeatable).
-    #[arg(long = "allow-address", value_name = "CIDR")]
-    pub allow_address: Vec<Cidr>,
+    #[command(flatten)]
+    pub addresses: AddressArgs,
     /// The Tag id the pages must use (default: tag_id from the configuration).
     #[arg(long)]
     pub tag_id: Option<String>,
@@ -216,7 +211,7 @@ pub fn verdict(
     let shopify_orders = shopify.map(|s| s.web_orders);
     let pinterest_checkouts = pinterest.map(|p| p.checkouts);
     let reported_share_percent = match (shopify_orders, pinterest_checkouts) {
-        (Some(o), Some(c)) if o > 0 => Some(round1(100.0 * c as f64 / o as f64)),
+        (Some(o), Some(c)) if o > 0 => Some(pincapi_core::quality::percent(c, o)),
         _ => None,
     };
     let roas = pinterest.and_then(|p| p.roas);
@@ -323,10 +318,7 @@ pub async fn build_with(args: &AuditArgs, config: &crate::config::Config) -> any
     let today = now.div_euclid(86_400) * 86_400;
     let days = args.days.clamp(1, 90);
     let since = today - (days - 1) * 86_400;
-    let policy = AddressPolicy {
-        allow_private: args.allow_private,
-        allowed: args.allow_address.clone(),
-    };
+    let policy = args.addresses.policy();
     let expected = args.tag_id.clone().or_else(|| config.tag_id.clone());
     let mut findings = Vec::new();
     let storefront = storefront::audit(args, &policy, expected.as_deref(), &mut findings).await?;

@@ -14,7 +14,9 @@ use super::{AuditArgs, Finding};
 use crate::clock::SystemClock;
 use crate::config::{Config, Secret};
 use crate::pinterest_client::PinterestClient;
-use crate::quality::results::{CLICK_WINDOW_DAYS, PinterestDay, VIEW_WINDOW_DAYS, fetch_days};
+use crate::quality::results::{
+    CLICK_WINDOW_DAYS, PinterestDay, VIEW_WINDOW_DAYS, fetch_days, get_json,
+};
 use crate::store::SharedStore;
 
 /// One conversion tag of the account.
@@ -44,22 +46,6 @@ pub struct PinterestSection {
     pub tags: Vec<TagInfo>,
     /// Pinterest's EQS for CAPI events, per source platform: `(platform, overall_status)`.
     pub eqs: Vec<(String, String)>,
-}
-
-async fn get(client: &PinterestClient, token: &Secret, path: &str) -> Result<Value, String> {
-    let answer = client
-        .get(path, token)
-        .await
-        .map_err(|e| format!("{}: {}", e.kind, e.detail))?;
-    if !(200..300).contains(&answer.status) {
-        let snippet = String::from_utf8_lossy(&answer.body);
-        return Err(format!(
-            "HTTP {}: {}",
-            answer.status,
-            snippet.chars().take(200).collect::<String>()
-        ));
-    }
-    serde_json::from_slice(&answer.body).map_err(|e| format!("not Pinterest's answer: {e}"))
 }
 
 async fn token(args: &AuditArgs, config: &Config, store: Option<SharedStore>) -> Option<Secret> {
@@ -125,7 +111,7 @@ pub async fn audit(
     let cpa = (checkouts > 0).then(|| (spend / checkouts as f64 * 100.0).round() / 100.0);
 
     let mut tags = Vec::new();
-    match get(
+    match get_json(
         &client,
         &token,
         &format!("/ad_accounts/{account}/conversion_tags"),
@@ -154,7 +140,7 @@ pub async fn audit(
         )),
     }
     let mut eqs = Vec::new();
-    if let Ok(Value::Array(scores)) = get(
+    if let Ok(Value::Array(scores)) = get_json(
         &client,
         &token,
         &format!("/ad_accounts/{account}/conversion_eqs?lookback_period=14d&ingestion_source=CONVERSIONS_API"),

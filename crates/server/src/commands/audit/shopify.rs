@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use pincapi_core::quality::percent;
 use pincapi_core::shopify::{self, Consent, MapOptions, Mapped, Order};
 use serde::Serialize;
 
@@ -74,14 +75,6 @@ pub struct ShopifySection {
     pub consent: String,
     /// The listing stopped at the page limit.
     pub truncated: bool,
-}
-
-fn pct(n: i64, d: i64) -> f64 {
-    if d == 0 {
-        0.0
-    } else {
-        (1000.0 * n as f64 / d as f64).round() / 10.0
-    }
 }
 
 /// Opens the configured store when one exists already (the audit never creates one).
@@ -227,13 +220,13 @@ pub async fn audit(
             d
         })
         .collect();
-    s.pos_percent = pct(s.pos_orders, s.listed);
-    s.test_percent = pct(s.test_orders, s.listed);
+    s.pos_percent = percent(s.pos_orders, s.listed);
+    s.test_percent = percent(s.test_orders, s.listed);
     s.key_shares = KeyShares {
-        email: pct(em, s.web_orders),
-        phone: pct(ph, s.web_orders),
-        address: pct(addr, s.web_orders),
-        ip: pct(ip, s.web_orders),
+        email: percent(em, s.web_orders),
+        phone: percent(ph, s.web_orders),
+        address: percent(addr, s.web_orders),
+        ip: percent(ip, s.web_orders),
     };
     match connect::subscriptions(&api).await {
         Ok(subs) => {

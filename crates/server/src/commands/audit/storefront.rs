@@ -102,8 +102,7 @@ pub async fn audit(
     let check = CheckArgs {
         urls,
         browser: args.browser,
-        allow_private: policy.allow_private,
-        allow_address: policy.allowed.clone(),
+        addresses: args.addresses.clone(),
         tag_id: expected.map(str::to_owned),
         config: None,
         json: true,

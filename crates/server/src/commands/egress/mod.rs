@@ -23,6 +23,28 @@ pub const MAX_FETCH_BYTES: usize = 5 * 1024 * 1024;
 /// Redirects followed per fetch.
 pub const MAX_REDIRECTS: usize = 5;
 
+/// The address options of the commands that fetch storefront pages (`tag check`, `audit`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AddressArgs {
+    /// Allow private, loopback and link-local addresses (a staging shop, the demo).
+    #[arg(long)]
+    pub allow_private: bool,
+    /// Allow this private network only (an address or CIDR; repeatable), everything else
+    /// private stays refused: a staging shop on 10.0.0.5 without opening the rest.
+    #[arg(long = "allow-address", value_name = "CIDR")]
+    pub allow_address: Vec<Cidr>,
+}
+
+impl AddressArgs {
+    /// The address rule these options make.
+    pub fn policy(&self) -> AddressPolicy {
+        AddressPolicy {
+            allow_private: self.allow_private,
+            allowed: self.allow_address.clone(),
+        }
+    }
+}
+
 /// Which addresses outbound requests may reach.
 #[derive(Debug, Clone, Default)]
 pub struct AddressPolicy {
