@@ -71,8 +71,9 @@ pub(crate) struct Settled {
     pub(crate) event_time: i64,
 }
 
-/// Quality counts of one job, written at its end with one UPSERT per (hour, ad account,
-/// event name) and per message, instead of one per event. PostgreSQL counts with it too.
+/// Quality counts of one job, written with one UPSERT per (hour, ad account, event name) and
+/// per message, instead of one per event: at the end of the job on PostgreSQL, and once per
+/// group commit on SQLite (see [`Tally::absorb`]).
 #[derive(Default)]
 pub(crate) struct Tally {
     /// A job touches few (hour, ad account, event name) groups, so a short list searched in
@@ -123,6 +124,29 @@ impl Tally {
             .messages
             .entry((day, account.to_owned(), kind, text))
             .or_default() += 1;
+    }
+
+    /// Adds another job's counts to these (the writer sums the jobs of a group commit, so
+    /// each (hour, ad account, event name) is written once per commit, not once per job).
+    pub(crate) fn absorb(&mut self, other: Tally) {
+        for (hour, account, name, counts) in other.hours {
+            let found = self
+                .hours
+                .iter_mut()
+                .find(|(h, a, n, _)| *h == hour && *a == account && *n == name);
+            match found {
+                Some((_, _, _, c)) => c.add(&counts),
+                None => self.hours.push((hour, account, name, counts)),
+            }
+        }
+        for (key, n) in other.messages {
+            *self.messages.entry(key).or_default() += n;
+        }
+    }
+
+    /// Whether nothing was counted.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.hours.is_empty() && self.messages.is_empty()
     }
 
     /// Counts one settlement (what it changes on the order ledger is the store's to write).

@@ -3,7 +3,8 @@
 //! All writes go through one writer thread that owns the write connection and commits every
 //! job waiting in its queue in one transaction (group commit): many concurrent requests share
 //! one fsync, and a request is answered only after the commit that holds its events. Each
-//! job runs inside its own savepoint, so one failing job does not undo its neighbours. Reads
+//! job runs inside its own savepoint, so one failing job does not undo its neighbours; the
+//! quality counts of the group's jobs are summed and written once, before the commit. Reads
 //! that may scan (depth, dead letters) use a separate connection and never hold up writers.
 //!
 //! One process owns an embedded store at a time: [`SqliteStore::lock_owner`] takes an
@@ -33,12 +34,14 @@ use tokio::sync::oneshot;
 use self::schema::migrate;
 use crate::config::Synchronous;
 use crate::store::StoreError;
+use crate::store::tally::Tally;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
-/// A job gets the connection inside the open transaction, or `None` when the transaction
-/// could not begin (then it must not touch the store and only reports the failure).
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
+/// A job gets the connection inside the open transaction and the group's quality counts,
+/// or `None` when the transaction could not begin (then it must not touch the store and only
+/// reports the failure).
+type Job = Box<dyn FnOnce(Option<(&Connection, &mut Tally)>) -> Reply + Send>;
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -174,10 +177,27 @@ impl SqliteStore {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
+        self.write_counted(move |conn, _| f(conn)).await
+    }
+
+    /// [`write`](Self::write) for a job that counts: what it adds to its tally is written
+    /// with the rest of its group, at the commit, and only when the job succeeded.
+    async fn write_counted<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection, &mut Tally) -> Result<R, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = match conn {
-                Some(conn) => in_savepoint(conn, f),
+        let job: Job = Box::new(move |group| {
+            let result = match group {
+                Some((conn, group_tally)) => {
+                    let mut tally = Tally::default();
+                    let result = in_savepoint(conn, |conn| f(conn, &mut tally));
+                    if result.is_ok() {
+                        group_tally.absorb(tally);
+                    }
+                    result
+                }
                 None => Err(StoreError::Unavailable("transaction did not begin".into())),
             };
             Box::new(move |commit: Result<(), StoreError>| {
@@ -430,10 +450,21 @@ fn writer_loop(
             }
             continue;
         }
-        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(Some(&conn))).collect();
-        let commit = conn
-            .execute_batch("COMMIT")
-            .map_err(|e| match StoreError::from(e) {
+        let mut tally = Tally::default();
+        let replies: Vec<Reply> = jobs
+            .into_iter()
+            .map(|job| job(Some((&conn, &mut tally))))
+            .collect();
+        // The group's quality counts, one upsert per (hour, ad account, event name): written
+        // in the same transaction as the events they count, or neither is.
+        let counted = if tally.is_empty() {
+            Ok(())
+        } else {
+            quality::flush(&conn, tally)
+        };
+        let commit = counted
+            .and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from))
+            .map_err(|e| match e {
                 full @ StoreError::Full(_) => full,
                 e => StoreError::Unavailable(format!("commit failed: {e}")),
             });

@@ -5,7 +5,6 @@ use pincapi_core::event::EventName;
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
-use super::quality::flush;
 use super::quality::mark_order;
 use crate::store::LedgerFlag;
 use crate::store::repeat::{self, RepeatTarget};
@@ -18,13 +17,11 @@ use crate::store::{
 impl Queue for SqliteStore {
     async fn enqueue(&self, events: Vec<NewEvent>) -> Result<Vec<Enqueued>, StoreError> {
         self.room_for_new_data()?;
-        self.write(move |conn| {
+        self.write_counted(move |conn, tally| {
             let mut out = Vec::with_capacity(events.len());
-            let mut tally = Tally::default();
             for e in &events {
-                out.push(insert_event(conn, e, &mut tally)?);
+                out.push(insert_event(conn, e, tally)?);
             }
-            flush(conn, tally)?;
             Ok(out)
         })
         .await
@@ -96,9 +93,8 @@ impl Queue for SqliteStore {
         lease_until_ms: i64,
         settlements: Vec<Settlement>,
     ) -> Result<usize, StoreError> {
-        self.write(move |conn| {
+        self.write_counted(move |conn, tally| {
             let mut applied = 0;
-            let mut tally = Tally::default();
             for s in &settlements {
                 // Each update returns what the aggregates need, or nothing when the lease
                 // was replaced (then nothing is counted either).
@@ -147,9 +143,8 @@ impl Queue for SqliteStore {
                     continue;
                 };
                 applied += 1;
-                count_settlement(conn, &mut tally, &settled, s)?;
+                count_settlement(conn, tally, &settled, s)?;
             }
-            flush(conn, tally)?;
             Ok(applied)
         })
         .await

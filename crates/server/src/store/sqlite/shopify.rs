@@ -4,7 +4,6 @@ use async_trait::async_trait;
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
-use super::quality::flush;
 use super::queue::insert_event;
 use crate::store::tally::Tally;
 use crate::store::{
@@ -21,15 +20,12 @@ impl ShopifyStore for SqliteStore {
         records: Vec<ShopifyRecord>,
     ) -> Result<Vec<ShopifyStored>, StoreError> {
         self.room_for_new_data()?;
-        self.write(move |conn| {
+        self.write_counted(move |conn, tally| {
             // One job, so one savepoint: a failure leaves nothing of any record behind.
-            let mut tally = Tally::default();
-            let stored = records
+            records
                 .iter()
-                .map(|r| shopify_record(conn, r, &mut tally))
-                .collect::<Result<Vec<_>, _>>()?;
-            flush(conn, tally)?;
-            Ok(stored)
+                .map(|r| shopify_record(conn, r, tally))
+                .collect::<Result<Vec<_>, _>>()
         })
         .await
     }
