@@ -150,8 +150,14 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Measure ingest and delivery throughput on this machine.
+    /// Measure what the gateway costs per event on this machine, beside the HTTP floor.
     Bench(pincapi::commands::bench::BenchArgs),
+    /// The bench's floor server (a minimal axum server), started by `pincapi bench`.
+    #[command(hide = true)]
+    BenchFloor {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
     /// Delete delivered and dropped events older than retention.delivered_days (`serve` does
     /// it hourly; this is for cron or a one-off clean-up).
     Purge {
@@ -354,6 +360,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => report(config, &since, format, check).await,
         Command::Bench(args) => {
             pincapi::commands::bench::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchFloor { listen } => {
+            pincapi::commands::bench::serve_floor(listen).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { config, dry_run } => purge(config, dry_run).await,

@@ -253,21 +253,32 @@ fn the_bench_runs_every_phase_and_reports_json() {
             "0.3",
             "--concurrency",
             "4",
-            "--delivery-events",
-            "500",
+            "--batch-concurrency",
+            "2",
             "--json",
         ],
         &[],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["phases"].as_array().unwrap().len(), 3);
-    for p in report["phases"].as_array().unwrap() {
+    let phases = report["phases"].as_array().unwrap();
+    // The floor, then SQLite with one event per request, 100 per request, and Pinterest
+    // unreachable (no --postgres, so no PostgreSQL phases).
+    assert_eq!(phases.len(), 4, "{report}");
+    for p in phases {
         assert_eq!(p["errors"], 0, "{p}");
         assert!(p["requests"].as_u64().unwrap() > 0, "{p}");
+        assert!(p["cpu_us_per_event"].as_f64().unwrap() > 0.0, "{p}");
     }
-    assert!(report["delivery_events"].as_u64().unwrap() >= 500);
-    assert!(report["delivery_events_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(
+        phases[0]["instances"] == 0 && phases[1]["instances"] == 1,
+        "{report}"
+    );
+    assert!(
+        phases[2]["events_per_sec"].as_f64().unwrap()
+            > phases[2]["requests_per_sec"].as_f64().unwrap(),
+        "{report}"
+    );
 }
 
 #[test]

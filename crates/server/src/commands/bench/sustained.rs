@@ -497,7 +497,7 @@ fn process_cpu_secs() -> f64 {
 }
 
 /// utime + stime from a `stat` line of `/proc`, seconds.
-fn stat_cpu_secs(stat: &str) -> f64 {
+pub(super) fn stat_cpu_secs(stat: &str) -> f64 {
     // The command name (field 2) may hold spaces; the fields after it are plain.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
         return 0.0;
@@ -542,7 +542,7 @@ fn rss_mib() -> f64 {
 
 /// Request latencies in buckets 2 % wide, so a long run needs no memory per request.
 #[derive(Debug, Clone)]
-struct Histogram {
+pub struct Histogram {
     counts: Vec<u64>,
     count: u64,
 }
@@ -561,14 +561,14 @@ impl Histogram {
     const BUCKETS: usize = 1100;
     const GROWTH: f64 = 1.02;
 
-    fn record(&mut self, d: Duration) {
+    pub fn record(&mut self, d: Duration) {
         let us = (d.as_secs_f64() * 1e6).max(1.0);
         let i = (us.ln() / Self::GROWTH.ln()) as usize;
         self.counts[i.min(Self::BUCKETS - 1)] += 1;
         self.count += 1;
     }
 
-    fn merge(&mut self, other: &Histogram) {
+    pub fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
@@ -576,7 +576,7 @@ impl Histogram {
     }
 
     /// The upper bound of the bucket holding quantile `q`, milliseconds.
-    fn quantile_ms(&self, q: f64) -> f64 {
+    pub fn quantile_ms(&self, q: f64) -> f64 {
         if self.count == 0 {
             return 0.0;
         }
