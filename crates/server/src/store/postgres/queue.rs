@@ -314,14 +314,30 @@ pub(super) async fn enqueue_in<C: GenericClient + Sync>(
     let match_keys = num(&|e| i64::from(e.match_keys));
     let due = num(&|e| e.received_at_ms + e.hold_ms.max(0));
     let tests: Vec<bool> = fresh.iter().map(|&i| events[i].test).collect();
+    let bodies: Vec<&str> = fresh.iter().map(|&i| events[i].payload.as_str()).collect();
+    // One statement stores the new events and their payloads (a repeat inserts neither): a
+    // round trip fewer per group, and PostgreSQL's cost here is mostly per round trip.
     let inserted = query(
         c,
-        "INSERT INTO events (ad_account_id, event_id, event_name, event_time, received_at,
-             source, sources, match_keys, test, next_attempt_at)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
-             $6::text[], $7::bigint[], $8::bigint[], $9::boolean[], $10::bigint[])
-         ON CONFLICT (ad_account_id, event_id) DO NOTHING
-         RETURNING id, ad_account_id, event_id",
+        "WITH input AS MATERIALIZED (
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                 $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::boolean[],
+                 $10::bigint[], $11::text[])
+                 AS i(ad_account_id, event_id, event_name, event_time, received_at, source,
+                      sources, match_keys, test, next_attempt_at, body)),
+         inserted AS (
+             INSERT INTO events (ad_account_id, event_id, event_name, event_time, received_at,
+                 source, sources, match_keys, test, next_attempt_at)
+             SELECT ad_account_id, event_id, event_name, event_time, received_at, source,
+                    sources, match_keys, test, next_attempt_at
+             FROM input
+             ON CONFLICT (ad_account_id, event_id) DO NOTHING
+             RETURNING id, ad_account_id, event_id),
+         stored AS (
+             INSERT INTO payloads (id, payload_version, body)
+             SELECT n.id, $12, i.body
+             FROM inserted n JOIN input i USING (ad_account_id, event_id))
+         SELECT id, ad_account_id, event_id FROM inserted",
         &[
             &accounts,
             &event_ids,
@@ -333,11 +349,11 @@ pub(super) async fn enqueue_in<C: GenericClient + Sync>(
             &match_keys,
             &tests,
             &due,
+            &bodies,
+            &(PAYLOAD_VERSION as i32),
         ],
     )
     .await?;
-    let mut payload_ids = Vec::with_capacity(inserted.len());
-    let mut bodies = Vec::with_capacity(inserted.len());
     for r in &inserted {
         let account: &str = r.get(1);
         let event_id: &str = r.get(2);
@@ -345,9 +361,7 @@ pub(super) async fn enqueue_in<C: GenericClient + Sync>(
             return Err(StoreError::Query("an inserted event is not in the batch".into()).into());
         };
         out[i] = Some(Enqueued::Accepted);
-        payload_ids.push(r.get::<_, i64>(0));
         let e = &events[i];
-        bodies.push(e.payload.as_str());
         let counts = tally.hour(&e.ad_account_id, e.event_name.as_str(), e.received_at_ms);
         counts.received += 1;
         counts.count_sources(e.source.bit());
@@ -359,15 +373,6 @@ pub(super) async fn enqueue_in<C: GenericClient + Sync>(
         if out[i].is_some() && e.source.is_browser() {
             quality::mark_order(c, &e.ad_account_id, &e.event_id, LedgerFlag::BrowserSeen).await?;
         }
-    }
-    if !payload_ids.is_empty() {
-        execute(
-            c,
-            "INSERT INTO payloads (id, payload_version, body)
-             SELECT id, $2, body FROM unnest($1::bigint[], $3::text[]) AS p(id, body)",
-            &[&payload_ids, &(PAYLOAD_VERSION as i32), &bodies],
-        )
-        .await?;
     }
     let repeats: Vec<usize> = (0..events.len()).filter(|&i| out[i].is_none()).collect();
     if !repeats.is_empty() {
