@@ -150,10 +150,10 @@ impl Delivery {
     /// Pinterest is down would only have it look at the store and sleep again, work per event
     /// that the healthy path does not do (it cost a third more CPU per ingested event).
     pub fn wake(&self, ad_account_id: &str) {
-        if let Some(a) = self.account(ad_account_id) {
-            if a.paused_until.load(Ordering::Relaxed) <= self.clock.now_ms() {
-                a.wake.notify_one();
-            }
+        if let Some(a) = self.account(ad_account_id)
+            && a.paused_until.load(Ordering::Relaxed) <= self.clock.now_ms()
+        {
+            a.wake.notify_one();
         }
     }
 
