@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
-use rustix::thread::{CpuSet, sched_setaffinity};
+use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 
 /// Which core the servers under test get and which the bench itself; `None` when the machine
 /// has one core (nothing is pinned then, and the report says so).
@@ -20,18 +20,29 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Servers on `server` (default the first core), the bench on `load` (default the last).
+    /// Servers on `server` (default the first core this process may run on), the bench on
+    /// `load` (default the last). The cores come from this process's affinity mask, not from
+    /// 0..N: a container or a CI runner may allow only some of the machine's cores.
     pub fn new(server: Option<usize>, load: Option<usize>) -> Layout {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if cores < 2 && server.is_none() && load.is_none() {
+        let allowed: Vec<usize> = match sched_getaffinity(None) {
+            Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+            Err(_) => Vec::new(),
+        };
+        let (Some(&first), Some(&last)) = (allowed.first(), allowed.last()) else {
+            return Layout {
+                server_cpu: server,
+                load_cpu: load,
+            };
+        };
+        if allowed.len() < 2 && server.is_none() && load.is_none() {
             return Layout {
                 server_cpu: None,
                 load_cpu: None,
             };
         }
         Layout {
-            server_cpu: Some(server.unwrap_or(0)),
-            load_cpu: Some(load.unwrap_or(cores - 1)),
+            server_cpu: Some(server.unwrap_or(first)),
+            load_cpu: Some(load.unwrap_or(last)),
         }
     }
 
@@ -183,5 +194,18 @@ mod tests {
     fn children_cpu_is_read_after_a_command_name_with_spaces() {
         let stat = "42 (post gres) S 1 2 3 4 5 6 7 8 9 10 120 30 250 50 20 0";
         assert_eq!(children_cpu_secs(stat), 3.0);
+    }
+
+    #[test]
+    fn the_default_layout_uses_only_cores_this_process_may_run_on() {
+        let allowed = sched_getaffinity(None).unwrap();
+        let layout = Layout::new(None, None);
+        for cpu in [layout.server_cpu, layout.load_cpu].into_iter().flatten() {
+            assert!(allowed.is_set(cpu), "CPU {cpu} is not in the affinity mask");
+        }
+        if allowed.count() >= 2 {
+            assert_ne!(layout.server_cpu, layout.load_cpu);
+            assert!(layout.server_cpu.is_some());
+        }
     }
 }
