@@ -333,7 +333,6 @@ fn settle_one(
 }
 
 /// Counts one settlement, and marks a delivered Shopify purchase on the order ledger.
-/// Counts one settlement, and marks a delivered Shopify purchase on the order ledger.
 fn count_settlement(
     conn: &Connection,
     tally: &mut Tally,
