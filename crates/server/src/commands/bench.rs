@@ -225,7 +225,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
                     &[floor],
                     &single,
                     args.concurrency,
-                    false,
+                    Measured::Floor,
                 )
                 .await,
         );
@@ -245,7 +245,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
                     &gw,
                     &single,
                     args.concurrency,
-                    false,
+                    Measured::Gateways,
                 )
                 .await,
         );
@@ -256,7 +256,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
                     &gw,
                     &batch,
                     args.batch_concurrency,
-                    false,
+                    Measured::Gateways,
                 )
                 .await,
         );
@@ -275,7 +275,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
                     &[gw],
                     &single,
                     args.concurrency,
-                    false,
+                    Measured::Gateways,
                 )
                 .await,
         );
@@ -293,7 +293,13 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
             );
             phases.push(
                 bench
-                    .phase(&name, &gws, &single, args.concurrency, true)
+                    .phase(
+                        &name,
+                        &gws,
+                        &single,
+                        args.concurrency,
+                        Measured::GatewaysAndPostgres,
+                    )
                     .await,
             );
         }
@@ -310,6 +316,17 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         batch_concurrency: args.batch_concurrency,
         synchronous: sync,
     })
+}
+
+/// What a phase's servers are, for what its figures hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measured {
+    /// The floor server: no gateway instances.
+    Floor,
+    /// Gateways on SQLite.
+    Gateways,
+    /// Gateways on PostgreSQL: the database's CPU is measured too.
+    GatewaysAndPostgres,
 }
 
 /// What every phase shares.
@@ -352,14 +369,14 @@ impl Bench<'_> {
     }
 
     /// One second of warm-up, then `--seconds` measured: rates, latency, and the CPU of
-    /// `servers` (and of PostgreSQL when `db`) per event ingested.
+    /// `servers` (and of PostgreSQL on `Measured::GatewaysAndPostgres`) per event ingested.
     async fn phase(
         &self,
         name: &str,
         servers: &[Server],
         bodies: &Bodies,
         concurrency: usize,
-        db: bool,
+        measured: Measured,
     ) -> Phase {
         let targets: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
         let run = |secs: f64| {
@@ -381,10 +398,9 @@ impl Bench<'_> {
         let per_event = |secs: f64| secs * 1e6 / load.events.max(1) as f64;
         Phase {
             name: name.to_owned(),
-            instances: if name.starts_with("floor") {
-                0
-            } else {
-                servers.len()
+            instances: match measured {
+                Measured::Floor => 0,
+                _ => servers.len(),
             },
             requests_per_sec: load.requests as f64 / load.secs,
             events_per_sec: load.events as f64 / load.secs,
@@ -394,7 +410,8 @@ impl Bench<'_> {
             requests: load.requests,
             errors: load.errors,
             cpu_us_per_event: per_event(cpu1 - cpu0),
-            db_cpu_us_per_event: db.then(|| per_event(db1 - db0)),
+            db_cpu_us_per_event: (measured == Measured::GatewaysAndPostgres)
+                .then(|| per_event(db1 - db0)),
         }
     }
 

@@ -130,23 +130,12 @@ impl Tally {
     /// each (hour, ad account, event name) is written once per commit, not once per job).
     pub(crate) fn absorb(&mut self, other: Tally) {
         for (hour, account, name, counts) in other.hours {
-            let found = self
-                .hours
-                .iter_mut()
-                .find(|(h, a, n, _)| *h == hour && *a == account && *n == name);
-            match found {
-                Some((_, _, _, c)) => c.add(&counts),
-                None => self.hours.push((hour, account, name, counts)),
-            }
+            // `hour` is Unix seconds at the start of the hour, so its millisecond is in it.
+            self.hour(&account, &name, hour * 1000).add(&counts);
         }
         for (key, n) in other.messages {
             *self.messages.entry(key).or_default() += n;
         }
-    }
-
-    /// Whether nothing was counted.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.hours.is_empty() && self.messages.is_empty()
     }
 
     /// Counts one settlement (what it changes on the order ledger is the store's to write).

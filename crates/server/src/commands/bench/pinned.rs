@@ -173,17 +173,9 @@ pub fn postgres_cpu_secs() -> f64 {
         .sum()
 }
 
-/// cutime + stime of the children a process waited for (fields 16 and 17), seconds.
+/// cutime + cstime of the children a process waited for (fields 16 and 17), seconds.
 fn children_cpu_secs(stat: &str) -> f64 {
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<i64>().ok());
-    match (ticks(16), ticks(17)) {
-        (Some(u), Some(s)) => (u + s).max(0) as f64 / 100.0,
-        _ => 0.0,
-    }
+    super::sustained::stat_secs(stat, 16, 17)
 }
 
 #[cfg(test)]

@@ -498,15 +498,21 @@ fn process_cpu_secs() -> f64 {
 
 /// utime + stime from a `stat` line of `/proc`, seconds.
 pub(super) fn stat_cpu_secs(stat: &str) -> f64 {
+    stat_secs(stat, 14, 15)
+}
+
+/// The sum of two clock-tick fields (numbered as in proc(5)) of a `stat` line of `/proc`,
+/// seconds; 0 when the line is not one.
+pub(super) fn stat_secs(stat: &str, a: usize, b: usize) -> f64 {
     // The command name (field 2) may hold spaces; the fields after it are plain.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
         return 0.0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
-    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
-    match (ticks(14), ticks(15)) {
-        (Some(u), Some(s)) => (u + s) as f64 / 100.0,
+    // `rest` starts at field 3 (state). cutime and cstime are signed in the kernel's format.
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<i64>().ok());
+    match (ticks(a), ticks(b)) {
+        (Some(u), Some(s)) => (u + s).max(0) as f64 / 100.0,
         _ => 0.0,
     }
 }

@@ -462,12 +462,7 @@ fn writer_loop(
             .collect();
         // The group's quality counts, one upsert per (hour, ad account, event name): written
         // in the same transaction as the events they count, or neither is.
-        let counted = if tally.is_empty() {
-            Ok(())
-        } else {
-            quality::flush(&conn, tally)
-        };
-        let commit = counted
+        let commit = quality::flush(&conn, tally)
             .and_then(|()| conn.execute_batch("COMMIT").map_err(StoreError::from))
             .map_err(|e| match e {
                 full @ StoreError::Full(_) => full,
