@@ -111,12 +111,12 @@ pub async fn apply(old: &AppState, mut config: Config) -> Result<(AppState, Appl
     Ok((new, applied))
 }
 
-/// Logs what a reload did, and counts it.
+/// Logs what a reload did, then counts it: the count comes last so that whoever sees it (a
+/// test, an operator's script) finds the log lines already written.
 pub fn report(state: &AppState, outcome: &Result<Applied, String>) {
     let metrics = Arc::clone(&state.metrics);
     match outcome {
         Ok(a) => {
-            metrics.inc("pincapi_config_reloads_total", &[("result", "applied")], 1);
             for key in &a.kept {
                 tracing::warn!(key = %key, "This setting changes only with a restart; the running value is kept");
             }
@@ -131,10 +131,11 @@ pub fn report(state: &AppState, outcome: &Result<Applied, String>) {
                 shops_removed = ?a.shops_removed,
                 "Configuration reloaded"
             );
+            metrics.inc("pincapi_config_reloads_total", &[("result", "applied")], 1);
         }
         Err(e) => {
-            metrics.inc("pincapi_config_reloads_total", &[("result", "refused")], 1);
             tracing::error!(error = %e, "The new configuration is refused; the running one is kept");
+            metrics.inc("pincapi_config_reloads_total", &[("result", "refused")], 1);
         }
     }
 }
