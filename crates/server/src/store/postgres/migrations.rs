@@ -325,6 +325,20 @@ CREATE TABLE IF NOT EXISTS call_slots (
 CREATE INDEX IF NOT EXISTS call_slots_account ON call_slots (ad_account_id, taken_at_ms);
 ",
     },
+    Migration {
+        version: 8,
+        name: "room for in-place claims",
+        // A claim rewrites a row in place (a HOT update) only when its page has room for the
+        // new version. New pages of `events` are filled to half, so even a claim of every row
+        // on a page finds room for each one's new version, instead of moving the row and
+        // indexing it anew (at 70 %, a claim of 1000 fresh rows found room for 48 of every
+        // 100). The old versions are pruned from the page when it is next visited. Existing
+        // pages keep their fill. The cost: the `events` heap (not the payloads) takes up to
+        // twice the pages.
+        sql: "
+ALTER TABLE events SET (fillfactor = 50);
+",
+    },
 ];
 
 /// The newest version this build knows.

@@ -3,9 +3,10 @@
 //! Every instance runs the same delivery loops against the same tables; what keeps an event
 //! from being sent twice is the lease, as with SQLite, plus row locks:
 //!
-//! - a claim picks due rows with `FOR UPDATE SKIP LOCKED` and moves their `next_attempt_at`
-//!   and `lease_until` to the lease end in the same statement, so two instances claiming at
-//!   once get disjoint events and no claim waits on another;
+//! - a claim picks due, unleased rows with `FOR UPDATE SKIP LOCKED` and sets their
+//!   `lease_until` to the lease end in the same statement, so two instances claiming at once
+//!   get disjoint events and no claim waits on another (a leased row keeps its
+//!   `next_attempt_at`, so the claim rewrites no indexed column and stays a HOT update);
 //! - a settlement applies only where `lease_until` still equals the claim's lease end, so an
 //!   instance whose lease ran out (it stalled, or died and was replaced) cannot overwrite what
 //!   the next owner does; an instance killed mid-batch leaves its events leased, and any other

@@ -40,15 +40,21 @@ impl Queue for PostgresStore {
         let lease_end = now_ms + lease_ms;
         // One statement: the due rows nobody else is locking are picked and leased; a row
         // another instance claimed a moment ago is either skipped (still locked) or no longer
-        // due (its next_attempt_at is its lease end once committed).
+        // free (its lease_until is in the future once committed). The claim writes only
+        // `lease_until`, which no index holds, so PostgreSQL rewrites the row in place on its
+        // page (a HOT update) and touches no index: before, the claim also moved the indexed
+        // `next_attempt_at` to the lease end, and each claimed row cost four new index
+        // entries. Leased rows keep their place at the front of `events_due` until they are
+        // settled, so a claim steps over at most the events in flight.
         let rows = self
             .query(
                 "WITH picked AS MATERIALIZED (
                      SELECT id, lease_until IS NOT NULL AS retaken FROM events
                      WHERE state = 'pending' AND ad_account_id = $1 AND next_attempt_at <= $2
+                         AND (lease_until IS NULL OR lease_until <= $2)
                      ORDER BY next_attempt_at, id LIMIT $3
                      FOR UPDATE SKIP LOCKED)
-                 UPDATE events e SET next_attempt_at = $4, lease_until = $4
+                 UPDATE events e SET lease_until = $4
                  FROM picked, payloads p
                  WHERE e.id = picked.id AND p.id = e.id
                  RETURNING e.id, e.event_id, e.event_name, e.event_time, e.received_at,
@@ -131,15 +137,16 @@ impl Queue for PostgresStore {
             counted.push(count);
         }
         let applied = in_transaction!(self, |tx| {
-            // Lock in id order first (an enqueue merging into one of these rows locks the
-            // same way), then update them all at once; RETURNING says which were settled
-            // (a row whose lease was replaced is not), which is what the aggregates count.
-            query(
-                &tx,
-                "SELECT id FROM events WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .await?;
+            // One statement updates them all. A finished event's last schedule is its lease
+            // end (what a dropped event is aged by), as when claims moved `next_attempt_at`;
+            // the settlement rewrites the row anyway, so this costs nothing. RETURNING says which were settled (a row whose
+            // lease was replaced is not), which is what the aggregates count. The ids come
+            // sorted and the update walks them in that order, taking each row's lock as it
+            // goes, which is the order an enqueue merging into these rows locks them in. (A
+            // separate `SELECT ... FOR UPDATE` first made that order certain, but wrote a lock
+            // record for every row before the update wrote it again; should the planner ever
+            // pick another order and PostgreSQL report a deadlock, the transaction is run
+            // again.)
             let mut settled = query(
                 &tx,
                 "UPDATE events e SET
@@ -148,8 +155,7 @@ impl Queue for PostgresStore {
                      warning = CASE s.kind WHEN 'delivered' THEN s.message ELSE e.warning END,
                      last_error = CASE s.kind WHEN 'delivered' THEN e.last_error
                                   ELSE s.message END,
-                     next_attempt_at = CASE s.kind WHEN 'retry' THEN s.at
-                                       ELSE e.next_attempt_at END,
+                     next_attempt_at = CASE s.kind WHEN 'retry' THEN s.at ELSE $1 END,
                      attempts = e.attempts + s.counted,
                      lease_until = NULL
                  FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::int[])
@@ -189,14 +195,19 @@ impl Queue for PostgresStore {
     }
 
     async fn next_due(&self, ad_account_id: &str) -> Result<Option<i64>, StoreError> {
+        // The first unleased event in `events_due`'s order: a leased event is its holder's to
+        // settle, and should the holder die, the next claim after its lease (at the latest a
+        // poll interval later) takes it. Stepping over the leased rows at the front costs at
+        // most the events in flight; a min() over lease ends would read every pending row.
         let rows = self
             .query(
-                "SELECT min(next_attempt_at) FROM events
-                 WHERE state = 'pending' AND ad_account_id = $1",
+                "SELECT next_attempt_at FROM events
+                 WHERE state = 'pending' AND ad_account_id = $1 AND lease_until IS NULL
+                 ORDER BY next_attempt_at, id LIMIT 1",
                 &[&ad_account_id],
             )
             .await?;
-        Ok(rows.first().and_then(|r| r.get(0)))
+        Ok(rows.first().map(|r| r.get(0)))
     }
 
     async fn release_leases(&self, now_ms: i64) -> Result<u64, StoreError> {
