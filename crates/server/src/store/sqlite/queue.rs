@@ -1,5 +1,7 @@
 //! The queue on SQLite: enqueue (with the repeat rule), claim, settle.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use pincapi_core::event::EventName;
 use rusqlite::{Connection, params};
@@ -93,61 +95,8 @@ impl Queue for SqliteStore {
         lease_until_ms: i64,
         settlements: Vec<Settlement>,
     ) -> Result<usize, StoreError> {
-        self.write_counted(move |conn, tally| {
-            let mut applied = 0;
-            for s in &settlements {
-                // Each update returns what the aggregates need, or nothing when the lease
-                // was replaced (then nothing is counted either).
-                let settled = match s {
-                    Settlement::Delivered {
-                        id,
-                        sent_at_ms,
-                        warning,
-                    } => settle_one(
-                        conn,
-                        "UPDATE events SET state = 'delivered', sent_at = ?3, warning = ?4,
-                             attempts = attempts + 1, lease_until = NULL
-                         WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'
-                         RETURNING ad_account_id, event_name, event_id, received_at, event_time",
-                        params![id, lease_until_ms, sent_at_ms, warning],
-                    )?,
-                    Settlement::Retry {
-                        id,
-                        next_attempt_at_ms,
-                        error,
-                        counted,
-                    } => settle_one(
-                        conn,
-                        "UPDATE events SET next_attempt_at = ?3, last_error = ?4,
-                             attempts = attempts + ?5, lease_until = NULL
-                         WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'
-                         RETURNING ad_account_id, event_name, event_id, received_at, event_time",
-                        params![
-                            id,
-                            lease_until_ms,
-                            next_attempt_at_ms,
-                            error,
-                            i64::from(*counted)
-                        ],
-                    )?,
-                    Settlement::Dead { id, reason } => settle_one(
-                        conn,
-                        "UPDATE events SET state = 'dead', last_error = ?3,
-                             attempts = attempts + 1, lease_until = NULL
-                         WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'
-                         RETURNING ad_account_id, event_name, event_id, received_at, event_time",
-                        params![id, lease_until_ms, reason.to_string()],
-                    )?,
-                };
-                let Some(settled) = settled else {
-                    continue;
-                };
-                applied += 1;
-                count_settlement(conn, tally, &settled, s)?;
-            }
-            Ok(applied)
-        })
-        .await
+        self.write_counted(move |conn, tally| settle_all(conn, tally, lease_until_ms, &settlements))
+            .await
     }
 
     async fn next_due(&self, ad_account_id: &str) -> Result<Option<i64>, StoreError> {
@@ -311,25 +260,159 @@ fn record_repeat(
     Ok(write.enqueued)
 }
 
-/// Runs one settling UPDATE ... RETURNING; `None` when no row matched.
-fn settle_one(
+/// Settles a claim's events: one `UPDATE ... RETURNING` per group of settlements that write
+/// the same values (typically one: every event of a request delivered at once), over the
+/// group's ids. One statement per event cost most of a round's store time: SQLite copies every
+/// page a statement changes into the statement journal before changing it, so a hundred
+/// one-row updates copied the same few pages a hundred times. Only the first settlement of an
+/// id counts, as when each was its own statement (the second found the lease gone).
+fn settle_all(
     conn: &Connection,
-    sql: &str,
-    values: &[&dyn rusqlite::ToSql],
-) -> Result<Option<Settled>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(values)?;
-    let settled = match rows.next()? {
-        Some(r) => Some(Settled {
-            ad_account_id: r.get(0)?,
-            event_name: r.get(1)?,
-            event_id: r.get(2)?,
-            received_at_ms: r.get(3)?,
-            event_time: r.get(4)?,
-        }),
-        None => None,
-    };
-    Ok(settled)
+    tally: &mut Tally,
+    lease_until_ms: i64,
+    settlements: &[Settlement],
+) -> Result<usize, StoreError> {
+    let mut first: HashMap<i64, usize> = HashMap::with_capacity(settlements.len());
+    let mut groups: Vec<(Write<'_>, Vec<i64>)> = Vec::new();
+    for (i, s) in settlements.iter().enumerate() {
+        let (id, write) = Write::of(s);
+        if first.insert(id, i).is_some() {
+            continue;
+        }
+        match groups.iter_mut().find(|(w, _)| *w == write) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((write, vec![id])),
+        }
+    }
+    let mut applied = 0;
+    for (write, ids) in &groups {
+        let ids = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Query(format!("settlement ids: {e}")))?;
+        for settled in write.apply(conn, lease_until_ms, &ids)? {
+            let (id, settled) = settled;
+            let Some(&i) = first.get(&id) else {
+                return Err(StoreError::Query(format!(
+                    "settled row {id} was not asked for"
+                )));
+            };
+            applied += 1;
+            count_settlement(conn, tally, &settled, &settlements[i])?;
+        }
+    }
+    Ok(applied)
+}
+
+/// What a settlement writes to its row, apart from the id: settlements with equal writes
+/// share one statement.
+#[derive(PartialEq)]
+enum Write<'a> {
+    Delivered {
+        sent_at_ms: i64,
+        warning: Option<&'a str>,
+    },
+    Retry {
+        next_attempt_at_ms: i64,
+        error: &'a str,
+        counted: bool,
+    },
+    Dead {
+        reason: String,
+    },
+}
+
+impl<'a> Write<'a> {
+    fn of(s: &'a Settlement) -> (i64, Write<'a>) {
+        match s {
+            Settlement::Delivered {
+                id,
+                sent_at_ms,
+                warning,
+            } => (
+                *id,
+                Write::Delivered {
+                    sent_at_ms: *sent_at_ms,
+                    warning: warning.as_deref(),
+                },
+            ),
+            Settlement::Retry {
+                id,
+                next_attempt_at_ms,
+                error,
+                counted,
+            } => (
+                *id,
+                Write::Retry {
+                    next_attempt_at_ms: *next_attempt_at_ms,
+                    error,
+                    counted: *counted,
+                },
+            ),
+            Settlement::Dead { id, reason } => (
+                *id,
+                Write::Dead {
+                    reason: reason.to_string(),
+                },
+            ),
+        }
+    }
+
+    /// Runs the write over `ids` (a JSON array) where the lease is still the claim's; returns
+    /// each row settled, with what the aggregates need. A finished event's last schedule
+    /// becomes its lease end (what a dropped event is aged by).
+    fn apply(
+        &self,
+        conn: &Connection,
+        lease_until_ms: i64,
+        ids: &str,
+    ) -> Result<Vec<(i64, Settled)>, StoreError> {
+        let (sql, values): (&str, Vec<&dyn rusqlite::ToSql>) = match self {
+            Write::Delivered {
+                sent_at_ms,
+                warning,
+            } => (
+                "UPDATE events SET state = 'delivered', sent_at = ?3, warning = ?4,
+                     attempts = attempts + 1, lease_until = NULL, next_attempt_at = ?2
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until = ?2
+                     AND state = 'pending'
+                 RETURNING id, ad_account_id, event_name, event_id, received_at, event_time",
+                vec![&ids, &lease_until_ms, sent_at_ms, warning],
+            ),
+            Write::Retry {
+                next_attempt_at_ms,
+                error,
+                counted,
+            } => (
+                "UPDATE events SET next_attempt_at = ?3, last_error = ?4,
+                     attempts = attempts + ?5, lease_until = NULL
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until = ?2
+                     AND state = 'pending'
+                 RETURNING id, ad_account_id, event_name, event_id, received_at, event_time",
+                vec![&ids, &lease_until_ms, next_attempt_at_ms, error, counted],
+            ),
+            Write::Dead { reason } => (
+                "UPDATE events SET state = 'dead', last_error = ?3,
+                     attempts = attempts + 1, lease_until = NULL, next_attempt_at = ?2
+                 WHERE id IN (SELECT value FROM json_each(?1)) AND lease_until = ?2
+                     AND state = 'pending'
+                 RETURNING id, ad_account_id, event_name, event_id, received_at, event_time",
+                vec![&ids, &lease_until_ms, reason],
+            ),
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(values.as_slice(), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Settled {
+                    ad_account_id: r.get(1)?,
+                    event_name: r.get(2)?,
+                    event_id: r.get(3)?,
+                    received_at_ms: r.get(4)?,
+                    event_time: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
 }
 
 /// Counts one settlement, and marks a delivered Shopify purchase on the order ledger.
