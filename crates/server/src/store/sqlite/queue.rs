@@ -60,14 +60,27 @@ impl Queue for SqliteStore {
                     r.get::<_, bool>(6)?,
                 ))
             })?;
-            let mut claimed = Vec::new();
-            let mut body = conn.prepare_cached("SELECT body FROM payloads WHERE id = ?1")?;
-            for row in rows {
-                let (id, event_id, name, event_time, received_at_ms, attempts, test) = row?;
+            let mut leased = rows.collect::<Result<Vec<_>, _>>()?;
+            // Send oldest first.
+            leased.sort_unstable_by_key(|row| row.0);
+            // The payloads in one statement, in the same order: one step per row of a single
+            // query rather than a query per row, which cost a quarter of a claim.
+            let ids = serde_json::to_string(&leased.iter().map(|row| row.0).collect::<Vec<_>>())
+                .map_err(|e| StoreError::Query(format!("claimed ids: {e}")))?;
+            let mut payloads = conn.prepare_cached(
+                "SELECT id, body FROM payloads
+                 WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+            )?;
+            let mut bodies = payloads.query(params![ids])?;
+            let mut claimed = Vec::with_capacity(leased.len());
+            for (id, event_id, name, event_time, received_at_ms, attempts, test) in leased {
                 let event_name = EventName::parse(&name).ok_or_else(|| {
                     StoreError::Query(format!("row {id} has an unknown event_name"))
                 })?;
-                let payload: String = body.query_row(params![id], |r| r.get(0))?;
+                let payload: String = match bodies.next()? {
+                    Some(r) if r.get::<_, i64>(0)? == id => r.get(1)?,
+                    _ => return Err(StoreError::Query(format!("row {id} has no payload"))),
+                };
                 claimed.push(ClaimedEvent {
                     id,
                     event_id,
@@ -83,8 +96,6 @@ impl Queue for SqliteStore {
                     retaken: false,
                 });
             }
-            // RETURNING gives rows in no promised order; send oldest first.
-            claimed.sort_by_key(|c| c.id);
             Ok(claimed)
         })
         .await
