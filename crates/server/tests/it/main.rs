@@ -33,4 +33,5 @@ mod shopify_app;
 mod shopify_pixel;
 mod status;
 mod store;
+mod store_settle;
 mod tag_check_proxy;

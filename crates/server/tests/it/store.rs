@@ -19,13 +19,13 @@ use pincapi_core::event::MatchKeys;
 use crate::helpers::wait_for;
 use crate::pg::TestSchema;
 
-fn sqlite() -> (SharedStore, tempfile::TempDir) {
+pub(crate) fn sqlite() -> (SharedStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("o.db"), Synchronous::Normal).unwrap();
     (Arc::new(store), dir)
 }
 
-async fn postgres() -> (SharedStore, TestSchema) {
+pub(crate) async fn postgres() -> (SharedStore, TestSchema) {
     let schema = TestSchema::create().await;
     let store = PostgresStore::connect(&schema.url, &PostgresConfig::default())
         .await
@@ -33,7 +33,7 @@ async fn postgres() -> (SharedStore, TestSchema) {
     (Arc::new(store), schema)
 }
 
-fn event(id: &str, received: i64) -> NewEvent {
+pub(crate) fn event(id: &str, received: i64) -> NewEvent {
     NewEvent {
         ad_account_id: "1".into(),
         event_id: id.into(),

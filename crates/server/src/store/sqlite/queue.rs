@@ -284,19 +284,27 @@ fn settle_all(
     settlements: &[Settlement],
 ) -> Result<usize, StoreError> {
     let mut first: HashMap<i64, usize> = HashMap::with_capacity(settlements.len());
-    let mut groups: Vec<(Write<'_>, Vec<i64>)> = Vec::new();
+    // Each distinct write's place in `groups`: a batch whose events Pinterest refused one by
+    // one, each with its own message, is as many groups as events.
+    let mut group_of: HashMap<Write<'_>, usize> = HashMap::new();
+    let mut groups: Vec<Vec<i64>> = Vec::new();
+    let mut writes: Vec<Write<'_>> = Vec::new();
     for (i, s) in settlements.iter().enumerate() {
         let (id, write) = Write::of(s);
         if first.insert(id, i).is_some() {
             continue;
         }
-        match groups.iter_mut().find(|(w, _)| *w == write) {
-            Some((_, ids)) => ids.push(id),
-            None => groups.push((write, vec![id])),
+        match group_of.get(&write) {
+            Some(&g) => groups[g].push(id),
+            None => {
+                group_of.insert(write.clone(), groups.len());
+                groups.push(vec![id]);
+                writes.push(write);
+            }
         }
     }
     let mut applied = 0;
-    for (write, ids) in &groups {
+    for (write, ids) in writes.iter().zip(&groups) {
         let ids = serde_json::to_string(ids)
             .map_err(|e| StoreError::Query(format!("settlement ids: {e}")))?;
         for settled in write.apply(conn, lease_until_ms, &ids)? {
@@ -315,7 +323,7 @@ fn settle_all(
 
 /// What a settlement writes to its row, apart from the id: settlements with equal writes
 /// share one statement.
-#[derive(PartialEq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 enum Write<'a> {
     Delivered {
         sent_at_ms: i64,
