@@ -196,6 +196,78 @@ pub enum Settlement {
     Dead { id: i64, reason: DeadReason },
 }
 
+impl Settlement {
+    /// The event's row id.
+    pub fn id(&self) -> i64 {
+        match self {
+            Settlement::Delivered { id, .. }
+            | Settlement::Retry { id, .. }
+            | Settlement::Dead { id, .. } => *id,
+        }
+    }
+
+    /// What both stores write for it, in the shape of their one settling statement.
+    pub fn row(&self) -> SettlementRow {
+        match self {
+            Settlement::Delivered {
+                id,
+                sent_at_ms,
+                warning,
+            } => SettlementRow {
+                id: *id,
+                kind: "delivered",
+                at: Some(*sent_at_ms),
+                message: warning.clone(),
+                counted: 1,
+            },
+            Settlement::Retry {
+                id,
+                next_attempt_at_ms,
+                error,
+                counted,
+            } => SettlementRow {
+                id: *id,
+                kind: "retry",
+                at: Some(*next_attempt_at_ms),
+                message: Some(error.clone()),
+                counted: i32::from(*counted),
+            },
+            Settlement::Dead { id, reason } => SettlementRow {
+                id: *id,
+                kind: "dead",
+                at: None,
+                message: Some(reason.to_string()),
+                counted: 1,
+            },
+        }
+    }
+}
+
+/// One settlement as the values of the settling statement: `kind` is the new state
+/// (`delivered`, `dead`) or `retry`; `at` is the send time (delivered) or the next attempt
+/// (retry); `message` the warning (delivered), error (retry) or reason (dead); `counted` is
+/// added to the attempts.
+#[derive(Debug, Serialize)]
+pub struct SettlementRow {
+    pub id: i64,
+    pub kind: &'static str,
+    pub at: Option<i64>,
+    pub message: Option<String>,
+    pub counted: i32,
+}
+
+/// The first outcome given for each event, sorted by id: a later one for the same event is
+/// not recorded, as when each was its own statement and found the lease already ended.
+pub fn first_per_event(settlements: Vec<Settlement>) -> Vec<Settlement> {
+    let mut seen = std::collections::HashSet::new();
+    let mut first: Vec<Settlement> = settlements
+        .into_iter()
+        .filter(|s| seen.insert(s.id()))
+        .collect();
+    first.sort_by_key(Settlement::id);
+    first
+}
+
 /// Queue depth for one (account, event name).
 #[derive(Debug, Clone, Serialize)]
 pub struct Depth {

@@ -1,6 +1,6 @@
-//! One settlement of a whole claim with mixed outcomes, on SQLite and on PostgreSQL: events
-//! with the same outcome may share a statement, but each is recorded as its own, a repeated id
-//! counts once (the first outcome given), and per-event reasons stay per event.
+//! One settlement of a whole claim with mixed outcomes, on SQLite and on PostgreSQL: one
+//! statement settles them all, yet each is recorded as its own, a repeated id counts once (the
+//! first outcome given), and per-event reasons stay per event.
 
 use pincapi::store::{DeadReason, Settlement, SharedStore};
 

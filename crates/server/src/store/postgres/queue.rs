@@ -16,6 +16,7 @@ use crate::store::repeat::{self, RepeatTarget};
 use crate::store::tally::{Settled, Tally};
 use crate::store::{
     ClaimedEvent, Depth, Enqueued, NewEvent, PAYLOAD_VERSION, Queue, Settlement, StoreError,
+    first_per_event,
 };
 
 #[async_trait]
@@ -94,47 +95,21 @@ impl Queue for PostgresStore {
         lease_until_ms: i64,
         settlements: Vec<Settlement>,
     ) -> Result<usize, StoreError> {
-        // One outcome per event (the first, as one statement per outcome would record).
-        let mut seen = std::collections::HashSet::new();
-        let mut settlements: Vec<Settlement> = settlements
-            .into_iter()
-            .filter(|s| seen.insert(settlement_id(s)))
-            .collect();
+        let settlements = first_per_event(settlements);
         if settlements.is_empty() {
             return Ok(0);
         }
-        settlements.sort_by_key(settlement_id);
         let mut ids = Vec::with_capacity(settlements.len());
         let mut kinds = Vec::with_capacity(settlements.len());
         let mut ats: Vec<Option<i64>> = Vec::with_capacity(settlements.len());
         let mut messages: Vec<Option<String>> = Vec::with_capacity(settlements.len());
         let mut counted: Vec<i32> = Vec::with_capacity(settlements.len());
-        for s in &settlements {
-            let (id, kind, at, message, count) = match s {
-                Settlement::Delivered {
-                    id,
-                    sent_at_ms,
-                    warning,
-                } => (*id, "delivered", Some(*sent_at_ms), warning.clone(), 1),
-                Settlement::Retry {
-                    id,
-                    next_attempt_at_ms,
-                    error,
-                    counted,
-                } => (
-                    *id,
-                    "retry",
-                    Some(*next_attempt_at_ms),
-                    Some(error.clone()),
-                    i32::from(*counted),
-                ),
-                Settlement::Dead { id, reason } => (*id, "dead", None, Some(reason.to_string()), 1),
-            };
-            ids.push(id);
-            kinds.push(kind);
-            ats.push(at);
-            messages.push(message);
-            counted.push(count);
+        for row in settlements.iter().map(Settlement::row) {
+            ids.push(row.id);
+            kinds.push(row.kind);
+            ats.push(row.at);
+            messages.push(row.message);
+            counted.push(row.counted);
         }
         let applied = in_transaction!(self, |tx| {
             // One statement updates them all. A finished event's last schedule is its lease
@@ -280,14 +255,6 @@ impl Queue for PostgresStore {
 }
 
 /// The row id a settlement is about.
-fn settlement_id(s: &Settlement) -> i64 {
-    match s {
-        Settlement::Delivered { id, .. }
-        | Settlement::Retry { id, .. }
-        | Settlement::Dead { id, .. } => *id,
-    }
-}
-
 /// Stores events: every first sighting of an (ad account, event_id) in one insert, then the
 /// repeats (of stored events, or within the batch) one by one in the order given.
 pub(super) async fn enqueue_in<C: GenericClient + Sync>(
